@@ -1,0 +1,557 @@
+package sandbox_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mrbacd/mrbacd/mistral"
+	"github.com/mrbacd/mrbacd/mistral/sandbox"
+)
+
+var testNow = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+
+type harness struct {
+	t   *testing.T
+	sb  *sandbox.Server
+	url string
+}
+
+func start(t *testing.T, seed *sandbox.Seed) *harness {
+	t.Helper()
+	sb := sandbox.New(sandbox.Options{Seed: seed, Now: func() time.Time { return testNow }})
+	ts := httptest.NewServer(sb)
+	t.Cleanup(ts.Close)
+	return &harness{t: t, sb: sb, url: ts.URL}
+}
+
+// do sends a request and returns status, headers and body. auth is a full
+// header line ("Authorization: Bearer X" or "x-api-key: X") or "".
+func (h *harness) do(method, path, auth, body string) (int, http.Header, []byte) {
+	h.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, h.url+path, rd)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if auth != "" {
+		k, v, _ := strings.Cut(auth, ": ")
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
+}
+
+func (h *harness) admin() string { return "Authorization: Bearer " + h.sb.AdminKey() }
+
+// object decodes a JSON object and checks it has exactly the wanted keys.
+func object(t *testing.T, what string, raw any, keys ...string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	switch v := raw.(type) {
+	case []byte:
+		if err := json.Unmarshal(v, &m); err != nil {
+			t.Fatalf("%s: not a JSON object: %s", what, v)
+		}
+	case map[string]any:
+		m = v
+	default:
+		t.Fatalf("%s: not an object: %T %v", what, raw, raw)
+	}
+	var got []string
+	for k := range m {
+		got = append(got, k)
+	}
+	sort.Strings(got)
+	sort.Strings(keys)
+	if strings.Join(got, ",") != strings.Join(keys, ",") {
+		t.Errorf("%s: fields %v, want %v", what, got, keys)
+	}
+	return m
+}
+
+func (h *harness) createKey(name, extra string) map[string]any {
+	h.t.Helper()
+	ws := h.sb.Workspaces()[0].UUID
+	user := h.sb.Users()[0].ID
+	st, _, b := h.do("POST", "/v1/admin/api-keys", h.admin(), fmt.Sprintf(`{"name": %q, "workspace_uuid": %q, "user_id": %q%s}`, name, ws, user, extra))
+	if st != 200 {
+		h.t.Fatalf("create key: %d %s", st, b)
+	}
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	return m
+}
+
+var keyFields = []string{"key_id", "key", "name", "hidden_key", "created_at", "expiration_date", "workspace_id",
+	"workspace_name", "created_by", "product", "last_used", "can_delete", "actions"}
+
+// TestJSONShapes checks each answer against the shapes of mistral-api.md.
+func TestJSONShapes(t *testing.T) {
+	h := start(t, nil)
+	k := h.createKey("shape", `, "expiration": "2027-01-01"`)
+	object(t, "created key", k, keyFields...)
+	if k["key"] == nil || k["expiration_date"] != "2027-01-01" || k["last_used"] != nil || k["product"] != "API" {
+		t.Errorf("created key values: %v", k)
+	}
+	if _, err := time.Parse(time.RFC3339, k["created_at"].(string)); err != nil {
+		t.Errorf("created_at %v: %v", k["created_at"], err)
+	}
+	actions := object(t, "actions", k["actions"], "rotate", "delete")
+	object(t, "actions.rotate", actions["rotate"], "status")
+	object(t, "actions.delete", actions["delete"], "status", "reason")
+	plain := k["key"].(string)
+	auth := "Authorization: Bearer " + plain
+
+	st, _, b := h.do("GET", "/v1/admin/api-keys?limit=100&offset=0&name=shape", h.admin(), "")
+	list := object(t, "key list", b, "keys")
+	if st != 200 || len(list["keys"].([]any)) != 1 {
+		t.Fatalf("list: %d %s", st, b)
+	}
+	listed := object(t, "listed key", list["keys"].([]any)[0], keyFields...)
+	if listed["key"] != nil {
+		t.Error("listed key shows plaintext")
+	}
+
+	_, _, b = h.do("GET", "/v1/admin/workspaces?page=1&page_size=25&search=&is_archived=", h.admin(), "")
+	wp := object(t, "workspace page", b, "total", "items", "object", "page", "page_size")
+	w := object(t, "workspace", wp["items"].([]any)[0], "uuid", "name", "description", "members_count", "is_default", "is_archived", "spend_limit")
+	object(t, "workspace spend_limit", w["spend_limit"], "value", "currency", "no_monthly_limit")
+
+	_, _, b = h.do("GET", "/v1/admin/users?page=1&page_size=10&email=", h.admin(), "")
+	object(t, "users", b, "members", "invites", "total", "page", "page_size")
+
+	_, _, b = h.do("GET", "/v1/models", auth, "")
+	models := object(t, "models", b, "object", "data")
+	m := object(t, "model", models["data"].([]any)[0], "id", "object", "created", "owned_by", "capabilities", "name", "description",
+		"max_context_length", "aliases", "deprecation", "default_model_temperature", "type")
+	if m["object"] != "model" || models["object"] != "list" {
+		t.Errorf("models: %v", models)
+	}
+
+	st, hdr, b := h.do("POST", "/v1/chat/completions", auth, `{"model": "mistral-small-latest", "messages": [{"role": "user", "content": "hi there"}], "temperature": 0.2, "top_p": 1, "max_tokens": 50, "random_seed": 1, "safe_prompt": false, "stop": ["\n"], "response_format": {"type": "text"}}`)
+	if st != 200 || hdr.Get("x-ratelimit-remaining-req-minute") == "" {
+		t.Fatalf("chat: %d %v %s", st, hdr, b)
+	}
+	chat := object(t, "chat", b, "id", "object", "created", "model", "choices", "usage")
+	choice := object(t, "choice", chat["choices"].([]any)[0], "index", "message", "finish_reason")
+	msg := choice["message"].(map[string]any)
+	if msg["role"] != "assistant" || chat["object"] != "chat.completion" {
+		t.Errorf("chat: %s", b)
+	}
+	object(t, "usage", chat["usage"], "prompt_tokens", "completion_tokens", "total_tokens")
+
+	st, hdr, b = h.do("POST", "/v1/chat/completions", auth, `{"model": "mistral-small-latest", "messages": [{"role": "user", "content": "hi"}], "stream": true}`)
+	if st != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("stream: %d %v", st, hdr)
+	}
+	var events []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			events = append(events, d)
+		}
+	}
+	if len(events) < 3 || events[len(events)-1] != "[DONE]" {
+		t.Fatalf("stream events: %q", events)
+	}
+	for i, ev := range events[:len(events)-1] {
+		c := map[string]any{}
+		if err := json.Unmarshal([]byte(ev), &c); err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+		if c["object"] != "chat.completion.chunk" || c["p"] == nil {
+			t.Errorf("chunk %d: %v", i, c)
+		}
+		delta := c["choices"].([]any)[0].(map[string]any)["delta"]
+		if delta == nil {
+			t.Errorf("chunk %d lacks delta", i)
+		}
+		_, hasUsage := c["usage"]
+		if hasUsage != (i == len(events)-2) {
+			t.Errorf("chunk %d usage presence %v", i, hasUsage)
+		}
+	}
+
+	_, _, b = h.do("POST", "/v1/embeddings", auth, `{"model": "mistral-embed", "input": "one text"}`)
+	emb := object(t, "embeddings", b, "id", "object", "model", "data", "usage")
+	object(t, "embedding", emb["data"].([]any)[0], "object", "embedding", "index")
+
+	_, _, b = h.do("GET", "/v1/admin/usage?month=11&year=2026", h.admin(), "")
+	u := map[string]any{}
+	_ = json.Unmarshal(b, &u)
+	for _, f := range []string{"completion", "chat", "ocr", "fine_tuning", "audio", "start_date", "end_date", "currency", "currency_symbol", "prices"} {
+		if _, ok := u[f]; !ok {
+			t.Errorf("usage lacks %s", f)
+		}
+	}
+
+	_, _, b = h.do("GET", "/v1/admin/spend-limit", h.admin(), "")
+	sl := object(t, "spend limit", b, "limits", "currency")
+	comp := sl["limits"].(map[string]any)["completion"].(map[string]any)
+	for _, f := range []string{"monthly_limit_reached", "no_monthly_limit", "usage", "usage_limit"} {
+		if _, ok := comp[f]; !ok {
+			t.Errorf("spend limit lacks %s", f)
+		}
+	}
+	st, _, _ = h.do("POST", "/v1/admin/spend-limit", h.admin(), `{"amount": 20, "no_monthly_limit": false}`)
+	if st != 200 {
+		t.Errorf("set spend limit: %d", st)
+	}
+	_, _, b = h.do("GET", "/v1/admin/rate-limit", h.admin(), "")
+	rl := object(t, "rate limit", b, "requests_per_second", "tokens_limits_by_model")
+	object(t, "model token limits", rl["tokens_limits_by_model"].(map[string]any)["mistral-small-latest"], "tokens_per_minute", "tokens_per_month")
+
+	st, _, b = h.do("DELETE", "/v1/admin/api-keys/"+k["key_id"].(string), h.admin(), "")
+	if st != 200 || string(b) != `{"detail":"API key deleted successfully"}` {
+		t.Errorf("delete: %d %s", st, b)
+	}
+}
+
+func TestErrorShapes(t *testing.T) {
+	h := start(t, nil)
+	k := h.createKey("k", "")
+	auth := "Authorization: Bearer " + k["key"].(string)
+	tests := []struct {
+		name         string
+		method, path string
+		auth, body   string
+		status       int
+		want         string // exact body, or prefix when ending in "*"
+	}{
+		{"models unknown key", "GET", "/v1/models", "Authorization: Bearer nope", "", 401, `{"message":"Unauthorized","request_id":"*`},
+		{"chat no key", "POST", "/v1/chat/completions", "", `{}`, 401, `{"detail":"Unauthorized"}`},
+		{"admin no key", "GET", "/v1/admin/api-keys", "", "", 401, `{"message":"Unauthorized","request_id":"*`},
+		{"admin with inference key", "GET", "/v1/admin/api-keys", auth, "", 403, ``},
+		{"admin x-api-key", "GET", "/v1/admin/rate-limit", "x-api-key: " + h.sb.AdminKey(), "", 200, `{"requests_per_second":*`},
+		{"chat unknown field", "POST", "/v1/chat/completions", auth, `{"model":"mistral-small-latest","messages":[{"role":"user","content":"x"}],"foo":1}`, 422,
+			`{"code":null,"message":{"detail":[{"loc":["body","foo"],"msg":"Extra inputs are not permitted","type":"extra_forbidden"}]},"object":"error","param":null,"type":"invalid_request_error"}`},
+		{"chat missing model", "POST", "/v1/chat/completions", auth, `{"messages":[{"role":"user","content":"x"}]}`, 422,
+			`{"detail":[{"loc":["body","model"],"msg":"Field required","type":"missing"}]}`},
+		{"chat bad role", "POST", "/v1/chat/completions", auth, `{"model":"mistral-small-latest","messages":[{"role":"robot","content":"x"}]}`, 422, `{"detail":[{"loc":["body","messages","0","role"]*`},
+		{"chat bad type", "POST", "/v1/chat/completions", auth, `{"model":"mistral-small-latest","messages":[],"max_tokens":"x"}`, 422, `{"code":null,"message":{"detail":[{"loc":["body","max_tokens"],"msg":"Input should be a valid integer"*`},
+		{"chat invalid json", "POST", "/v1/chat/completions", auth, `{"model":`, 422, `{"code":null,"message":{"detail":[{"loc":["body"],"msg":"Invalid JSON"*`},
+		{"chat unknown model", "POST", "/v1/chat/completions", auth, `{"model":"gpt","messages":[{"role":"user","content":"x"}]}`, 400,
+			`{"code":"1500","message":"Invalid model: gpt","object":"error","param":null,"type":"invalid_model"}`},
+		{"create missing fields", "POST", "/v1/admin/api-keys", h.admin(), `{}`, 422,
+			`{"detail":[{"loc":["body","name"],"msg":"Field required","type":"missing"},{"loc":["body","workspace_uuid"],"msg":"Field required","type":"missing"},{"loc":["body","user_id"],"msg":"Field required","type":"missing"}]}`},
+		{"create bad expiration", "POST", "/v1/admin/api-keys", h.admin(), `{"name":"x","workspace_uuid":"w","user_id":"u","expiration":"tomorrow"}`, 422, `{"detail":[{"loc":["body","expiration"]*`},
+		{"delete unknown", "DELETE", "/v1/admin/api-keys/nope", h.admin(), "", 404, `{"detail":"API key not found"}`},
+		{"bad limit", "GET", "/v1/admin/api-keys?limit=abc", h.admin(), "", 422, `{"detail":[{"loc":["query","limit"]*`},
+		{"usage without month", "GET", "/v1/admin/usage?year=2026", h.admin(), "", 422, `{"detail":[{"loc":["query","month"],"msg":"Field required","type":"missing"}]}`},
+		{"unknown route", "GET", "/v1/nope", h.admin(), "", 404, `{"detail":"Not Found"}`},
+		{"control without key", "GET", "/sandbox/events", "", "", 401, `{"message":"Unauthorized"*`},
+		{"healthz open", "GET", "/sandbox/healthz", "", "", 200, `{"status":"ok"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, _, b := h.do(tt.method, tt.path, tt.auth, tt.body)
+			got := string(b)
+			ok := got == tt.want
+			if p, isPrefix := strings.CutSuffix(tt.want, "*"); isPrefix {
+				ok = strings.HasPrefix(got, p)
+			}
+			if st != tt.status || !ok {
+				t.Errorf("got %d %s, want %d %s", st, got, tt.status, tt.want)
+			}
+		})
+	}
+}
+
+func TestSeed(t *testing.T) {
+	valid := `
+admin_key: sk-admin-from-seed-000000000000
+now: 2026-11-27T12:00:00Z
+workspaces:
+  - {uuid: aaaaaaaa-0000-4000-8000-000000000001, name: dev-workspace}
+  - {name: ml-workspace}
+users: [{id: u-1, email: ops@example.com}]
+keys:
+  - {name: dev-team-key, key: DevTeamKeyPlaintext0123456789abc, workspace: dev-workspace, created_at: 2026-08-01T00:00:00Z, last_used: 2026-11-20, expiration_date: 2027-01-01}
+  - {name: expired-key, key: ExpiredKeyPlaintext0123456789abc, workspace: aaaaaaaa-0000-4000-8000-000000000001, expiration_date: 2026-11-26}
+  - {name: ml-key, workspace: ml-workspace, created_at: 2026-10-01}
+usage:
+  - {workspace: ml-workspace, month: "2026-11", model: mistral-small-latest, prompt_tokens: 10, completion_tokens: 20}
+spend_limit: {amount: 50}
+`
+	dir := t.TempDir()
+	path := filepath.Join(dir, "seed.yaml")
+	if err := os.WriteFile(path, []byte(valid), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	seed, err := sandbox.LoadSeed(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := sandbox.New(sandbox.Options{Seed: seed})
+	if sb.AdminKey() != "sk-admin-from-seed-000000000000" || !sb.Now().Equal(testNow) {
+		t.Errorf("admin key / now: %s %v", sb.AdminKey(), sb.Now())
+	}
+	ws := sb.Workspaces()
+	if len(ws) != 2 || ws[0].UUID != "aaaaaaaa-0000-4000-8000-000000000001" || !ws[0].IsDefault || ws[1].UUID == "" {
+		t.Errorf("workspaces = %+v", ws)
+	}
+	keys := sb.Keys()
+	if len(keys) != 3 || keys[0].LastUsed == nil || keys[0].LastUsed.String() != "2026-11-20" || keys[0].CreatedBy != "u-1" ||
+		!keys[0].CreatedAt.Equal(time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC)) || keys[2].WorkspaceID != ws[1].UUID || len(keys[2].Plaintext) != 32 {
+		t.Errorf("keys = %+v", keys)
+	}
+	if !sb.Accepts("DevTeamKeyPlaintext0123456789abc") || sb.Accepts("ExpiredKeyPlaintext0123456789abc") || sb.Accepts("unknown") {
+		t.Error("Accepts")
+	}
+	if u := sb.WorkspaceUsage("ml-workspace", "2026-11"); u["mistral-small-latest"] != (mistral.ModelUsage{PromptTokens: 10, CompletionTokens: 20}) {
+		t.Errorf("usage = %v", u)
+	}
+
+	bad := []struct {
+		name, yaml, want string
+	}{
+		{"unknown field", "keys: [{name: a, colour: red}]", "field colour not found"},
+		{"not yaml", "keys: [", "did not find expected"},
+		{"unknown workspace", "keys: [{name: a, workspace: nope}]", `keys[0].workspace: unknown workspace "nope"`},
+		{"missing key name", "keys: [{key: abcdefghijkl}]", "keys[0].name: required"},
+		{"short plaintext", "keys: [{name: a, key: abc}]", "keys[0].key: too short"},
+		{"duplicate plaintext", "keys: [{name: a, key: abcdefghijkl}, {name: b, key: abcdefghijkl}]", "keys[1].key: the same plaintext"},
+		{"bad created_at", "keys: [{name: a, created_at: yesterday}]", "keys[0].created_at"},
+		{"bad last_used", "keys: [{name: a, last_used: 2026-11-20T10:00:00Z}]", "keys[0].last_used"},
+		{"bad expiration", "keys: [{name: a, expiration_date: 2026-13-01}]", "keys[0].expiration_date"},
+		{"unknown creator", "keys: [{name: a, created_by: ghost}]", "keys[0].created_by"},
+		{"duplicate workspace", "workspaces: [{name: a}, {name: a}]", "workspaces[1].name: duplicate"},
+		{"nameless workspace", "workspaces: [{uuid: x}]", "workspaces[0].name: required"},
+		{"bad email", "users: [{id: u, email: nobody}]", "users[0].email"},
+		{"bad usage month", "usage: [{month: 2026-11-01, model: m}]", "usage[0].month"},
+		{"usage without model", `usage: [{month: "2026-11"}]`, "usage[0].model: required"},
+		{"negative tokens", `usage: [{month: "2026-11", model: m, prompt_tokens: -1}]`, "usage[0]: token counts"},
+		{"bad now", "now: tomorrow", "now:"},
+		{"negative limit", "spend_limit: {amount: -1}", "spend_limit.amount"},
+	}
+	for _, tt := range bad {
+		_, err := sandbox.ParseSeed([]byte(tt.yaml))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: err = %v, want %q", tt.name, err, tt.want)
+		}
+	}
+	if _, err := sandbox.LoadSeed(filepath.Join(dir, "missing.yaml")); err == nil {
+		t.Error("missing file accepted")
+	}
+	empty, err := sandbox.ParseSeed(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := sandbox.New(sandbox.Options{Seed: empty})
+	if len(def.Workspaces()) != 1 || len(def.Users()) != 1 || len(def.AdminKey()) < 32 {
+		t.Errorf("default sandbox: %+v %+v", def.Workspaces(), def.Users())
+	}
+}
+
+func TestClockExpiryDeletion(t *testing.T) {
+	h := start(t, nil)
+	h.sb.SetNow(testNow)
+	k := h.createKey("exp", `, "expiration": "2026-11-28"`)
+	plain := k["key"].(string)
+	auth := "Authorization: Bearer " + plain
+	models := func() int { st, _, _ := h.do("GET", "/v1/models", auth, ""); return st }
+	if models() != 200 {
+		t.Fatal("new key refused")
+	}
+	h.sb.Advance(24 * time.Hour) // 2026-11-28: the last valid day
+	if models() != 200 {
+		t.Fatal("key refused on its expiration date")
+	}
+	if st, _, b := h.do("GET", "/v1/admin/api-keys?name=exp", h.admin(), ""); st != 200 || !strings.Contains(string(b), `"last_used":"2026-11-28"`) {
+		t.Errorf("last_used not advanced: %s", b)
+	}
+	st, _, b := h.do("POST", "/sandbox/clock", h.admin(), `{"now": "2026-11-29T00:00:01Z"}`)
+	if st != 200 || !strings.Contains(string(b), "2026-11-29T00:00:01Z") {
+		t.Fatalf("set clock: %d %s", st, b)
+	}
+	if models() != 401 || h.sb.Accepts(plain) {
+		t.Fatal("expired key accepted")
+	}
+	st, _, _ = h.do("POST", "/sandbox/clock", h.admin(), `{"now": "2026-11-28T12:00:00Z"}`)
+	if st != 200 || models() != 200 {
+		t.Fatal("clock set back: key should work again")
+	}
+	st, _, b = h.do("POST", "/sandbox/clock", h.admin(), `{"now": "soon"}`)
+	if st != 422 {
+		t.Errorf("bad clock: %d %s", st, b)
+	}
+	h.do("DELETE", "/v1/admin/api-keys/"+k["key_id"].(string), h.admin(), "")
+	if st, _, b := h.do("POST", "/v1/embeddings", auth, `{"model":"mistral-embed","input":"x"}`); st != 401 || string(b) != `{"detail":"Unauthorized"}` {
+		t.Fatalf("deleted key: %d %s", st, b)
+	}
+	ks, _ := h.sb.Key(k["key_id"].(string))
+	if !ks.Deleted || !ks.DeletedAt.Equal(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)) {
+		t.Errorf("key state = %+v", ks)
+	}
+	var kinds []string
+	for _, e := range h.sb.Events() {
+		kinds = append(kinds, e.Kind+":"+e.Reason)
+	}
+	want := "create:,use:,use:,reject:expired,use:,delete:,reject:deleted"
+	if strings.Join(kinds, ",") != want {
+		t.Errorf("events = %s, want %s", strings.Join(kinds, ","), want)
+	}
+	_, _, b = h.do("GET", "/sandbox/events?since=5", h.admin(), "")
+	var ev struct{ Events []sandbox.Event }
+	_ = json.Unmarshal(b, &ev)
+	if len(ev.Events) != 2 || ev.Events[0].Seq != 6 || ev.Events[0].KeyName != "exp" || ev.Events[0].Workspace != sandbox.DefaultWorkspaceName {
+		t.Errorf("events since 5 = %+v", ev.Events)
+	}
+	_, _, b = h.do("GET", "/sandbox/keys", h.admin(), "")
+	if !strings.Contains(string(b), `"deleted":true`) || !strings.Contains(string(b), plain) {
+		t.Errorf("control keys = %s", b)
+	}
+}
+
+func TestFaultsViaControlRoutes(t *testing.T) {
+	h := start(t, nil)
+	k := h.createKey("f", "")
+	auth := "Authorization: Bearer " + k["key"].(string)
+	inject := func(body string) int {
+		st, _, _ := h.do("POST", "/sandbox/faults", h.admin(), body)
+		return st
+	}
+	if st := inject(`{"route": "GET /v1/models", "status": 429, "times": 2, "retry_after": "7"}`); st != 204 {
+		t.Fatalf("inject: %d", st)
+	}
+	for i := 0; i < 2; i++ {
+		st, hdr, b := h.do("GET", "/v1/models", auth, "")
+		if st != 429 || hdr.Get("Retry-After") != "7" || string(b) != `{"message":"Requests rate limit exceeded"}` {
+			t.Fatalf("fault %d: %d %v %s", i, st, hdr, b)
+		}
+	}
+	if st, _, _ := h.do("GET", "/v1/models", auth, ""); st != 200 {
+		t.Fatalf("fault did not expire after 2 times: %d", st)
+	}
+	inject(`{"route": "/v1/models", "latency": "150ms", "times": 1}`)
+	t0 := time.Now()
+	if st, _, _ := h.do("GET", "/v1/models", auth, ""); st != 200 || time.Since(t0) < 150*time.Millisecond {
+		t.Errorf("latency fault: %d after %v", st, time.Since(t0))
+	}
+	inject(`{"route": "*", "status": 503, "body": "{\"custom\": true}"}`)
+	if st, _, b := h.do("GET", "/v1/admin/users", h.admin(), ""); st != 503 || string(b) != `{"custom": true}` {
+		t.Errorf("wildcard fault: %d %s", st, b)
+	}
+	if st, _, _ := h.do("GET", "/sandbox/stats", h.admin(), ""); st != 200 {
+		t.Error("control routes must not be faulted")
+	}
+	_, _, b := h.do("GET", "/sandbox/faults", h.admin(), "")
+	if !strings.Contains(string(b), `"route":"*"`) {
+		t.Errorf("faults = %s", b)
+	}
+	if st, _, _ := h.do("DELETE", "/sandbox/faults", h.admin(), ""); st != 204 {
+		t.Fatal("clear faults")
+	}
+	if st, _, _ := h.do("GET", "/v1/admin/users", h.admin(), ""); st != 200 {
+		t.Error("faults not cleared")
+	}
+	inject(`{"route": "GET /v1/models", "drop": true, "times": 1}`)
+	req, _ := http.NewRequest("GET", h.url+"/v1/models", nil)
+	req.Header.Set("Authorization", "Bearer "+k["key"].(string))
+	fresh := &http.Transport{DisableKeepAlives: true} // a reused connection would be retried by net/http
+	if resp, err := fresh.RoundTrip(req); err == nil {
+		resp.Body.Close()
+		t.Errorf("dropped connection answered %d", resp.StatusCode)
+	}
+	for _, body := range []string{`{"status": 429}`, `{"route": "*", "status": 100}`, `{"route": "*"}`, `{"route": "*", "latency": "fast"}`, `{"route": "*", "status": 500, "colour": 1}`, `{"route": "*", "times": -1, "status": 500}`, `{"route": "GET /v1/modelz", "status": 500}`, `{"route": "/sandbox/clock", "status": 500}`} {
+		if st := inject(body); st != 422 {
+			t.Errorf("bad fault %s accepted: %d", body, st)
+		}
+	}
+	stats := h.sb.Stats()
+	if stats["GET /v1/models"] != 5 || stats["POST /v1/admin/api-keys"] != 1 {
+		t.Errorf("stats = %v", stats)
+	}
+	h.do("DELETE", "/sandbox/stats", h.admin(), "")
+	if len(h.sb.Stats()) != 0 {
+		t.Errorf("stats not reset: %v", h.sb.Stats())
+	}
+}
+
+func TestFaultJSONRoundTrip(t *testing.T) {
+	f := sandbox.Fault{Route: "GET /v1/models", Status: 429, Times: 3, Latency: 250 * time.Millisecond, RetryAfter: "2"}
+	b, err := json.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g sandbox.Fault
+	if err := json.Unmarshal(b, &g); err != nil || g.Route != f.Route || g.Latency != f.Latency || g.Times != 3 || g.RetryAfter != "2" {
+		t.Fatalf("round trip %s: %+v %v", b, g, err)
+	}
+	if err := json.Unmarshal([]byte(`{"route":"*","latency":100}`), &g); err != nil || g.Latency != 100*time.Millisecond {
+		t.Fatalf("latency ms: %+v %v", g, err)
+	}
+}
+
+// TestConcurrentUse runs creates, deletes and inference in parallel (run
+// with -race) and checks the usage adds up.
+func TestConcurrentUse(t *testing.T) {
+	h := start(t, nil)
+	const workers, calls = 8, 25
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			k, err := h.sb.AddKey(fmt.Sprintf("w%d", w), "", nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for i := 0; i < calls; i++ {
+				req, _ := http.NewRequest("POST", h.url+"/v1/chat/completions", strings.NewReader(`{"model":"mistral-small-latest","messages":[{"role":"user","content":"12345678"}]}`))
+				req.Header.Set("Authorization", "Bearer "+k.Plaintext)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Errorf("status %d", resp.StatusCode)
+				}
+				_ = h.sb.Keys()
+			}
+		}(w)
+	}
+	wg.Wait()
+	u := sandbox.ChatUsage([]string{"12345678"}, 0)
+	got := h.sb.WorkspaceUsage("", "2026-11")["mistral-small-latest"]
+	if got.PromptTokens != int64(workers*calls*u.PromptTokens) || got.CompletionTokens != int64(workers*calls*u.CompletionTokens) {
+		t.Errorf("usage = %+v, want %d calls of %+v", got, workers*calls, u)
+	}
+}
+
+func TestEventLogBounded(t *testing.T) {
+	sb := sandbox.New(sandbox.Options{MaxEvents: 10})
+	for i := 0; i < 25; i++ {
+		if _, err := sb.AddKey(fmt.Sprintf("k%d", i), "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev := sb.Events()
+	if len(ev) > 10 || ev[len(ev)-1].Seq != 25 || ev[len(ev)-1].KeyName != "k24" {
+		t.Errorf("events = %d, last %+v", len(ev), ev[len(ev)-1])
+	}
+}

@@ -24,6 +24,9 @@ type Config struct {
 	Prices     map[string]ModelPrice `yaml:"prices"`
 	// ShutdownTimeout bounds a graceful stop (default 10s).
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+
+	// hash is the SHA-256 of the source bytes (see Hash).
+	hash string
 }
 
 // Mistral says how to reach the platform.
@@ -108,7 +111,9 @@ type AWSStore struct {
 	KMSKeyID      string `yaml:"kms_key_id"`
 }
 
-// FileStore configures the embedded file store.
+// FileStore configures the embedded file store. When secrets.file is
+// absent, applyDefaults fills it with the default directory, so a key with
+// backend file needs no secrets section; its store path is relative to Dir.
 type FileStore struct {
 	Dir string `yaml:"dir"` // default /var/lib/mrbacd/secrets
 }

@@ -1,0 +1,451 @@
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestGoodConfigs(t *testing.T) {
+	files, _ := filepath.Glob("testdata/good/*.yaml")
+	files = append(files, filepath.Join("..", "deploy", "mrbacd.example.yaml"))
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			if _, err := os.Stat(f); errors.Is(err, os.ErrNotExist) && strings.HasPrefix(f, "..") {
+				t.Fatalf("%s is missing", f)
+			}
+			cfg, err := Load(f)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if cfg.Path != f {
+				t.Errorf("Path = %q, want %q", cfg.Path, f)
+			}
+			data, _ := os.ReadFile(f)
+			sum := sha256.Sum256(data)
+			if cfg.Hash() != hex.EncodeToString(sum[:]) {
+				t.Errorf("Hash = %q", cfg.Hash())
+			}
+			if len(cfg.Keys) == 0 || len(cfg.Workspaces) == 0 {
+				t.Errorf("no keys or workspaces decoded")
+			}
+		})
+	}
+}
+
+// TestDesignExample checks the decoded values of DESIGN.md's example.
+func TestDesignExample(t *testing.T) {
+	cfg, err := Load("testdata/good/design.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := cfg.Secrets.Vault
+	if v == nil || v.Address != "https://vault.example:8200" || v.Auth.Method != "approle" ||
+		v.Auth.RoleIDFile != "/etc/mrbacd/role-id" || v.Auth.SecretIDFile != "/etc/mrbacd/secret-id" || v.Auth.Mount != "approle" {
+		t.Errorf("vault = %+v", v)
+	}
+	if cfg.Secrets.AWS == nil || cfg.Secrets.AWS.Region != "eu-west-1" {
+		t.Errorf("aws = %+v", cfg.Secrets.AWS)
+	}
+	if cfg.Notify.Slack == nil || cfg.Notify.Slack.TokenEnv != "SLACK_BOT_TOKEN" || cfg.Notify.Slack.Channel != "#mistral-alerts" {
+		t.Errorf("slack = %+v", cfg.Notify.Slack)
+	}
+	k, ok := cfg.Key("dev-team-key")
+	if !ok || k.Workspace != "dev-workspace" || k.Store.Backend != "vault" || k.Store.Location() != "mistral/dev-team" ||
+		k.RotateEvery.D() != 90*24*time.Hour || k.PropagationWait.D() != time.Minute || k.ExpirationGrace.D() != 30*24*time.Hour {
+		t.Errorf("key = %+v", k)
+	}
+	if _, ok := cfg.Key("nope"); ok {
+		t.Error("Key(nope) found")
+	}
+	w, ok := cfg.Workspace("ml-workspace")
+	if !ok || w.RPM != 200 || w.MonthlyBudgetUSD != 500 || !reflect.DeepEqual(w.Models, []string{"*"}) {
+		t.Errorf("workspace = %+v", w)
+	}
+	r, ok := cfg.Role("developer")
+	if !ok || r.MaxTokensPerRequest != 2000 || r.DailyTokens != 500000 || r.RPM != 60 {
+		t.Errorf("role = %+v", r)
+	}
+	if _, ok := cfg.Role("nope"); ok {
+		t.Error("Role(nope) found")
+	}
+	if cl := cfg.Gateway.Clients; len(cl) != 1 || cl[0].Role != "analyst" || cfg.Gateway.Listen != "127.0.0.1:8088" {
+		t.Errorf("gateway = %+v", cfg.Gateway)
+	}
+	if !reflect.DeepEqual(cfg.Admin.AllowedUIDs, []int{0}) || cfg.Metrics.Listen != "127.0.0.1:9464" {
+		t.Errorf("admin/metrics = %+v %+v", cfg.Admin, cfg.Metrics)
+	}
+}
+
+// TestDefaults checks every default on the smallest config.
+func TestDefaults(t *testing.T) {
+	cfg, err := Load("testdata/good/minimal.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	day := 24 * time.Hour
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"mistral.base_url", cfg.Mistral.BaseURL, "https://api.mistral.ai"},
+		{"mistral.admin_key_env", cfg.Mistral.AdminKeyEnv, "MISTRAL_ADMIN_KEY"},
+		{"mistral.admin_auth_header", cfg.Mistral.AdminAuthHeader, "bearer"},
+		{"mistral.timeout", cfg.Mistral.Timeout.D(), 30 * time.Second},
+		{"mistral.max_retries", *cfg.Mistral.MaxRetries, 4},
+		{"state.path", cfg.State.Path, "/var/lib/mrbacd/state.db"},
+		{"admin.socket", cfg.Admin.Socket, "/run/mrbacd/admin.sock"},
+		{"admin.socket_mode", cfg.Admin.SocketMode, "0600"},
+		{"log.format", cfg.Log.Format, "text"},
+		{"log.level", cfg.Log.Level, "info"},
+		{"secrets.file.dir", cfg.Secrets.File.Dir, "/var/lib/mrbacd/secrets"},
+		{"secrets.vault", cfg.Secrets.Vault == nil, true},
+		{"keys[0].store.value_format", cfg.Keys[0].Store.ValueFormat, "json"},
+		{"keys[0].rotate_every", cfg.Keys[0].RotateEvery.D(), 90 * day},
+		{"keys[0].propagation_wait", cfg.Keys[0].PropagationWait.D(), 60 * time.Second},
+		{"keys[0].expiration_grace", cfg.Keys[0].ExpirationGrace.D(), 30 * day},
+		{"jobs.timezone", cfg.Jobs.Timezone, "UTC"},
+		{"jobs.rotate.schedule", cfg.Jobs.Rotate.Schedule, "0 3 * * *"},
+		{"jobs.rotate.timeout", cfg.Jobs.Rotate.Timeout.D(), time.Hour},
+		{"jobs.rotate.concurrency", cfg.Jobs.Rotate.Concurrency, 4},
+		{"jobs.rotate.verify_timeout", cfg.Jobs.Rotate.VerifyTimeout.D(), 2 * time.Minute},
+		{"jobs.audit.schedule", cfg.Jobs.Audit.Schedule, "30 2 * * *"},
+		{"jobs.audit.timeout", cfg.Jobs.Audit.Timeout.D(), 30 * time.Minute},
+		{"jobs.audit.unused_after", cfg.Jobs.Audit.UnusedAfter.D(), 30 * day},
+		{"jobs.audit.expiring_within", cfg.Jobs.Audit.ExpiringWithin.D(), 14 * day},
+		{"jobs.budget.schedule", cfg.Jobs.Budget.Schedule, "*/30 * * * *"},
+		{"jobs.budget.timeout", cfg.Jobs.Budget.Timeout.D(), 10 * time.Minute},
+		{"jobs.budget.thresholds", cfg.Jobs.Budget.Thresholds, []float64{0.5, 0.8, 1.0}},
+		{"gateway.max_body_bytes", cfg.Gateway.MaxBodyBytes, int64(1 << 20)},
+		{"shutdown_timeout", cfg.ShutdownTimeout.D(), 10 * time.Second},
+		{"roles", cfg.Roles != nil, true},
+		{"prices", cfg.Prices != nil, true},
+	}
+	for _, c := range checks {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s = %#v, want %#v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestVaultAuthDefaults(t *testing.T) {
+	tests := []struct {
+		name, auth           string
+		tokenEnv, mount, jwt string
+	}{
+		{"token default", "{}", "VAULT_TOKEN", "token", ""},
+		{"token file", "{token_file: /etc/mrbacd/vault-token}", "", "token", ""},
+		{"kubernetes", "{method: kubernetes, role: mrbacd}", "", "kubernetes", DefaultKubernetesJWT},
+		{"approle custom mount", "{method: approle, mount: ar, role_id_file: /r, secret_id_env: SID}", "", "ar", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := "secrets:\n  vault: {address: \"http://127.0.0.1:8200\", auth: " + tt.auth + "}\n" + minimalBody
+			cfg, err := Parse("v.yaml", []byte(src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := cfg.Secrets.Vault.Auth
+			if a.TokenEnv != tt.tokenEnv || a.Mount != tt.mount || a.JWTFile != tt.jwt || cfg.Secrets.Vault.Mount != "secret" {
+				t.Errorf("auth = %+v, mount %q", a, cfg.Secrets.Vault.Mount)
+			}
+		})
+	}
+}
+
+const minimalBody = "workspaces: [{name: dev}]\nkeys: [{name: dev-key, workspace: dev, store: {backend: file, path: k}}]\n"
+
+// TestEveryProblemReported checks that problems in different sections are
+// all reported, sorted by position, in one error.
+func TestEveryProblemReported(t *testing.T) {
+	src := `mistral: {admin_key: x, base_url: ftp://x}
+log: {level: loud}
+workspaces: [{name: dev}]
+keys:
+  - {name: k1, workspace: nope, store: {backend: file, path: a}}
+  - {name: K2, workspace: dev, store: {backend: aws, secret_id: s}}
+jobs: {budget: {thresholds: [2, 1]}}
+`
+	_, err := Parse("all.yaml", []byte(src))
+	var ps Problems
+	if !errors.As(err, &ps) {
+		t.Fatalf("err = %v", err)
+	}
+	want := []string{
+		"all.yaml:1:11: mistral.admin_key: inline secrets are not allowed: use admin_key_env or admin_key_file",
+		"all.yaml:1:35: mistral.base_url: must be an http or https URL",
+		"all.yaml:2:14: log.level: must be one of debug, info, warn, error, got \"loud\"",
+		"all.yaml:5:27: keys[0].workspace: workspace \"nope\" is not declared",
+		"all.yaml:6:12: keys[1].name: must be 1 to 40 characters of a-z, 0-9 and -, starting and ending with a letter or digit",
+		"all.yaml:6:49: keys[1].store.backend: backend aws is not configured: add secrets.aws",
+		"all.yaml:7:33: jobs.budget.thresholds[1]: thresholds must be strictly ascending",
+	}
+	var got []string
+	for _, p := range ps {
+		got = append(got, p.String())
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if !strings.Contains(err.Error(), "\n") || strings.Count(err.Error(), "\n") != len(want)-1 {
+		t.Errorf("Error() = %q", err.Error())
+	}
+}
+
+func TestMergeKeysAndAliases(t *testing.T) {
+	src := `workspaces: [{name: dev}]
+keys:
+  - &base {name: a, workspace: dev, store: {backend: file, path: a}, rotate_every: 30d}
+  - <<: *base
+    name: b
+    store: {backend: file, path: b}
+`
+	cfg, err := Parse("m.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := cfg.Key("b")
+	if b == nil || b.Workspace != "dev" || b.Store.Path != "b" || b.RotateEvery.D() != 30*24*time.Hour {
+		t.Errorf("b = %+v", b)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+	big := filepath.Join(t.TempDir(), "big.yaml")
+	if err := os.WriteFile(big, []byte(strings.Repeat("#\n", MaxFileSize)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var ps Problems
+	if _, err := Load(big); !errors.As(err, &ps) || !strings.Contains(ps[0].Message, "larger than") {
+		t.Errorf("big file: %v", err)
+	}
+}
+
+func TestProblemString(t *testing.T) {
+	tests := []struct {
+		p    Problem
+		want string
+	}{
+		{Problem{File: "c.yaml", Line: 3, Col: 5, Field: "keys[2].store.backend", Message: "required"}, "c.yaml:3:5: keys[2].store.backend: required"},
+		{Problem{File: "c.yaml", Line: 1, Col: 1, Message: "empty config"}, "c.yaml:1:1: empty config"},
+		{Problem{File: "c.yaml", Message: "no position"}, "c.yaml: no position"},
+	}
+	for _, tt := range tests {
+		if got := tt.p.String(); got != tt.want {
+			t.Errorf("String() = %q, want %q", got, tt.want)
+		}
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	day := 24 * time.Hour
+	tests := []struct {
+		in      string
+		want    time.Duration
+		wantErr bool
+	}{
+		{"90d", 90 * day, false},
+		{"1d12h", 36 * time.Hour, false},
+		{"1.5d", 36 * time.Hour, false},
+		{"36h", 36 * time.Hour, false},
+		{"60s", time.Minute, false},
+		{"1m30s", 90 * time.Second, false},
+		{"-1d", -day, false},
+		{"0d", 0, false},
+		{"", 0, true},
+		{"d", 0, true},
+		{"14", 0, true},
+		{"1d-2h", 0, true},
+		{"1e3d", 0, true},
+		{"infd", 0, true},
+		{"NaNd", 0, true},
+		{"999999999d", 0, true},
+		{"106752d", 0, true},
+		{"106751d23h", 106751*day + 23*time.Hour, false},
+		{"30 seconds", 0, true},
+		{"2w", 0, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseDuration(tt.in)
+		if (err != nil) != tt.wantErr || (!tt.wantErr && got != tt.want) {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v, err %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+	if s := Duration(90 * day).String(); s != "90d" {
+		t.Errorf("String = %q", s)
+	}
+	if s := Duration(90 * time.Second).String(); s != "1m30s" {
+		t.Errorf("String = %q", s)
+	}
+}
+
+func TestModelPatterns(t *testing.T) {
+	valid := []string{"*", "mistral-small-latest", "mistral-*", "ft:open-mistral-7b:abc", "codestral*"}
+	invalid := []string{"", "**", "*-latest", "mistral-*-latest", "a b", "ümlaut", strings.Repeat("a", 200)}
+	for _, p := range valid {
+		if !ValidModelPattern(p) {
+			t.Errorf("ValidModelPattern(%q) = false", p)
+		}
+	}
+	for _, p := range invalid {
+		if ValidModelPattern(p) {
+			t.Errorf("ValidModelPattern(%q) = true", p)
+		}
+	}
+	tests := []struct {
+		pattern, model string
+		want           bool
+	}{
+		{"*", "anything", true},
+		{"mistral-*", "mistral-small-latest", true},
+		{"mistral-*", "codestral-latest", false},
+		{"mistral-small-latest", "mistral-small-latest", true},
+		{"mistral-small-latest", "mistral-small", false},
+		{"mistral-small", "mistral-small-latest", false},
+	}
+	for _, tt := range tests {
+		if got := MatchModel(tt.pattern, tt.model); got != tt.want {
+			t.Errorf("MatchModel(%q, %q) = %v", tt.pattern, tt.model, got)
+		}
+	}
+}
+
+func TestParseSchedule(t *testing.T) {
+	good := []string{"0 3 * * *", "*/30 * * * *", "@daily", "@every 1h", "30 2 * * 1-5"}
+	bad := []string{"", "0 3 * *", "0 25 * * *", "TZ=UTC 0 3 * * *", "CRON_TZ=UTC 0 3 * * *", "@sometimes", "0 0 3 * * *"}
+	for _, s := range good {
+		if err := ParseSchedule(s); err != nil {
+			t.Errorf("ParseSchedule(%q) = %v", s, err)
+		}
+	}
+	for _, s := range bad {
+		if err := ParseSchedule(s); err == nil {
+			t.Errorf("ParseSchedule(%q) = nil, want an error", s)
+		}
+	}
+}
+
+func TestPrices(t *testing.T) {
+	cfg, err := Parse("p.yaml", []byte(minimalBody+"prices:\n  mistral-small-latest: {input: 0.2, output: 0.7}\n  my-model: {input: 1}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		model string
+		want  ModelPrice
+		ok    bool
+	}{
+		{"mistral-small-latest", ModelPrice{0.2, 0.7}, true},
+		{"my-model", ModelPrice{1, 0}, true},
+		{"mistral-medium-latest", ModelPrice{1.5, 7.5}, true},
+		{"mistral-embed", ModelPrice{0.1, 0}, true},
+		{"ministral-8b-latest", ModelPrice{0.15, 0.15}, true},
+		{"unknown-model", ModelPrice{}, false},
+	}
+	for _, tt := range tests {
+		got, ok := cfg.Price(tt.model)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("Price(%q) = %v, %v; want %v, %v", tt.model, got, ok, tt.want, tt.ok)
+		}
+	}
+	if len(DefaultPrices()) != 9 {
+		t.Errorf("DefaultPrices has %d entries", len(DefaultPrices()))
+	}
+}
+
+func TestResolveSecret(t *testing.T) {
+	const secret = "sk-very-secret-value"
+	dir := t.TempDir()
+	file := filepath.Join(dir, "key")
+	if err := os.WriteFile(file, []byte("  "+secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte("\n\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MRBACD_TEST_SECRET", " "+secret+" ")
+	t.Setenv("MRBACD_TEST_EMPTY", "")
+	tests := []struct {
+		name, env, file string
+		want            string
+		errHas          string
+	}{
+		{"env", "MRBACD_TEST_SECRET", "", secret, ""},
+		{"file", "", file, secret, ""},
+		{"env empty", "MRBACD_TEST_EMPTY", "", "", "MRBACD_TEST_EMPTY"},
+		{"env unset", "MRBACD_TEST_UNSET_XYZ", "", "", "MRBACD_TEST_UNSET_XYZ"},
+		{"file empty", "", empty, "", empty},
+		{"file missing", "", filepath.Join(dir, "nope"), "", "nope"},
+		{"both", "MRBACD_TEST_SECRET", file, "", "use one"},
+		{"none", "", "", "", "no environment variable or file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ResolveSecret(tt.env, tt.file)
+			if tt.errHas != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.errHas) {
+					t.Fatalf("err = %v, want it to name %q", err, tt.errHas)
+				}
+				if strings.Contains(err.Error(), secret) {
+					t.Fatalf("error leaks the secret: %v", err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("got %q, %v", got, err)
+			}
+		})
+	}
+}
+
+// TestNoSecretInProblems checks that a secret pasted into any field is
+// never echoed by a problem message.
+func TestNoSecretInProblems(t *testing.T) {
+	const secret = "sk-LEAKCHECK0123456789"
+	srcs := []string{
+		"mistral: {admin_key_env: " + secret + "}\n" + minimalBody,
+		"mistral: {admin_key: " + secret + "}\n" + minimalBody,
+		"mistral: {max_retries: " + secret + "}\n" + minimalBody,
+		"mistral: {timeout: " + secret + "}\n" + minimalBody,
+		"notify: {slack: {token_env: " + secret + ", channel: x}}\n" + minimalBody,
+		"secrets: {aws: {external_id_env: " + secret + "}}\n" + minimalBody,
+		"roles: {a: {models: ['*']}}\ngateway: {clients: [{name: c, role: a, workspace: dev, token_sha256: " + secret + "}]}\n" + minimalBody,
+		"roles: {a: {models: ['*']}}\ngateway: {clients: [{name: c, role: a, workspace: dev, token_env: " + secret + "}]}\n" + minimalBody,
+		"jobs: {audit: {revoke_unused: " + secret + "}}\n" + minimalBody,
+	}
+	for _, src := range srcs {
+		_, err := Parse("s.yaml", []byte(src))
+		if err == nil {
+			t.Errorf("no problem for %q", src)
+			continue
+		}
+		if strings.Contains(err.Error(), "LEAKCHECK") {
+			t.Errorf("problem echoes the secret: %v", err)
+		}
+	}
+}
+
+// BenchmarkParse measures parsing and validating the deploy example.
+func BenchmarkParse(b *testing.B) {
+	data, err := os.ReadFile(filepath.Join("..", "deploy", "mrbacd.example.yaml"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, err := Parse("example.yaml", data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

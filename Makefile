@@ -40,10 +40,11 @@ demo: build
 	./bin/mrbacd demo
 
 install: build
-	install -D -m 0755 bin/mrbacd $(DESTDIR)$(PREFIX)/bin/mrbacd
-	install -D -m 0644 deploy/systemd/mrbacd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/mrbacd.service
-	install -D -m 0644 deploy/mrbacd.example.yaml $(DESTDIR)/etc/mrbacd/mrbacd.example.yaml
-	install -D -m 0600 deploy/systemd/mrbacd.env.example $(DESTDIR)/etc/mrbacd/mrbacd.env.example
+	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) deploy/install.sh bin/mrbacd
+
+# Checks the container's build stage as plain shell (no Docker engine here) and the unit's rating.
+container-check:
+	$(GO) test -count=1 -run 'TestContainerBuildStage|TestSystemd' ./deploy/
 
 clean:
 	rm -rf bin

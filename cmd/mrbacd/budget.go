@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"text/tabwriter"
+
+	"github.com/mrbacd/mrbacd/config"
+	"github.com/mrbacd/mrbacd/jobs"
+	"github.com/mrbacd/mrbacd/jobs/budget"
+	"github.com/mrbacd/mrbacd/mistral"
+	"github.com/mrbacd/mrbacd/notify"
+	"github.com/mrbacd/mrbacd/state"
+)
+
+func init() {
+	register(&command{name: "budget", summary: "poll this month's spend per workspace once against the budgets", run: runBudget})
+}
+
+// newBudgetJob wires the budget job: the platform, the journal (once-marks)
+// and the outbox its alerts go to (nil: no notification).
+func newBudgetJob(cfg *config.Config, platform *mistral.Client, journal *state.DB, outbox *notify.Outbox, logger *slog.Logger) *budget.Job {
+	j := &budget.Job{Config: cfg, Platform: platform, Journal: journal, Logger: logger}
+	if outbox != nil {
+		j.Notifier = budget.OutboxNotifier{Outbox: outbox}
+	}
+	return j
+}
+
+// runBudget is `mrbacd budget --config FILE [--json]`: one poll in the
+// foreground, journaled as a "cli" run, its alerts queued and delivered
+// before exiting. Exit 0 when every workspace was polled, 1 otherwise, 2 on
+// bad usage or config.
+func runBudget(ctx context.Context, env *cmdEnv, args []string) int {
+	fs := newFlagSet(env, "budget", "--config FILE [--json] [--dry-run]")
+	path := fs.String("config", "", "the config `FILE` (required)")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	dryRun := fs.Bool("dry-run", false, "report only: alert nothing")
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(env.stderr, "mrbacd budget: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return exitUsage
+	}
+	return oneShot(ctx, env, oneShotSpec{name: jobs.Budget, configPath: *path, json: *asJSON, dryRun: *dryRun, noStores: true,
+		build: func(d oneShotDeps) jobs.Runner {
+			return newBudgetJob(d.cfg, d.platform, d.journal, d.outbox, d.log)
+		},
+		print: func(w io.Writer, res jobs.Result) {
+			if rep, ok := res.Details.(*budget.Report); ok {
+				printBudgetReport(w, rep)
+			}
+		}})
+}
+
+// printBudgetReport writes spend per workspace, the organization's limits
+// and the alerts.
+func printBudgetReport(w io.Writer, rep *budget.Report) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKSPACE\tSPEND\tBUDGET\tUSED\tFORECAST\tNOTE")
+	for _, ws := range rep.Workspaces {
+		budgetCol, used := "-", "-"
+		if ws.BudgetUSD > 0 {
+			budgetCol, used = fmt.Sprintf("$%.2f", ws.BudgetUSD), fmt.Sprintf("%.0f%%", ws.Fraction*100)
+		}
+		fmt.Fprintf(tw, "%s\t$%.2f\t%s\t%s\t$%.2f\t%s\n", ws.Workspace, ws.SpendUSD, budgetCol, used, ws.ForecastUSD, ws.Error)
+	}
+	tw.Flush()
+	for _, ol := range rep.OrgLimits {
+		limit := "no monthly limit"
+		if !ol.NoMonthlyLimit && ol.LimitUSD != nil {
+			limit = fmt.Sprintf("limit $%.2f", *ol.LimitUSD)
+		}
+		reached := ""
+		if ol.Reached {
+			reached = " (REACHED)"
+		}
+		fmt.Fprintf(w, "organization %s: $%.2f used, %s%s\n", ol.Category, ol.UsageUSD, limit, reached)
+	}
+	for _, a := range rep.Alerts {
+		state := "already sent"
+		if a.First {
+			state = "new"
+		}
+		fmt.Fprintf(w, "alert [%s, %s]: %s\n", a.Severity, state, a.Text)
+	}
+	for _, e := range rep.Errors {
+		fmt.Fprintf(w, "error: %s\n", e)
+	}
+}

@@ -1,0 +1,569 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"text/template"
+	"time"
+
+	"github.com/mrbacd/mrbacd/config"
+	"github.com/mrbacd/mrbacd/jobs"
+	"github.com/mrbacd/mrbacd/jobs/audit"
+	"github.com/mrbacd/mrbacd/jobs/budget"
+	"github.com/mrbacd/mrbacd/jobs/rotate"
+	"github.com/mrbacd/mrbacd/mistral/sandbox"
+	"github.com/mrbacd/mrbacd/notify"
+	"github.com/mrbacd/mrbacd/secrets"
+	"github.com/mrbacd/mrbacd/state"
+)
+
+// demoData holds the demo's embedded defaults: the config template and the
+// sandbox seed template (both rendered with demoVars).
+//
+//go:embed demodata/config.yaml.tmpl demodata/seed.yaml.tmpl
+var demoData embed.FS
+
+// demoOwnerUserID is the sandbox user the demo's managed keys are created
+// for (the Admin API needs a user id to create a key).
+const demoOwnerUserID = "7d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+
+func init() {
+	register(&command{name: "demo", summary: "the whole loop once on an in-process sandbox: bootstrap, forced rotation, audit, budget", run: runDemoCommand})
+}
+
+// demoOptions are the demo's settings.
+type demoOptions struct {
+	// keep keeps the temporary directory (its path is printed).
+	keep bool
+	// json prints one JSON document on stdout instead of the narrative;
+	// notifications then go to stderr.
+	json bool
+	// verbose logs at info level on stderr (default: errors only).
+	verbose bool
+	// dir, when set, is the working directory to use instead of a new
+	// temporary one; it is never removed (tests use it).
+	dir string
+}
+
+// demoStep is one step of the demo and how it went.
+type demoStep struct {
+	// Step is bootstrap, forced_rotation, audit or budget; Job the job it ran.
+	Step     string       `json:"step"`
+	Job      string       `json:"job"`
+	Title    string       `json:"title"`
+	OK       bool         `json:"ok"`
+	Error    string       `json:"error,omitempty"`
+	Duration string       `json:"duration"`
+	Result   *jobs.Result `json:"result,omitempty"`
+}
+
+// demoRun is what a demo did; tests use it to reach the sandbox.
+type demoRun struct {
+	Dir        string        `json:"dir,omitempty"`
+	SandboxURL string        `json:"sandbox_url"`
+	Steps      []demoStep    `json:"steps"`
+	OK         bool          `json:"ok"`
+	Elapsed    time.Duration `json:"-"`
+	ElapsedStr string        `json:"elapsed"`
+
+	sandbox *sandbox.Server
+	cfg     *config.Config
+}
+
+// runDemoCommand is `mrbacd demo [--keep] [--json] [-v]`.
+func runDemoCommand(ctx context.Context, env *cmdEnv, args []string) int {
+	fs := newFlagSet(env, "demo", "[--keep] [--json] [-v]")
+	keep := fs.Bool("keep", false, "keep the temporary directory (config, journal, file store) and print its path")
+	asJSON := fs.Bool("json", false, "print one JSON report instead of the narrative (notifications go to stderr)")
+	verbose := fs.Bool("v", false, "log the jobs' work at info level on stderr")
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(env.stderr, "mrbacd demo: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return exitUsage
+	}
+	_, code := runDemo(ctx, env, demoOptions{keep: *keep, json: *asJSON, verbose: *verbose})
+	return code
+}
+
+// demoVars fill the embedded templates.
+type demoVars struct {
+	BaseURL, AdminKeyFile, StatePath, SocketPath, SecretsDir, LogLevel string
+	OwnerUserID, Month                                                 string
+	now                                                                time.Time
+}
+
+// renderDemo renders the embedded template name with v. Strings are quoted
+// with quote (a JSON string is a valid YAML double-quoted scalar).
+func renderDemo(name string, v demoVars) ([]byte, error) {
+	funcs := template.FuncMap{
+		"quote":     func(s string) string { b, _ := json.Marshal(s); return string(b) },
+		"daysAgo":   func(n int) string { return v.now.AddDate(0, 0, -n).Format(time.DateOnly) },
+		"daysAhead": func(n int) string { return v.now.AddDate(0, 0, n).Format(time.DateOnly) },
+	}
+	src, err := demoData.ReadFile("demodata/" + name)
+	if err != nil {
+		return nil, fmt.Errorf("demo data %s: %w", name, err)
+	}
+	t, err := template.New(name).Funcs(funcs).Option("missingkey=error").Parse(string(src))
+	if err != nil {
+		return nil, fmt.Errorf("demo data %s: %w", name, err)
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, v); err != nil {
+		return nil, fmt.Errorf("demo data %s: %w", name, err)
+	}
+	return b.Bytes(), nil
+}
+
+// runDemo runs the demo and returns what it did (nil when it could not set
+// up) and the exit code: 0 when every step succeeded, 1 otherwise.
+func runDemo(ctx context.Context, env *cmdEnv, opts demoOptions) (*demoRun, int) {
+	start := time.Now()
+	fail := func(format string, a ...any) (*demoRun, int) {
+		fmt.Fprintf(env.stderr, "mrbacd demo: "+format+"\n", a...)
+		return nil, exitFailed
+	}
+	// Narrative on stdout; with --json, stdout carries only the report.
+	out := env.stdout
+	if opts.json {
+		out = io.Discard
+	}
+
+	// The working directory: config, admin key, journal and file store.
+	dir := opts.dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "mrbacd-demo-")
+		if err != nil {
+			return fail("temporary directory: %v", err)
+		}
+		dir = d
+		if !opts.keep {
+			defer os.RemoveAll(dir)
+		}
+	}
+
+	// The sandbox platform, seeded from the embedded seed.
+	now := time.Now().UTC()
+	vars := demoVars{
+		AdminKeyFile: filepath.Join(dir, "mistral-admin-key"),
+		StatePath:    filepath.Join(dir, "state.db"),
+		SocketPath:   filepath.Join(dir, "admin.sock"),
+		SecretsDir:   filepath.Join(dir, "secrets"),
+		LogLevel:     "error",
+		OwnerUserID:  demoOwnerUserID,
+		Month:        now.Format("2006-01"),
+		now:          now,
+	}
+	if opts.verbose {
+		vars.LogLevel = "info"
+	}
+	seedYAML, err := renderDemo("seed.yaml.tmpl", vars)
+	if err != nil {
+		return fail("%v", err)
+	}
+	seed, err := sandbox.ParseSeed(seedYAML)
+	if err != nil {
+		return fail("embedded seed: %v", err)
+	}
+	sb := sandbox.New(sandbox.Options{Seed: seed}) // a random admin key
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fail("sandbox listen: %v", err)
+	}
+	hs := &http.Server{Handler: sb, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln) //nolint:errcheck // ends with Shutdown below
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		hs.Shutdown(sctx) //nolint:errcheck // best effort at exit
+	}()
+	vars.BaseURL = "http://" + ln.Addr().String()
+	run := &demoRun{SandboxURL: vars.BaseURL, sandbox: sb}
+	if opts.keep || opts.dir != "" {
+		run.Dir = dir
+	}
+
+	// The admin key goes to a file the config names, never to the output.
+	if err := os.WriteFile(vars.AdminKeyFile, []byte(sb.AdminKey()+"\n"), 0o600); err != nil {
+		return fail("admin key file: %v", err)
+	}
+	cfgYAML, err := renderDemo("config.yaml.tmpl", vars)
+	if err != nil {
+		return fail("%v", err)
+	}
+	cfgPath := filepath.Join(dir, "mrbacd.yaml")
+	if err := os.WriteFile(cfgPath, cfgYAML, 0o600); err != nil {
+		return fail("config: %v", err)
+	}
+	cfg, code := loadConfig(env, cfgPath)
+	if cfg == nil {
+		fmt.Fprintln(env.stderr, "mrbacd demo: the embedded demo config does not validate (a bug)")
+		return nil, code
+	}
+	run.cfg = cfg
+
+	// The same wiring as the one-shot commands.
+	log := newLogger(env, cfg).With("demo", true)
+	platform, err := newMistral(cfg, log)
+	if err != nil {
+		return fail("%v", err)
+	}
+	stores, closeStores, err := openStores(ctx, cfg, log)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer closeStores()
+	journal, err := openJournal(ctx, cfg)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer journal.Close()
+	nenv := &cmdEnv{stdout: &indentWriter{w: out, prefix: "    "}, stderr: env.stderr}
+	if opts.json {
+		nenv.stdout = env.stderr
+	}
+	sender, err := newNotifier(ctx, cfg, nenv, log)
+	if err != nil {
+		return fail("%v", err)
+	}
+	outbox := newOutbox(journal, sender, log)
+	notes := &demoRotationNotes{}
+	engine, err := rotate.New(rotate.Deps{Platform: platform, Stores: stores, Journal: journal, Logger: log, Notifier: notes},
+		rotate.OptionsFromConfig(cfg), rotate.KeysFromConfig(cfg))
+	if err != nil {
+		return fail("%v", err)
+	}
+
+	ws, users, keys := sb.Workspaces(), sb.Users(), sb.Keys()
+	fmt.Fprintln(out, "mrbacd demo: the whole loop, once, on an in-process Mistral sandbox")
+	fmt.Fprintf(out, "  platform  %s (sandbox: %d workspaces, %d user, %d keys nobody manages yet)\n",
+		vars.BaseURL, len(ws), len(users), len(keys))
+	fmt.Fprintf(out, "  config    %d managed keys (%s), a file store, a journal, notifications on stdout\n",
+		len(cfg.Keys), strings.Join(keyNames(cfg), ", "))
+	if run.Dir != "" {
+		fmt.Fprintf(out, "  directory %s\n", dir)
+	}
+
+	d := &demoDriver{ctx: ctx, out: out, env: env, run: run, sb: sb, cfg: cfg, stores: stores,
+		journal: journal, outbox: outbox, notes: notes}
+	d.step("bootstrap", jobs.Rotate, "bootstrap: create, verify and publish the managed keys (the store is empty)",
+		"mrbacd rotate", func(req jobs.Request) (jobs.Result, error) {
+			return engine.Run(ctx, req)
+		}, d.printRotation(false))
+	d.step("forced_rotation", jobs.Rotate, "forced rotation: replace every managed key now, revoking the old one last",
+		"mrbacd rotate --force", func(req jobs.Request) (jobs.Result, error) {
+			req.Force = true
+			return engine.Run(ctx, req)
+		}, d.printRotation(true))
+	d.step("audit", jobs.Audit, "audit: every key and workspace on the platform against the config",
+		"mrbacd audit", func(req jobs.Request) (jobs.Result, error) {
+			return newAuditJob(cfg, platform, stores, journal, outbox, log).Run(ctx, req)
+		}, func(res jobs.Result) {
+			if rep, ok := res.Details.(*audit.Report); ok {
+				printAuditReport(&indentWriter{w: out, prefix: "  "}, rep)
+			}
+		})
+	d.step("budget", jobs.Budget, "budget: this month's spend per workspace against its budget",
+		"mrbacd budget", func(req jobs.Request) (jobs.Result, error) {
+			return newBudgetJob(cfg, platform, journal, outbox, log).Run(ctx, req)
+		}, func(res jobs.Result) {
+			if rep, ok := res.Details.(*budget.Report); ok {
+				printBudgetReport(&indentWriter{w: out, prefix: "  "}, rep)
+			}
+		})
+
+	run.OK = true
+	okSteps := 0
+	for _, s := range run.Steps {
+		if s.OK {
+			okSteps++
+		} else {
+			run.OK = false
+		}
+	}
+	run.Elapsed = time.Since(start)
+	run.ElapsedStr = run.Elapsed.Round(time.Millisecond).String()
+	fmt.Fprintln(out)
+	verdict := "all steps succeeded"
+	if !run.OK {
+		verdict = "SOME STEPS FAILED (see above and stderr)"
+	}
+	fmt.Fprintf(out, "demo done in %s: %d of %d steps ok, %s.\n", run.Elapsed.Round(100*time.Millisecond), okSteps, len(run.Steps), verdict)
+	switch {
+	case opts.keep:
+		fmt.Fprintf(out, "kept %s: the rendered config (mrbacd.yaml), the journal (state.db) and the file store (secrets/);\n", dir)
+		fmt.Fprintln(out, "the sandbox platform lived in this process and is gone. Remove the directory when done.")
+	case opts.dir == "":
+		fmt.Fprintln(out, "the temporary directory is removed; run `mrbacd demo --keep` to look at the config, journal and store.")
+	}
+	fmt.Fprintln(out, "next: write your config (deploy/mrbacd.example.yaml is a start), check it with `mrbacd check --config FILE`, then `mrbacd plan --config FILE`.")
+	if opts.json {
+		enc := json.NewEncoder(env.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(run); err != nil {
+			fmt.Fprintf(env.stderr, "mrbacd demo: %v\n", err)
+			return run, exitFailed
+		}
+	}
+	if !run.OK {
+		return run, exitFailed
+	}
+	return run, exitOK
+}
+
+func keyNames(cfg *config.Config) []string {
+	out := make([]string, 0, len(cfg.Keys))
+	for _, k := range cfg.Keys {
+		out = append(out, k.Name)
+	}
+	return out
+}
+
+// demoDriver runs the demo's steps and prints them.
+type demoDriver struct {
+	ctx     context.Context
+	out     io.Writer
+	env     *cmdEnv
+	run     *demoRun
+	sb      *sandbox.Server
+	cfg     *config.Config
+	stores  map[string]secrets.Store
+	journal *state.DB
+	outbox  *notify.Outbox
+	notes   *demoRotationNotes
+	// eventSeq is the last sandbox event already narrated.
+	eventSeq int64
+}
+
+// step runs one job as a journaled "cli" run, prints its report and what
+// happened on the platform, then delivers its notifications.
+func (d *demoDriver) step(name, job, title, equivalent string, fn func(jobs.Request) (jobs.Result, error), print func(jobs.Result)) {
+	n := len(d.run.Steps) + 1
+	fmt.Fprintf(d.out, "\n[%d/4] %s\n      (what `%s --config FILE` does)\n", n, title, equivalent)
+	start := time.Now()
+	st := demoStep{Step: name, Job: job, Title: title}
+	req := jobs.Request{Trigger: "cli"}
+	runID, err := d.journal.StartRun(d.ctx, job, "cli", "demo")
+	if err != nil {
+		st.Error = fmt.Sprintf("recording the run: %v", err)
+		fmt.Fprintf(d.out, "  FAILED: %s\n", st.Error)
+		d.finish(&st, start)
+		return
+	}
+	req.RunID = runID
+	res, runErr := fn(req)
+	status, msg := state.RunOK, ""
+	switch {
+	case runErr != nil:
+		status, msg = state.RunFailed, runErr.Error()
+	case res.Failed:
+		status = state.RunFailed
+	}
+	if err := d.journal.FinishRun(context.WithoutCancel(d.ctx), runID, status, msg, res.Summary); err != nil {
+		fmt.Fprintf(d.env.stderr, "mrbacd demo: recording the end of run %d: %v\n", runID, err)
+	}
+	if runErr != nil {
+		st.Error = runErr.Error()
+		fmt.Fprintf(d.out, "  FAILED: %v\n", runErr)
+	} else {
+		st.Result = &res
+		st.OK = !res.Failed
+		fmt.Fprintf(d.out, "  %s\n", res.Summary)
+		if print != nil {
+			print(res)
+		}
+		if res.Failed {
+			st.Error = "the job reported failures"
+		}
+	}
+	if job == jobs.Rotate {
+		if err := d.notes.enqueue(d.ctx, d.outbox, res, time.Now()); err != nil {
+			fmt.Fprintf(d.env.stderr, "mrbacd demo: queueing the rotation notification: %v\n", err)
+		}
+	}
+	d.printPlatformEvents()
+	fmt.Fprintln(d.out, "  notifications (on stdout here; Slack when notify.slack is configured):")
+	before := d.outbox.Stats()
+	flushNotifications(d.ctx, d.env, "demo", d.outbox)
+	if after := d.outbox.Stats(); after == before {
+		fmt.Fprintln(d.out, "    (none)")
+	}
+	d.finish(&st, start)
+}
+
+func (d *demoDriver) finish(st *demoStep, start time.Time) {
+	st.Duration = time.Since(start).Round(time.Millisecond).String()
+	d.run.Steps = append(d.run.Steps, *st)
+}
+
+// printPlatformEvents narrates the keys the sandbox saw created and deleted
+// since the last step (uses of keys are left out).
+func (d *demoDriver) printPlatformEvents() {
+	evs := d.sb.EventsSince(d.eventSeq)
+	var lines []string
+	for _, ev := range evs {
+		d.eventSeq = max(d.eventSeq, ev.Seq)
+		switch ev.Kind {
+		case sandbox.EventCreate:
+			lines = append(lines, fmt.Sprintf("created key %s (%s)", ev.KeyID, ev.KeyName))
+		case sandbox.EventDelete:
+			lines = append(lines, fmt.Sprintf("deleted key %s (%s): it is refused from now on", ev.KeyID, ev.KeyName))
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintln(d.out, "  on the platform:")
+	for _, l := range lines {
+		fmt.Fprintf(d.out, "    - %s\n", l)
+	}
+}
+
+// printRotation returns the printer of a rotation step: one line per key
+// with its old and new key ids and hidden keys, and what the store holds.
+func (d *demoDriver) printRotation(forced bool) func(jobs.Result) {
+	return func(res jobs.Result) {
+		reps, _ := res.Details.([]rotate.KeyReport)
+		hidden := map[string]string{}
+		for _, k := range d.sb.Keys() {
+			hidden[k.ID] = k.HiddenKey
+		}
+		tw := tabwriter.NewWriter(&indentWriter{w: d.out, prefix: "  "}, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "KEY\tOUTCOME\tOLD KEY\tNEW KEY\tNEW KEY NAME\tHIDDEN KEY")
+		for _, r := range reps {
+			outcome := r.Outcome
+			if r.Error != "" {
+				outcome += ": " + r.Error
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Key, outcome, dash(r.OldKeyID), dash(r.NewKeyID),
+				dash(r.NewKeyName), dash(hidden[r.NewKeyID]))
+		}
+		tw.Flush()
+		byName := map[string]rotate.KeyReport{}
+		for _, r := range reps {
+			byName[r.Key] = r
+		}
+		for _, k := range d.cfg.Keys {
+			st := d.stores[k.Store.Backend]
+			if st == nil {
+				continue
+			}
+			v, err := st.Read(d.ctx, storeTarget(k))
+			switch {
+			case errors.Is(err, secrets.ErrNotFound):
+				fmt.Fprintf(d.out, "  store %s:%s: no record\n", k.Store.Backend, k.Store.Location())
+			case err != nil:
+				fmt.Fprintf(d.out, "  store %s:%s: unreadable: %v\n", k.Store.Backend, k.Store.Location(), err)
+			default:
+				fmt.Fprintf(d.out, "  store %s:%s now serves key %s (%s), version %s\n", k.Store.Backend,
+					k.Store.Location(), v.KeyID, dash(hidden[v.KeyID]), v.Version)
+			}
+			if r := byName[k.Name]; forced && r.OldKeyID != "" {
+				if old, ok := d.sb.Key(r.OldKeyID); ok && old.Deleted {
+					fmt.Fprintf(d.out, "    old key %s revoked after the new one was published and re-verified\n", r.OldKeyID)
+				} else {
+					fmt.Fprintf(d.out, "    old key %s is still live on the platform\n", r.OldKeyID)
+				}
+			}
+		}
+	}
+}
+
+// demoRotationNotes turns the rotation engine's events into the outbox's
+// rotation messages: one digest of the successes per run, one message per
+// failure.
+type demoRotationNotes struct {
+	mu     sync.Mutex
+	done   []notify.RotationDone
+	failed []rotate.Event
+}
+
+// OnRotated implements rotate.Notifier.
+func (n *demoRotationNotes) OnRotated(_ context.Context, ev rotate.Event) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.done = append(n.done, notify.RotationDone{KeyName: ev.KeyName, RotationID: ev.RotationID,
+		OldKeyID: ev.OldKeyID, NewKeyID: ev.NewKeyID, NewKeyName: ev.NewKeyName})
+}
+
+// OnFailed implements rotate.Notifier.
+func (n *demoRotationNotes) OnFailed(_ context.Context, ev rotate.Event) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.failed = append(n.failed, ev)
+}
+
+// enqueue queues what the run that ended produced and resets the notes.
+func (n *demoRotationNotes) enqueue(ctx context.Context, outbox *notify.Outbox, res jobs.Result, at time.Time) error {
+	n.mu.Lock()
+	done, failed := n.done, n.failed
+	n.done, n.failed = nil, nil
+	n.mu.Unlock()
+	var errs []error
+	sort.Slice(failed, func(i, j int) bool { return failed[i].KeyName < failed[j].KeyName })
+	for _, ev := range failed {
+		errs = append(errs, outbox.Enqueue(ctx, notify.RotationFailureMessage(notify.RotationFailure{
+			KeyName: ev.KeyName, RotationID: ev.RotationID, Step: ev.Step, Error: ev.Err,
+			OldKeyID: ev.OldKeyID, NewKeyID: ev.NewKeyID, NewKeyName: ev.NewKeyName,
+			Published: ev.StillInFlight, NewKeyDeleted: !ev.StillInFlight && ev.NewKeyID != "", At: at,
+		})))
+	}
+	if len(done) > 0 {
+		notDue := 0
+		reps, _ := res.Details.([]rotate.KeyReport)
+		for _, r := range reps {
+			if r.Outcome == rotate.OutcomeNotDue {
+				notDue++
+			}
+		}
+		errs = append(errs, outbox.Enqueue(ctx, notify.RotationDigestMessage(notify.RotationDigest{
+			At: at, Rotated: done, Failed: len(failed), NotDue: notDue})))
+	}
+	return errors.Join(errs...)
+}
+
+// indentWriter prefixes every line written through it.
+type indentWriter struct {
+	w      io.Writer
+	prefix string
+	mid    bool // in the middle of a line
+}
+
+// Write implements io.Writer.
+func (iw *indentWriter) Write(p []byte) (int, error) {
+	var b bytes.Buffer
+	for rest := p; len(rest) > 0; {
+		if !iw.mid {
+			b.WriteString(iw.prefix)
+		}
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			b.Write(rest)
+			iw.mid = true
+			break
+		}
+		b.Write(rest[:i+1])
+		iw.mid = false
+		rest = rest[i+1:]
+	}
+	if _, err := iw.w.Write(b.Bytes()); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}

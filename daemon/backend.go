@@ -1,0 +1,165 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/mrbacd/mrbacd/admin"
+	"github.com/mrbacd/mrbacd/jobs"
+	"github.com/mrbacd/mrbacd/jobs/scheduler"
+	"github.com/mrbacd/mrbacd/state"
+)
+
+// backend answers the admin socket from the daemon's scheduler and journal.
+type backend struct{ d *Daemon }
+
+// Status implements admin.Backend.
+func (b backend) Status(ctx context.Context) (admin.Status, error) {
+	d := b.d
+	js, err := b.Jobs(ctx)
+	if err != nil {
+		return admin.Status{}, err
+	}
+	d.mu.RLock()
+	cfg, last := d.cfg, d.last
+	d.mu.RUnlock()
+	return admin.Status{
+		Version:       d.opts.Version,
+		PID:           os.Getpid(),
+		StartedAt:     d.started.UTC(),
+		UptimeSeconds: time.Since(d.started).Seconds(),
+		ConfigPath:    cfg.Path,
+		ConfigHash:    cfg.Hash(),
+		LastReload:    last,
+		Jobs:          js,
+	}, nil
+}
+
+// Jobs implements admin.Backend: the scheduler's view plus each job's last journaled run.
+func (b backend) Jobs(ctx context.Context) ([]admin.Job, error) {
+	var out []admin.Job
+	for _, j := range b.d.sched.Jobs() {
+		aj := admin.Job{Name: j.Name, Schedule: j.Schedule, TimeoutSeconds: j.Timeout.Seconds(), Disabled: j.Disabled}
+		if !j.Next.IsZero() {
+			n := j.Next.UTC()
+			aj.NextRun = &n
+		}
+		if j.Running != nil {
+			aj.Running = &admin.Run{ID: j.Running.ID, Job: j.Name, Trigger: j.Running.Trigger, Status: scheduler.StatusRunning, StartedAt: j.Running.Started.UTC()}
+		}
+		last, ok, err := b.d.db.LastRun(ctx, j.Name)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			r := toRun(last)
+			aj.LastRun = &r
+		}
+		out = append(out, aj)
+	}
+	return out, nil
+}
+
+// RunJob implements admin.Backend: the key is checked against the config, then the
+// scheduler starts the run (refusing overlap); with wait it returns the finished run.
+func (b backend) RunJob(ctx context.Context, job string, req jobs.Request, wait bool) (admin.Run, error) {
+	if req.Key != "" {
+		cfg := b.d.Config()
+		if _, ok := cfg.Key(req.Key); !ok {
+			names := make([]string, 0, len(cfg.Keys))
+			for _, k := range cfg.Keys {
+				names = append(names, k.Name)
+			}
+			sort.Strings(names)
+			return admin.Run{}, fmt.Errorf("%w: unknown key %q (managed keys: %s)", admin.ErrInvalid, req.Key, strings.Join(names, ", "))
+		}
+	}
+	r, err := b.d.sched.Trigger(ctx, job, req)
+	switch {
+	case errors.Is(err, scheduler.ErrUnknownJob):
+		return admin.Run{}, fmt.Errorf("%w: %w (jobs: %s)", admin.ErrNotFound, err, strings.Join(b.jobNames(), ", "))
+	case errors.Is(err, scheduler.ErrAlreadyRunning):
+		return admin.Run{}, fmt.Errorf("%w: %w", admin.ErrConflict, err)
+	case errors.Is(err, scheduler.ErrStopped):
+		return admin.Run{}, fmt.Errorf("%w: daemon is shutting down: %w", admin.ErrUnavailable, err)
+	case err != nil:
+		return admin.Run{}, err
+	}
+	if !wait {
+		return admin.Run{ID: r.ID, Job: job, Trigger: r.Trigger, Status: scheduler.StatusRunning, StartedAt: r.Started.UTC()}, nil
+	}
+	if _, err := r.Wait(ctx); err != nil {
+		return admin.Run{}, err
+	}
+	return b.Run(ctx, r.ID)
+}
+
+func (b backend) jobNames() []string {
+	var names []string
+	for _, j := range b.d.sched.Jobs() {
+		names = append(names, j.Name)
+	}
+	return names
+}
+
+// Runs implements admin.Backend.
+func (b backend) Runs(ctx context.Context, limit int) ([]admin.Run, error) {
+	rs, err := b.d.db.Runs(ctx, state.RunFilter{Limit: limit})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]admin.Run, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, toRun(r))
+	}
+	return out, nil
+}
+
+// Run implements admin.Backend.
+func (b backend) Run(ctx context.Context, id int64) (admin.Run, error) {
+	r, err := b.d.db.GetRun(ctx, id)
+	if errors.Is(err, state.ErrNotFound) {
+		return admin.Run{}, fmt.Errorf("%w: %w", admin.ErrNotFound, err)
+	}
+	if err != nil {
+		return admin.Run{}, err
+	}
+	return toRun(r), nil
+}
+
+// Reload implements admin.Backend.
+func (b backend) Reload(ctx context.Context) (admin.Reload, error) {
+	return b.d.Reload(ctx, admin.ReloadTrigger(ctx))
+}
+
+// toRun converts a journaled run; its summary is the JSON of a jobs.Result.
+func toRun(r state.Run) admin.Run {
+	out := admin.Run{ID: r.ID, Job: r.Job, Trigger: r.Trigger, Args: r.Args, Status: r.Status, Error: r.Error, StartedAt: r.StartedAt}
+	if !r.FinishedAt.IsZero() {
+		f := r.FinishedAt
+		out.FinishedAt = &f
+	}
+	if r.Summary != "" {
+		var res struct {
+			Failed  bool            `json:"failed"`
+			Summary string          `json:"summary"`
+			Details json.RawMessage `json:"details"`
+		}
+		if err := json.Unmarshal([]byte(r.Summary), &res); err == nil {
+			out.Failed, out.Summary = res.Failed, res.Summary
+			if len(res.Details) > 0 && string(res.Details) != "null" {
+				out.Details = res.Details
+			}
+		} else {
+			out.Summary = r.Summary
+		}
+	}
+	out.Failed = out.Failed || (r.Status != scheduler.StatusOK && r.Status != scheduler.StatusRunning)
+	return out
+}

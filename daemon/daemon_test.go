@@ -1,0 +1,467 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mrbacd/mrbacd/admin"
+	"github.com/mrbacd/mrbacd/jobs"
+	"github.com/mrbacd/mrbacd/jobs/scheduler"
+)
+
+// syncBuf is a goroutine-safe log sink.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func writeConfig(t *testing.T, path, dir, extra string) {
+	t.Helper()
+	cfg := fmt.Sprintf(`mistral:
+  base_url: http://127.0.0.1:9
+state: {path: %[1]s/state.db}
+admin: {socket: %[1]s/admin.sock}
+secrets:
+  file: {dir: %[1]s/secrets}
+workspaces:
+  - {name: dev-workspace, team: developers, models: [mistral-small-latest], rpm: 60, monthly_budget_usd: 50}
+keys:
+  - name: dev-team-key
+    workspace: dev-workspace
+    owner_user_id: u1
+    store: {backend: file, path: dev-team}
+%[2]s`, dir, extra)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testRunners are real runners with the behaviours the daemon must survive.
+type testRunners struct {
+	rotateStarted chan struct{}
+	once          sync.Once
+	builds        int
+	mu            sync.Mutex
+	finished      []scheduler.Finished
+}
+
+func (tr *testRunners) build(ctx context.Context, env Env) (*Components, error) {
+	tr.mu.Lock()
+	tr.builds++
+	gen := tr.builds
+	tr.mu.Unlock()
+	return &Components{
+		Runners: map[string]jobs.Runner{
+			// rotate blocks until cancelled, like a rotation in its propagation wait.
+			jobs.Rotate: jobs.RunnerFunc(func(ctx context.Context, req jobs.Request) (jobs.Result, error) {
+				tr.once.Do(func() { close(tr.rotateStarted) })
+				<-ctx.Done()
+				return jobs.Result{}, fmt.Errorf("rotate: stopped before the next step: %w", ctx.Err())
+			}),
+			// audit panics.
+			jobs.Audit: jobs.RunnerFunc(func(ctx context.Context, req jobs.Request) (jobs.Result, error) {
+				var findings []string
+				_ = findings[3] // index out of range
+				return jobs.Result{}, nil
+			}),
+			jobs.Budget: jobs.RunnerFunc(func(ctx context.Context, req jobs.Request) (jobs.Result, error) {
+				return jobs.Result{Summary: fmt.Sprintf("polled 1 workspace (build %d, key %q)", gen, req.Key)}, nil
+			}),
+		},
+		OnRunFinished: func(ctx context.Context, f scheduler.Finished) {
+			tr.mu.Lock()
+			tr.finished = append(tr.finished, f)
+			tr.mu.Unlock()
+		},
+	}, nil
+}
+
+type harness struct {
+	d      *Daemon
+	cfg    string
+	dir    string
+	client *admin.Client
+	logs   *syncBuf
+	tr     *testRunners
+}
+
+func start(t *testing.T, extra string) *harness {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "mrbd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	cfgPath := filepath.Join(dir, "mrbacd.yaml")
+	writeConfig(t, cfgPath, dir, extra)
+	logs := &syncBuf{}
+	logger, lv, err := NewLogger(logs, "json", "debug")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &testRunners{rotateStarted: make(chan struct{})}
+	d, err := New(context.Background(), Options{ConfigPath: cfgPath, Version: "test", Logger: logger, LogLevel: lv, Build: tr.build})
+	if err != nil {
+		t.Fatalf("new: %v", err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		d.Shutdown(ctx)
+	})
+	return &harness{d: d, cfg: cfgPath, dir: dir, client: admin.NewClient(d.AdminSocket()), logs: logs, tr: tr}
+}
+
+func TestRunJobsThroughTheSocket(t *testing.T) {
+	h := start(t, "")
+	ctx := context.Background()
+	tests := []struct {
+		name       string
+		job        string
+		req        admin.RunRequest
+		wantStatus string
+		wantErr    int
+		wantText   string
+	}{
+		{"ok with wait", "budget", admin.RunRequest{Wait: true}, "ok", 0, "polled 1 workspace (build 1"},
+		{"panic recorded", "audit", admin.RunRequest{Wait: true}, "panicked", 0, "index out of range"},
+		{"scheduler alive after panic", "budget", admin.RunRequest{Wait: true, Key: "dev-team-key"}, "ok", 0, `key "dev-team-key"`},
+		{"unknown job", "nope", admin.RunRequest{}, "", 404, "unknown job"},
+		{"unknown key", "rotate", admin.RunRequest{Key: "ghost"}, "", 422, `unknown key "ghost" (managed keys: dev-team-key)`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			run, err := h.client.RunJob(ctx, tc.job, tc.req)
+			if tc.wantErr != 0 {
+				var ae *admin.APIError
+				if !errors.As(err, &ae) || ae.StatusCode != tc.wantErr || !strings.Contains(ae.Message, tc.wantText) {
+					t.Fatalf("err = %v, want %d %q", err, tc.wantErr, tc.wantText)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if run.Status != tc.wantStatus || !strings.Contains(run.Summary+run.Error, tc.wantText) {
+				t.Errorf("run = %+v, want %s with %q", run, tc.wantStatus, tc.wantText)
+			}
+			if run.Trigger != fmt.Sprintf("uid:%d", os.Getuid()) {
+				t.Errorf("trigger = %q", run.Trigger)
+			}
+		})
+	}
+	// A running job refuses a second trigger with 409.
+	if _, err := h.client.RunJob(ctx, "rotate", admin.RunRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	<-h.tr.rotateStarted
+	_, err := h.client.RunJob(ctx, "rotate", admin.RunRequest{})
+	var ae *admin.APIError
+	if !errors.As(err, &ae) || ae.StatusCode != 409 || !strings.Contains(ae.Message, "already running") {
+		t.Errorf("second rotate: %v", err)
+	}
+	st, err := h.client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Version != "test" || st.ConfigHash == "" || len(st.Jobs) != 3 {
+		t.Errorf("status = %+v", st)
+	}
+	for _, j := range st.Jobs {
+		if j.NextRun == nil {
+			t.Errorf("job %s has no next run", j.Name)
+		}
+		if j.Name == "rotate" && j.Running == nil {
+			t.Error("rotate not shown running")
+		}
+		if j.Name == "audit" && (j.LastRun == nil || j.LastRun.Status != "panicked") {
+			t.Errorf("audit last run = %+v", j.LastRun)
+		}
+	}
+	h.tr.mu.Lock()
+	n := len(h.tr.finished)
+	h.tr.mu.Unlock()
+	if n != 3 {
+		t.Errorf("OnRunFinished called %d times, want 3", n)
+	}
+}
+
+func TestReloadKeepsOldConfigWhenInvalid(t *testing.T) {
+	h := start(t, "")
+	ctx := context.Background()
+	before, _ := h.client.Status(ctx)
+	tests := []struct {
+		name     string
+		extra    string
+		raw      string
+		wantOK   bool
+		wantText string
+		wantSch  string
+	}{
+		{"broken yaml", "", "keys: [\n", false, "mrbacd.yaml", "*/30 * * * *"},
+		{"invalid schedule", "jobs:\n  budget: {schedule: \"61 * * * *\"}\n", "", false, "jobs.budget.schedule", "*/30 * * * *"},
+		{"unknown field", "jobz: {}\n", "", false, "jobz", "*/30 * * * *"},
+		{"valid change", "jobs:\n  budget: {schedule: \"*/5 * * * *\"}\n", "", true, "", "*/5 * * * *"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.raw != "" {
+				os.WriteFile(h.cfg, []byte(tc.raw), 0o600)
+			} else {
+				writeConfig(t, h.cfg, h.dir, tc.extra)
+			}
+			rel, err := h.client.Reload(ctx)
+			if tc.wantOK {
+				if err != nil || !rel.OK {
+					t.Fatalf("reload: %v %+v", err, rel)
+				}
+			} else {
+				var ae *admin.APIError
+				if !errors.As(err, &ae) || ae.StatusCode != 422 || ae.Reload == nil || !strings.Contains(ae.Reload.Error, tc.wantText) {
+					t.Fatalf("reload err = %v, want 422 naming %q", err, tc.wantText)
+				}
+			}
+			st, err := h.client.Status(ctx)
+			if err != nil {
+				t.Fatalf("still serving? %v", err)
+			}
+			for _, j := range st.Jobs {
+				if j.Name == "budget" && j.Schedule != tc.wantSch {
+					t.Errorf("budget schedule = %q, want %q", j.Schedule, tc.wantSch)
+				}
+			}
+			if st.LastReload == nil || st.LastReload.OK != tc.wantOK {
+				t.Errorf("last reload = %+v", st.LastReload)
+			}
+			if !tc.wantOK && st.ConfigHash != before.ConfigHash {
+				t.Error("config hash changed on a refused reload")
+			}
+		})
+	}
+	// The reloaded runners are in use.
+	run, err := h.client.RunJob(ctx, "budget", admin.RunRequest{Wait: true})
+	if err != nil || !strings.Contains(run.Summary, "build 2") {
+		t.Errorf("after reload: %+v %v", run, err)
+	}
+	if !strings.Contains(h.logs.String(), `"msg":"reload refused; the old config keeps running"`) {
+		t.Error("refused reload not logged")
+	}
+}
+
+func TestShutdownCancelsRunsWithinBound(t *testing.T) {
+	h := start(t, "shutdown_timeout: 5s\n")
+	ctx := context.Background()
+	run, err := h.client.RunJob(ctx, "rotate", admin.RunRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-h.tr.rotateStarted
+	sctx, cancel := context.WithTimeout(ctx, h.d.Config().ShutdownTimeout.D())
+	defer cancel()
+	begin := time.Now()
+	if err := h.d.Shutdown(sctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if took := time.Since(begin); took > 5*time.Second {
+		t.Errorf("shutdown took %s", took)
+	}
+	if _, err := os.Stat(h.d.AdminSocket()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left behind: %v", err)
+	}
+	if _, err := h.client.Status(ctx); err == nil {
+		t.Error("still answering after shutdown")
+	}
+	// The journal says canceled; reopen it the way the next start would.
+	d2, err := New(ctx, Options{ConfigPath: h.cfg, Version: "test", Logger: slog.New(slog.DiscardHandler), Build: h.tr.build})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Shutdown(ctx)
+	r, err := d2.Journal().GetRun(ctx, run.ID)
+	if err != nil || r.Status != "canceled" || !strings.Contains(r.Error, "shutdown") {
+		t.Errorf("run after shutdown = %+v %v", r, err)
+	}
+}
+
+func TestSdNotify(t *testing.T) {
+	dir, err := os.MkdirTemp("", "mrbn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", "200000")
+	t.Setenv("WATCHDOG_PID", fmt.Sprint(os.Getpid()))
+	msgs := make(chan string, 64)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	expect := func(prefix string) string {
+		t.Helper()
+		deadline := time.After(5 * time.Second)
+		for {
+			select {
+			case m := <-msgs:
+				if strings.HasPrefix(m, prefix) {
+					return m
+				}
+			case <-deadline:
+				t.Fatalf("no %q from the daemon", prefix)
+			}
+		}
+	}
+	h := start(t, "")
+	expect("READY=1")
+	expect("WATCHDOG=1")
+	if _, err := h.client.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m := expect("RELOADING=1")
+	if !strings.Contains(m, "\nMONOTONIC_USEC=") {
+		t.Errorf("reloading message %q lacks MONOTONIC_USEC", m)
+	}
+	expect("READY=1")
+	h.d.Shutdown(context.Background())
+	expect("STOPPING=1")
+}
+
+func TestWatchdogInterval(t *testing.T) {
+	tests := []struct {
+		usec, pid string
+		want      time.Duration
+		ok        bool
+	}{
+		{"", "", 0, false},
+		{"junk", "", 0, false},
+		{"30000000", "", 15 * time.Second, true},
+		{"30000000", fmt.Sprint(os.Getpid()), 15 * time.Second, true},
+		{"30000000", "1", 0, false},
+	}
+	for _, tc := range tests {
+		t.Setenv("WATCHDOG_USEC", tc.usec)
+		t.Setenv("WATCHDOG_PID", tc.pid)
+		got, ok := WatchdogInterval()
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("usec %q pid %q: = %v %v, want %v %v", tc.usec, tc.pid, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestNewLogger(t *testing.T) {
+	tests := []struct {
+		format, level, env string
+		wantErr            string
+		debugShown         bool
+	}{
+		{"json", "debug", "", "", true},
+		{"text", "info", "", "", false},
+		{"text", "info", "debug", "", true},
+		{"xml", "info", "", `log format "xml"`, false},
+		{"text", "loud", "", `log.level "loud"`, false},
+		{"text", "info", "loud", `MRBACD_LOG_LEVEL "loud"`, false},
+	}
+	for _, tc := range tests {
+		t.Setenv(LevelEnv, tc.env)
+		var buf bytes.Buffer
+		l, _, err := NewLogger(&buf, tc.format, tc.level)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%+v: err = %v", tc, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Debug("probe", "job", "rotate")
+		if got := strings.Contains(buf.String(), "probe"); got != tc.debugShown {
+			t.Errorf("%+v: debug shown = %v", tc, got)
+		}
+	}
+}
+
+func TestNewCleansUpOnError(t *testing.T) {
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T, dir string)
+		extra   string
+		build   func(ctx context.Context, env Env) (*Components, error)
+		wantErr string
+	}{
+		{"regular file at the socket path", func(t *testing.T, dir string) {
+			os.WriteFile(filepath.Join(dir, "admin.sock"), []byte("precious"), 0o600)
+		}, "", nil, "is not a socket"},
+		{"build fails", nil, "", func(ctx context.Context, env Env) (*Components, error) {
+			return nil, errors.New("vault store: permission denied")
+		}, "vault store: permission denied"},
+		{"metrics address taken", nil, "metrics: {listen: \"256.0.0.1:1\"}\n", nil, "metrics listener"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, err := os.MkdirTemp("", "mrbd")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer os.RemoveAll(dir)
+			cfgPath := filepath.Join(dir, "mrbacd.yaml")
+			writeConfig(t, cfgPath, dir, tc.extra)
+			if tc.prepare != nil {
+				tc.prepare(t, dir)
+			}
+			tr := &testRunners{rotateStarted: make(chan struct{})}
+			build := tc.build
+			if build == nil {
+				build = tr.build
+			}
+			d, err := New(context.Background(), Options{ConfigPath: cfgPath, Logger: slog.New(slog.DiscardHandler), Build: build})
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || d != nil {
+				t.Fatalf("New = %v, %v; want error %q", d, err, tc.wantErr)
+			}
+			if tc.name == "regular file at the socket path" {
+				if data, _ := os.ReadFile(filepath.Join(dir, "admin.sock")); string(data) != "precious" {
+					t.Error("the file at the socket path was touched")
+				}
+			} else if _, err := os.Lstat(filepath.Join(dir, "admin.sock")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("socket left behind: %v", err)
+			}
+		})
+	}
+}

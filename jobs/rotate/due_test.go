@@ -1,0 +1,112 @@
+package rotate
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mrbacd/mrbacd/mistral"
+	"github.com/mrbacd/mrbacd/secrets"
+)
+
+func TestDecide(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	every := 90 * 24 * time.Hour
+	tests := []struct {
+		name       string
+		cur        Current
+		force      bool
+		wantDue    bool
+		wantAction string
+		wantReason string
+	}{
+		{"no record: bootstrap", Current{}, false, true, ActionBootstrap, "bootstrap"},
+		{"fresh key", Current{Exists: true, KeyID: "k", CreatedAt: now.Add(-10 * 24 * time.Hour), AgeSource: AgeFromStore}, false, false, ActionNone, "not due: age 10.0d"},
+		{"one second short", Current{Exists: true, KeyID: "k", CreatedAt: now.Add(-every + time.Second), AgeSource: AgeFromStore}, false, false, ActionNone, "not due"},
+		{"exactly rotate_every", Current{Exists: true, KeyID: "k", CreatedAt: now.Add(-every), AgeSource: AgeFromStore}, false, true, ActionRotate, "reached rotate_every 90.0d"},
+		{"old key from platform age", Current{Exists: true, KeyID: "k", CreatedAt: now.Add(-100 * 24 * time.Hour), AgeSource: AgeFromPlatform}, false, true, ActionRotate, "from platform created_at"},
+		{"forced fresh key", Current{Exists: true, KeyID: "k", CreatedAt: now.Add(-time.Hour), AgeSource: AgeFromStore}, true, true, ActionRotate, "forced"},
+		{"unknown age is due", Current{Exists: true, AgeSource: AgeUnknown}, false, true, ActionRotate, "age of the current key unknown"},
+		{"adopted due says so", Current{Exists: true, KeyID: "k", Adopted: true, CreatedAt: now.Add(-every), AgeSource: AgeFromStore}, false, true, ActionRotate, "adopting"},
+		{"created in the future is not due", Current{Exists: true, KeyID: "k", CreatedAt: now.Add(time.Hour), AgeSource: AgeFromStore}, false, false, ActionNone, "not due"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Decide(now, every, tc.cur, tc.force)
+			if d.Due != tc.wantDue || d.Action != tc.wantAction || !strings.Contains(d.Reason, tc.wantReason) {
+				t.Fatalf("Decide = %+v, want due=%v action=%s reason containing %q", d, tc.wantDue, tc.wantAction, tc.wantReason)
+			}
+			if tc.cur.Exists && !tc.cur.CreatedAt.IsZero() && !d.DueAt.Equal(tc.cur.CreatedAt.Add(every)) {
+				t.Fatalf("DueAt = %s, want %s", d.DueAt, tc.cur.CreatedAt.Add(every))
+			}
+		})
+	}
+}
+
+func TestReadCurrent(t *testing.T) {
+	created := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	plat := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	keys := []mistral.Key{
+		{KeyID: "id-a", HiddenKey: "AAAA...zzz1", CreatedAt: plat, WorkspaceID: "ws1"},
+		{KeyID: "id-b", HiddenKey: "BBBB...yyy2", CreatedAt: plat, WorkspaceID: "ws1"},
+		{KeyID: "id-b2", HiddenKey: "BBBB...yyy2", CreatedAt: plat, WorkspaceID: "ws1"},
+		{KeyID: "id-c", HiddenKey: "CCCC...xxx3", CreatedAt: plat, WorkspaceID: "ws2"},
+	}
+	rec := func(key, id string, at time.Time, rot string) secrets.Versioned {
+		return secrets.Versioned{Record: secrets.Record{APIKey: key, KeyID: id, CreatedAt: at, RotationID: rot}, Version: "3"}
+	}
+	tests := []struct {
+		name                  string
+		v                     secrets.Versioned
+		found                 bool
+		wantNeed              bool
+		wantID, wantSource    string
+		wantAdopted, wantNote bool
+	}{
+		{"no record", secrets.Versioned{}, false, false, "", AgeUnknown, false, false},
+		{"complete mrbacd record", rec("AAAAmiddlezzz1", "id-a", created, "r1"), true, false, "id-a", AgeFromStore, false, false},
+		{"record without created_at: platform age", rec("AAAAmiddlezzz1", "id-a", time.Time{}, "r1"), true, true, "id-a", AgeFromPlatform, false, false},
+		{"adopted without key_id: hidden match", rec("AAAAmiddlezzz1", "", created, ""), true, true, "id-a", AgeFromStore, true, false},
+		{"adopted without key_id or created_at", rec("AAAAmiddlezzz1", "", time.Time{}, ""), true, true, "id-a", AgeFromPlatform, true, false},
+		{"ambiguous hidden match", rec("BBBBmiddleyyy2", "", created, ""), true, true, "", AgeFromStore, true, true},
+		{"no match in this workspace", rec("CCCCmiddlexxx3", "", created, ""), true, true, "", AgeFromStore, true, true},
+		{"nothing known at all", rec("DDDDmiddlewww4", "", time.Time{}, ""), true, true, "", AgeUnknown, true, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, need := ReadCurrent(tc.v, tc.found, KeySpec{}, "ws1", nil)
+			if need != tc.wantNeed {
+				t.Fatalf("needKeys = %v, want %v", need, tc.wantNeed)
+			}
+			cur, _ := ReadCurrent(tc.v, tc.found, KeySpec{}, "ws1", keys)
+			if cur.Exists != tc.found || cur.KeyID != tc.wantID || cur.AgeSource != tc.wantSource ||
+				cur.Adopted != tc.wantAdopted || (cur.Note != "") != tc.wantNote {
+				t.Fatalf("ReadCurrent = %+v, want id %q source %s adopted %v note %v", cur, tc.wantID, tc.wantSource, tc.wantAdopted, tc.wantNote)
+			}
+			if tc.wantSource == AgeFromPlatform && !cur.CreatedAt.Equal(plat) {
+				t.Fatalf("CreatedAt = %s, want the platform's %s", cur.CreatedAt, plat)
+			}
+		})
+	}
+}
+
+func TestHiddenMatches(t *testing.T) {
+	tests := []struct {
+		hidden, plain string
+		want          bool
+	}{
+		{"HQSx...Ug6Y", "HQSxabcdefUg6Y", true},
+		{"HQSx...Ug6Y", "HQSxabcdefUg6Z", false},
+		{"HQSx…Ug6Y", "HQSxabcdefUg6Y", true},
+		{"HQSx****Ug6Y", "HQSxabcdefUg6Y", true},
+		{"...Ug6Y", "HQSxabcdefUg6Y", false},
+		{"HQSx...Ug6Y", "HQSxUg6", false},
+		{"", "x", false},
+		{"nohidden", "nohidden", false},
+	}
+	for _, tc := range tests {
+		if got := hiddenMatches(tc.hidden, tc.plain); got != tc.want {
+			t.Errorf("hiddenMatches(%q, %q) = %v, want %v", tc.hidden, tc.plain, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,63 @@
+// Package gateway is mrbacd's role-enforcing HTTP proxy in front of Mistral.
+//
+// It speaks Mistral's own inference API (/v1/chat/completions, plain and
+// streaming; /v1/embeddings; /v1/models), so an application only changes its
+// base URL and its token. Each request is authenticated by its bearer token
+// (hashed with SHA-256 and looked up; the token itself is never kept nor
+// logged), held to its client's role (allowed models, max_tokens per
+// request, daily tokens, requests per minute, hourly and daily USD) and
+// forwarded with the managed key of the client's workspace, read from the
+// secret store that rotation writes.
+//
+// # Upstream keys
+//
+// A client's workspace selects the upstream key: the first `keys:` entry of
+// the config whose workspace matches. The key is cached; a poller compares
+// the store's current version every KeyPollInterval and re-reads on change,
+// and an upstream 401 re-reads the store at once and retries the request
+// once, so a rotation (new key published, old key revoked after the
+// propagation wait) fails no request.
+//
+// # Accounting
+//
+// Before forwarding, the gateway reserves the request's worst case against
+// the client's windows: the estimated prompt tokens (the request body's
+// length in bytes, an upper bound for byte-level tokenizers since every token
+// covers at least one byte and the JSON syntax outweighs the per-message
+// control tokens) plus max_tokens, and the USD of that at the model's price.
+// A request that does not fit is refused with 429 and Retry-After. After the
+// answer the reservation is settled to the real usage (the body's usage, or
+// the last streamed chunk's); a failed or cancelled request releases it. So
+// the admitted total never exceeds a budget, whatever the concurrency.
+// Windows roll over at UTC midnight (daily tokens and USD) and at the hour
+// (hourly USD); rpm is a sliding minute.
+//
+// Counters live in memory on the hot path and are written behind to the
+// journal (UsageStore) every FlushInterval and at Close; at start the current
+// windows are loaded, so a restart forgets at most one flush interval (and
+// nothing after a graceful stop). After each flush the windows are re-read
+// from the journal, so gateways scaled out on one journal share the token
+// and USD budgets (each learns of the others' spending within a flush
+// interval; rpm stays per instance).
+//
+// rpm counts chat and embeddings requests admitted in the last 60 seconds;
+// /v1/models is not counted. A role with a budget but no
+// max_tokens_per_request refuses chat requests without max_tokens (400),
+// since their cost could not be bounded; a role with a USD guard refuses
+// models without a known price (403).
+//
+// # Reload
+//
+// Gateway.Reload swaps clients, roles, prices, key locations and the body
+// limit while serving (for SIGHUP): clients keep their counters by name,
+// workspaces keep their cached key when its location is unchanged, and a
+// failed reload changes nothing.
+//
+// # Authorization
+//
+// The decision token → principal → model and max_tokens check
+// (Gateway.authorize) allocates nothing: principals sit in a map keyed by the
+// token's SHA-256, confirmed with a constant-time compare, and each role's
+// model patterns are compiled into an exact set, a prefix list and an
+// allow-all flag.
+package gateway

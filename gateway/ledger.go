@@ -1,0 +1,179 @@
+package gateway
+
+import (
+	"sync"
+	"time"
+)
+
+// limitHit names the limit that refused a reservation.
+type limitHit struct {
+	name  string        // rpm, daily_tokens, hourly_usd, daily_usd
+	limit string        // the configured value, for the message
+	retry time.Duration // until the window frees
+	// never: the request alone exceeds the limit; no window will admit it.
+	never bool
+}
+
+// ledger holds one client's windows. Reserved and settled amounts are kept
+// apart so a refusal can tell "until the window rolls" from "until requests in
+// flight settle".
+type ledger struct {
+	mu sync.Mutex
+
+	day                     int64 // days since the Unix epoch, UTC
+	dayTokens, dayTokensRes int64
+	dayUSD, dayUSDRes       float64
+	hour                    int64 // hours since the Unix epoch
+	hourUSD, hourUSDRes     float64
+	rpmRing                 []int64 // admission times (Unix ns) of the last RPM requests
+	rpmNext                 int
+}
+
+// reservation is what one admitted request holds until it settles.
+type reservation struct {
+	day, hour int64
+	tokens    int64
+	usd       float64
+}
+
+// settled is usage to persist: the windows it belongs to and the amounts.
+type settled struct {
+	day, hour int64
+	tokens    int64
+	usd       float64
+}
+
+func dayOf(t time.Time) int64  { return floorDiv(t.Unix(), 86400) }
+func hourOf(t time.Time) int64 { return floorDiv(t.Unix(), 3600) }
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && a < 0 {
+		q--
+	}
+	return q
+}
+
+// roll resets windows that ended. Caller holds mu.
+func (l *ledger) roll(now time.Time) {
+	if d := dayOf(now); d != l.day {
+		l.day, l.dayTokens, l.dayTokensRes, l.dayUSD, l.dayUSDRes = d, 0, 0, 0, 0
+	}
+	if h := hourOf(now); h != l.hour {
+		l.hour, l.hourUSD, l.hourUSDRes = h, 0, 0
+	}
+}
+
+// retryAfterInFlight is the Retry-After given when only reservations of
+// requests in flight stand in the way.
+const retryAfterInFlight = time.Second
+
+// reserve admits a request of at most tokens / usd under r's limits, or says
+// which limit refuses it.
+func (l *ledger) reserve(now time.Time, r *role, tokens int64, usd float64) (reservation, *limitHit) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.roll(now)
+	nowNS := now.UnixNano()
+	if r.RPM > 0 {
+		if len(l.rpmRing) != r.RPM {
+			l.rpmRing, l.rpmNext = make([]int64, r.RPM), 0
+		}
+		oldest := l.rpmRing[l.rpmNext]
+		if oldest != 0 && nowNS-oldest < int64(time.Minute) {
+			return reservation{}, &limitHit{name: "rpm", limit: itoa(int64(r.RPM)), retry: time.Duration(oldest + int64(time.Minute) - nowNS)}
+		}
+	}
+	switch {
+	case r.DailyTokens > 0 && tokens > r.DailyTokens:
+		return reservation{}, &limitHit{name: "daily_tokens", limit: itoa(r.DailyTokens), never: true}
+	case r.HourlyUSD > 0 && usd > r.HourlyUSD:
+		return reservation{}, &limitHit{name: "hourly_usd", limit: ftoa(r.HourlyUSD), never: true}
+	case r.DailyUSD > 0 && usd > r.DailyUSD:
+		return reservation{}, &limitHit{name: "daily_usd", limit: ftoa(r.DailyUSD), never: true}
+	}
+	if r.DailyTokens > 0 && l.dayTokens+l.dayTokensRes+tokens > r.DailyTokens {
+		return reservation{}, l.hit("daily_tokens", itoa(r.DailyTokens), now, l.dayTokens+tokens > r.DailyTokens, untilDay)
+	}
+	if r.HourlyUSD > 0 && l.hourUSD+l.hourUSDRes+usd > r.HourlyUSD {
+		return reservation{}, l.hit("hourly_usd", ftoa(r.HourlyUSD), now, l.hourUSD+usd > r.HourlyUSD, untilHour)
+	}
+	if r.DailyUSD > 0 && l.dayUSD+l.dayUSDRes+usd > r.DailyUSD {
+		return reservation{}, l.hit("daily_usd", ftoa(r.DailyUSD), now, l.dayUSD+usd > r.DailyUSD, untilDay)
+	}
+	if r.RPM > 0 {
+		l.rpmRing[l.rpmNext] = nowNS
+		l.rpmNext = (l.rpmNext + 1) % len(l.rpmRing)
+	}
+	l.dayTokensRes += tokens
+	l.dayUSDRes += usd
+	l.hourUSDRes += usd
+	return reservation{day: l.day, hour: l.hour, tokens: tokens, usd: usd}, nil
+}
+
+func untilDay(now time.Time) time.Duration {
+	return time.Unix((dayOf(now)+1)*86400, 0).Sub(now)
+}
+
+func untilHour(now time.Time) time.Duration {
+	return time.Unix((hourOf(now)+1)*3600, 0).Sub(now)
+}
+
+// hit builds a refusal: when settled usage alone leaves no room the window
+// must roll; otherwise requests in flight will free room soon.
+func (l *ledger) hit(name, limit string, now time.Time, windowFull bool, until func(time.Time) time.Duration) *limitHit {
+	if windowFull {
+		return &limitHit{name: name, limit: limit, retry: until(now)}
+	}
+	return &limitHit{name: name, limit: limit, retry: retryAfterInFlight}
+}
+
+// settle replaces a reservation by the real usage; onSettled (which queues
+// it for the journal) runs under the ledger's lock so a concurrent sync sees
+// the amount either in the ledger's base or in the queue, never twice or
+// not at all.
+func (l *ledger) settle(res reservation, tokens int64, usd float64, onSettled func(settled)) settled {
+	s := settled{day: res.day, hour: res.hour, tokens: tokens, usd: usd}
+	l.mu.Lock()
+	if res.day == l.day {
+		l.dayTokensRes -= res.tokens
+		l.dayUSDRes -= res.usd
+		l.dayTokens += tokens
+		l.dayUSD += usd
+	}
+	if res.hour == l.hour {
+		l.hourUSDRes -= res.usd
+		l.hourUSD += usd
+	}
+	if onSettled != nil {
+		onSettled(s)
+	}
+	l.mu.Unlock()
+	return s
+}
+
+// release gives a reservation back (failed or cancelled request).
+func (l *ledger) release(res reservation) { l.settle(res, 0, 0, nil) }
+
+// sync replaces the settled amounts of the current windows (day, hour, as
+// of now) by totals(): the journal's plus this gateway's unwritten usage.
+// Reservations in flight are kept.
+func (l *ledger) sync(now time.Time, day, hour int64, totals func() (dayTokens int64, dayUSD, hourUSD float64)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.roll(now)
+	dt, dusd, husd := totals()
+	if l.day == day {
+		l.dayTokens, l.dayUSD = dt, dusd
+	}
+	if l.hour == hour {
+		l.hourUSD = husd
+	}
+}
+
+// snapshot returns settled and reserved amounts (tests and status).
+func (l *ledger) snapshot() (dayTokens, dayTokensRes int64, dayUSD, hourUSD float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dayTokens, l.dayTokensRes, l.dayUSD, l.hourUSD
+}

@@ -1,0 +1,135 @@
+package gateway
+
+import (
+	"context"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mrbacd/mrbacd/config"
+	"github.com/mrbacd/mrbacd/secrets"
+	"github.com/mrbacd/mrbacd/secrets/file"
+)
+
+func TestFromConfig(t *testing.T) {
+	dir := t.TempDir()
+	store, err := file.New(filepath.Join(dir, "secrets"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokFile := filepath.Join(dir, "tok")
+	if err := os.WriteFile(tokFile, []byte("file-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("GW_TEST_TOKEN", "env-token")
+	shaTok := HashToken("sha-token")
+	base := func() *config.Config {
+		return &config.Config{
+			Mistral: config.Mistral{BaseURL: "http://127.0.0.1:1"},
+			Keys: []config.Key{
+				{Name: "ml-key", Workspace: "ml", Store: config.KeyStore{Backend: "file", Path: "mistral/ml", ValueFormat: "raw"}},
+				{Name: "dev-first", Workspace: "dev", Store: config.KeyStore{Backend: "file", Path: "mistral/dev-1"}},
+				{Name: "dev-second", Workspace: "dev", Store: config.KeyStore{Backend: "file", Path: "mistral/dev-2"}},
+			},
+			Roles: map[string]config.Role{"analyst": {Models: []string{"mistral-small-*"}, MaxTokensPerRequest: 500, DailyTokens: 1000, RPM: 5, HourlyUSD: 1, DailyUSD: 2}},
+			Gateway: config.Gateway{Listen: "127.0.0.1:0", MaxBodyBytes: 4096, Clients: []config.GatewayClient{
+				{Name: "a", Role: "analyst", Workspace: "dev", TokenSHA256: strings.ToUpper(hex.EncodeToString(shaTok[:]))},
+				{Name: "b", Role: "analyst", Workspace: "ml", TokenFile: tokFile},
+				{Name: "c", Role: "analyst", Workspace: "dev", TokenEnv: "GW_TEST_TOKEN"},
+			}},
+			Prices: map[string]config.ModelPrice{"mistral-small-latest": {InputPerM: 9, OutputPerM: 10}},
+		}
+	}
+	deps := Deps{Stores: map[string]KeyReader{"file": store}}
+
+	o, err := FromConfig(base(), deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := o.Upstreams["dev"]; got.KeyName != "dev-first" || got.Target.Path != "mistral/dev-1" || got.Target.Format != secrets.FormatJSON {
+		t.Fatalf("dev upstream %+v: want the first key of the workspace", got)
+	}
+	if got := o.Upstreams["ml"]; got.Target.Format != secrets.FormatRaw {
+		t.Fatalf("ml upstream %+v: want raw format", got)
+	}
+	wantHash := map[string][32]byte{"a": shaTok, "b": HashToken("file-token"), "c": HashToken("env-token")}
+	for _, c := range o.Clients {
+		if c.TokenSHA256 != wantHash[c.Name] {
+			t.Errorf("client %s: wrong token hash", c.Name)
+		}
+	}
+	if r := o.Roles["analyst"]; r.DailyTokens != 1000 || r.RPM != 5 || r.HourlyUSD != 1 || r.DailyUSD != 2 || r.MaxTokensPerRequest != 500 {
+		t.Fatalf("role %+v", r)
+	}
+	if p, ok := o.Price("mistral-small-latest"); !ok || p.InputPerM != 9 {
+		t.Fatalf("config price not used: %+v", p)
+	}
+	if p, ok := o.Price("codestral-latest"); !ok || p.InputPerM != 0.30 {
+		t.Fatalf("default price not used: %+v", p)
+	}
+	if o.MaxBodyBytes != 4096 || o.Listen != "127.0.0.1:0" || o.UpstreamURL != "http://127.0.0.1:1" {
+		t.Fatalf("options %+v", o)
+	}
+
+	bad := []struct {
+		name   string
+		mutate func(*config.Config)
+		want   string
+	}{
+		{"workspace without key", func(c *config.Config) { c.Gateway.Clients[0].Workspace = "nokey" }, "workspace nokey has no managed key"},
+		{"store not configured", func(c *config.Config) { c.Keys[1].Store.Backend = "vault" }, `secret store "vault" is not configured`},
+		{"bad sha", func(c *config.Config) { c.Gateway.Clients[0].TokenSHA256 = "abc" }, "64 hex digits"},
+		{"missing env", func(c *config.Config) { c.Gateway.Clients[2].TokenEnv = "GW_TEST_UNSET_TOKEN" }, "GW_TEST_UNSET_TOKEN"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base()
+			tc.mutate(c)
+			_, err := FromConfig(c, deps)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want %q", err, tc.want)
+			}
+			for _, s := range []string{"file-token", "env-token", "sha-token"} {
+				if strings.Contains(err.Error(), s) {
+					t.Fatalf("error leaks a token: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	store, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := Options{UpstreamURL: "http://127.0.0.1:1", Roles: map[string]Role{"r": {Models: []string{"*"}}},
+		Clients:   []Client{{Name: "a", Role: "r", Workspace: "w", TokenSHA256: HashToken("t")}},
+		Upstreams: map[string]Upstream{"w": {Store: store, Target: secrets.Target{Path: "k"}}}}
+	tests := []struct {
+		name   string
+		mutate func(*Options)
+		want   string
+	}{
+		{"no upstream URL", func(o *Options) { o.UpstreamURL = "" }, "upstream URL is required"},
+		{"bad upstream URL", func(o *Options) { o.UpstreamURL = "ftp://x" }, "http(s) URL"},
+		{"unknown role", func(o *Options) { o.Clients[0].Role = "x" }, `unknown role "x"`},
+		{"no key store", func(o *Options) { o.Upstreams = nil }, `workspace "w" has no upstream key`},
+		{"shared token", func(o *Options) {
+			o.Clients = append(o.Clients, Client{Name: "b", Role: "r", Workspace: "w", TokenSHA256: HashToken("t")})
+		}, "share a token"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o := good
+			o.Clients = append([]Client(nil), good.Clients...)
+			tc.mutate(&o)
+			_, err := New(context.Background(), o)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,711 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Routes the gateway serves.
+const (
+	pathChat       = "/v1/chat/completions"
+	pathEmbeddings = "/v1/embeddings"
+	pathModels     = "/v1/models"
+)
+
+// maxUpstreamBody bounds a non-streamed upstream answer kept in memory.
+const maxUpstreamBody = 64 << 20
+
+// reqState is one request's bookkeeping for metrics and the access log.
+type reqState struct {
+	snap     *snapshot
+	route    string
+	p        *principal
+	model    string
+	stream   bool
+	upstream time.Duration
+	tokens   int64
+	usd      float64
+	retried  bool
+}
+
+// respWriter records the status written.
+type respWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *respWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *respWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *respWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+var statePool = sync.Pool{New: func() any {
+	return &struct {
+		rw respWriter
+		st reqState
+	}{}
+}}
+
+// ServeHTTP routes a request; anything but the three routes is 404.
+func (g *Gateway) ServeHTTP(hw http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	ps := statePool.Get().(*struct {
+		rw respWriter
+		st reqState
+	})
+	ps.rw = respWriter{ResponseWriter: hw}
+	ps.st = reqState{}
+	w, st := &ps.rw, &ps.st
+	st.snap = g.snap.Load()
+	switch r.URL.Path {
+	case pathChat:
+		st.route = "chat"
+		if g.method(w, r, http.MethodPost) {
+			g.chat(w, r, st)
+		}
+	case pathEmbeddings:
+		st.route = "embeddings"
+		if g.method(w, r, http.MethodPost) {
+			g.embeddings(w, r, st)
+		}
+	case pathModels:
+		st.route = "models"
+		if g.method(w, r, http.MethodGet) {
+			g.models(w, r, st)
+		}
+	default:
+		st.route = "other"
+		writeError(w, http.StatusNotFound, typeNotFound, "", "no route for "+r.Method+" "+truncate(r.URL.Path, 200))
+	}
+	g.finish(r, w, st, start)
+	ps.rw = respWriter{}
+	ps.st = reqState{}
+	statePool.Put(ps)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+func (g *Gateway) method(w http.ResponseWriter, r *http.Request, m string) bool {
+	if r.Method == m {
+		return true
+	}
+	w.Header().Set("Allow", m)
+	writeError(w, http.StatusMethodNotAllowed, typeInvalid, "", "method "+r.Method+" not allowed on "+r.URL.Path+"; use "+m)
+	return false
+}
+
+// finish records metrics, the overhead histogram and the access log.
+func (g *Gateway) finish(r *http.Request, w *respWriter, st *reqState, start time.Time) {
+	total := time.Since(start)
+	status := w.status
+	if status == 0 {
+		status = 499 // client went away before anything was written
+	}
+	client, ws := "unknown", ""
+	if st.p != nil {
+		client, ws = st.p.name, st.p.workspace
+	}
+	route := st.route
+	if st.stream {
+		route = "chat_stream"
+	}
+	over := total - st.upstream
+	g.m.overhead.WithLabelValues(route).Observe(over.Seconds())
+	g.m.requests.WithLabelValues(client, st.model, strconv.Itoa(status)).Inc()
+	if st.p != nil && (st.tokens != 0 || st.usd != 0) {
+		g.m.tokens.WithLabelValues(client, ws).Add(float64(st.tokens))
+		g.m.usd.WithLabelValues(client, ws).Add(st.usd)
+	}
+	if g.onOverhead != nil {
+		g.onOverhead(route, total, st.upstream)
+	}
+	if g.log.Enabled(r.Context(), slog.LevelDebug) {
+		g.log.LogAttrs(r.Context(), slog.LevelDebug, "gateway request",
+			slog.String("client", client), slog.String("workspace", ws), slog.String("route", route),
+			slog.String("model", st.model), slog.Int("status", status), slog.Int64("tokens", st.tokens),
+			slog.Float64("usd", st.usd), slog.Bool("retried", st.retried),
+			slog.Duration("duration", total), slog.Duration("upstream", st.upstream),
+			slog.String("remote", r.RemoteAddr))
+	}
+}
+
+// authenticate finds the request's principal or writes 401.
+func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, st *reqState) bool {
+	st.p = st.snap.authz.lookup(bearer(r.Header.Get("Authorization")))
+	if st.p == nil {
+		writeError(w, http.StatusUnauthorized, typeAuth, "invalid_token", "Unauthorized: missing or unknown bearer token")
+		return false
+	}
+	return true
+}
+
+// readBody reads the bounded body or writes 413 / 400.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, st *reqState) ([]byte, bool) {
+	maxBody := st.snap.maxBody
+	if r.ContentLength > maxBody {
+		writeError(w, http.StatusRequestEntityTooLarge, typeInvalid, "body_too_large",
+			"request body of "+itoa(r.ContentLength)+" bytes exceeds the limit of "+itoa(maxBody))
+		return nil, false
+	}
+	n := r.ContentLength
+	if n <= 0 {
+		n = 512
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, n+1))
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, typeInvalid, "body_too_large",
+				"request body exceeds the limit of "+itoa(maxBody)+" bytes")
+			return nil, false
+		}
+		writeError(w, http.StatusBadRequest, typeInvalid, "", "reading the request body failed")
+		return nil, false
+	}
+	return buf.Bytes(), true
+}
+
+// optInt is an optional JSON integer that tells absent, null and a value apart.
+type optInt struct {
+	set, null bool
+	v         int64
+}
+
+var errNotInt = errors.New("not a non-negative integer")
+
+// UnmarshalJSON accepts null or a non-negative integer.
+func (o *optInt) UnmarshalJSON(b []byte) error {
+	o.set = true
+	if string(b) == "null" {
+		o.null = true
+		return nil
+	}
+	v, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil || v < 0 {
+		return errNotInt
+	}
+	o.v = v
+	return nil
+}
+
+// chatRequest is what the gateway reads of a chat or embeddings body; the
+// rest goes upstream untouched.
+type chatRequest struct {
+	Model     string `json:"model"`
+	MaxTokens optInt `json:"max_tokens"`
+	Stream    bool   `json:"stream"`
+}
+
+// parseRequest decodes the fields the gateway needs or writes 400.
+func parseRequest(w http.ResponseWriter, body []byte, req *chatRequest) bool {
+	if err := json.Unmarshal(body, req); err != nil {
+		msg := "request body is not valid JSON"
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.Is(err, errNotInt):
+			msg = "max_tokens must be a non-negative integer"
+		case errors.As(err, &te) && te.Field != "":
+			msg = "field " + te.Field + " has the wrong type (" + te.Value + ")"
+		case errors.As(err, &te):
+			msg = "request body must be a JSON object"
+		}
+		writeError(w, http.StatusBadRequest, typeInvalid, "invalid_json", msg)
+		return false
+	}
+	if req.Model == "" {
+		writeError(w, http.StatusBadRequest, typeInvalid, "missing_model", "model is required")
+		return false
+	}
+	return true
+}
+
+// usage is Mistral's usage object.
+type usage struct {
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+	TotalTokens      int64 `json:"total_tokens"`
+}
+
+func (u usage) total() int64 {
+	if u.TotalTokens > 0 {
+		return u.TotalTokens
+	}
+	return u.PromptTokens + u.CompletionTokens
+}
+
+// cost is the USD of n input and m output tokens at price pr.
+func cost(pr Price, in, out int64) float64 {
+	return (float64(in)*pr.InputPerM + float64(out)*pr.OutputPerM) / 1e6
+}
+
+// admit makes the role decision (principal.check) and reserves the worst
+// case; it writes the refusal. maxTokens < 0: no output (embeddings).
+func (g *Gateway) admit(w http.ResponseWriter, st *reqState, model string, maxTokens int64, promptEst int64) (reservation, Price, bool) {
+	p := st.p
+	r := p.role
+	switch p.check(model, maxTokens) {
+	case denyModel:
+		writeError(w, http.StatusForbidden, typePermission, "model_not_allowed", "model not allowed")
+		return reservation{}, Price{}, false
+	case denyMaxTokens:
+		st.model = model
+		writeError(w, http.StatusForbidden, typePermission, "max_tokens_per_request",
+			"max_tokens "+itoa(maxTokens)+" exceeds the role's max_tokens_per_request of "+itoa(int64(r.MaxTokensPerRequest)))
+		return reservation{}, Price{}, false
+	}
+	st.model = model // only allowed models become metric labels
+	pr, known := st.snap.price(model)
+	usdGuard := r.HourlyUSD > 0 || r.DailyUSD > 0
+	if usdGuard && !known {
+		writeError(w, http.StatusForbidden, typePermission, "price_unknown",
+			"no price is configured for model "+truncate(model, 100)+" and the role has a spending guard")
+		return reservation{}, Price{}, false
+	}
+	out := max(maxTokens, 0)
+	res, hit := p.ledger.reserve(g.now(), r, promptEst+out, cost(pr, promptEst, out))
+	if hit != nil {
+		writeRetry(w, hit)
+		return reservation{}, Price{}, false
+	}
+	return res, pr, true
+}
+
+// settle charges real usage and queues it for the journal.
+func (g *Gateway) settle(st *reqState, res reservation, pr Price, u usage) {
+	usd := cost(pr, u.PromptTokens, u.CompletionTokens)
+	s := st.p.ledger.settle(res, u.total(), usd, st.p.queue)
+	st.tokens, st.usd = s.tokens, s.usd
+}
+
+// settleReserved charges the whole reservation (answer without usage).
+func (g *Gateway) settleReserved(st *reqState, res reservation) {
+	s := st.p.ledger.settle(res, res.tokens, res.usd, st.p.queue)
+	st.tokens, st.usd = s.tokens, s.usd
+}
+
+// injectMaxTokens returns body with max_tokens set to n: inserted after the
+// opening brace when absent, or the object re-encoded when it was null.
+func injectMaxTokens(body []byte, n int64, wasNull bool) ([]byte, error) {
+	if wasNull {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(body, &m); err != nil {
+			return nil, err
+		}
+		m["max_tokens"] = json.RawMessage(itoa(n))
+		return json.Marshal(m)
+	}
+	i := bytes.IndexByte(body, '{')
+	if i < 0 {
+		return nil, errors.New("not an object")
+	}
+	ins := `"max_tokens":` + itoa(n) + `,`
+	out := make([]byte, 0, len(body)+len(ins))
+	out = append(out, body[:i+1]...)
+	out = append(out, ins...)
+	out = append(out, body[i+1:]...)
+	return out, nil
+}
+
+// chat serves /v1/chat/completions.
+func (g *Gateway) chat(w *respWriter, r *http.Request, st *reqState) {
+	if !g.authenticate(w, r, st) {
+		return
+	}
+	body, ok := g.readBody(w, r, st)
+	if !ok {
+		return
+	}
+	var req chatRequest
+	if !parseRequest(w, body, &req) {
+		return
+	}
+	st.stream = req.Stream
+	role := st.p.role
+	maxTokens := req.MaxTokens.v
+	if !req.MaxTokens.set || req.MaxTokens.null {
+		switch {
+		case role.MaxTokensPerRequest > 0:
+			maxTokens = int64(role.MaxTokensPerRequest)
+			nb, err := injectMaxTokens(body, maxTokens, req.MaxTokens.null)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, typeInvalid, "invalid_json", "request body must be a JSON object")
+				return
+			}
+			body = nb
+		case role.DailyTokens > 0 || role.HourlyUSD > 0 || role.DailyUSD > 0:
+			if role.allows(req.Model) {
+				writeError(w, http.StatusBadRequest, typeInvalid, "max_tokens_required",
+					"max_tokens is required: role "+role.name+" has budgets but no max_tokens_per_request")
+				return
+			}
+		}
+	}
+	res, pr, ok := g.admit(w, st, req.Model, maxTokens, int64(len(body)))
+	if !ok {
+		return
+	}
+	resp, ok := g.forward(w, r, st, http.MethodPost, pathChat, body, req.Stream)
+	if !ok {
+		st.p.ledger.release(res)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		st.p.ledger.release(res)
+		g.relayError(w, st, resp)
+		return
+	}
+	if req.Stream && strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		g.stream(w, r, st, resp, res, pr)
+		return
+	}
+	g.plain(w, st, resp, res, pr)
+}
+
+// embeddings serves /v1/embeddings.
+func (g *Gateway) embeddings(w *respWriter, r *http.Request, st *reqState) {
+	if !g.authenticate(w, r, st) {
+		return
+	}
+	body, ok := g.readBody(w, r, st)
+	if !ok {
+		return
+	}
+	var req chatRequest
+	if !parseRequest(w, body, &req) {
+		return
+	}
+	res, pr, ok := g.admit(w, st, req.Model, -1, int64(len(body)))
+	if !ok {
+		return
+	}
+	resp, ok := g.forward(w, r, st, http.MethodPost, pathEmbeddings, body, false)
+	if !ok {
+		st.p.ledger.release(res)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		st.p.ledger.release(res)
+		g.relayError(w, st, resp)
+		return
+	}
+	g.plain(w, st, resp, res, pr)
+}
+
+// timedReader adds the time spent in Read to *d (time waiting on upstream).
+type timedReader struct {
+	r io.Reader
+	d *time.Duration
+}
+
+func (t timedReader) Read(p []byte) (int, error) {
+	s := time.Now()
+	n, err := t.r.Read(p)
+	*t.d += time.Since(s)
+	return n, err
+}
+
+// plain relays a whole JSON answer and settles its usage.
+func (g *Gateway) plain(w *respWriter, st *reqState, resp *http.Response, res reservation, pr Price) {
+	buf := respBufPool.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= maxPooledBuf {
+			buf.Reset()
+			respBufPool.Put(buf)
+		}
+	}()
+	if n := resp.ContentLength; n > 0 && n < maxUpstreamBody {
+		buf.Grow(int(n) + 1)
+	}
+	_, err := buf.ReadFrom(io.LimitReader(timedReader{resp.Body, &st.upstream}, maxUpstreamBody))
+	if err != nil {
+		st.p.ledger.release(res)
+		if errors.Is(err, context.Canceled) {
+			return
+		}
+		writeError(w, http.StatusBadGateway, typeUpstream, "", "reading the upstream answer failed")
+		return
+	}
+	b := buf.Bytes()
+	if u, ok := findUsage(b); ok {
+		g.settle(st, res, pr, u)
+	} else {
+		g.settleReserved(st, res)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(resp.StatusCode)
+	w.Write(b)
+}
+
+// stream relays server-sent events chunk by chunk, flushing each read, and
+// settles from the usage of the last chunk. A stream cut short (client gone,
+// upstream broken) releases the reservation.
+func (g *Gateway) stream(w *respWriter, r *http.Request, st *reqState, resp *http.Response, res reservation, pr Price) {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(resp.StatusCode)
+	w.Flush()
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := *bp
+	var sc sseUsage
+	complete := false
+	for {
+		s := time.Now()
+		n, err := resp.Body.Read(buf)
+		st.upstream += time.Since(s)
+		if n > 0 {
+			sc.feed(buf[:n])
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				break // client gone: the deferred Close aborts upstream
+			}
+			w.Flush()
+		}
+		if err == io.EOF {
+			complete = true
+			break
+		}
+		if err != nil {
+			break
+		}
+	}
+	switch {
+	case sc.found: // the usage chunk arrived, even if the client left after it
+		g.settle(st, res, pr, sc.u)
+	case complete:
+		g.settleReserved(st, res)
+	default:
+		st.p.ledger.release(res)
+		if r.Context().Err() == nil {
+			g.log.Warn("gateway upstream stream broke", "client", st.p.name, "workspace", st.p.workspace, "model", st.model)
+		}
+	}
+}
+
+// respBufPool holds buffers for whole upstream answers; buffers grown past
+// maxPooledBuf are left to the collector.
+var respBufPool = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 8<<10)) }}
+
+const maxPooledBuf = 1 << 20
+
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// maxSSELine bounds the partial line kept while looking for usage.
+const maxSSELine = 1 << 20
+
+// sseUsage scans a server-sent event stream for the usage object without
+// buffering the stream: only the current partial line is kept.
+type sseUsage struct {
+	carry []byte
+	skip  bool // current line exceeded maxSSELine
+	found bool
+	u     usage
+}
+
+func (s *sseUsage) feed(p []byte) {
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			if !s.skip {
+				if len(s.carry)+len(p) > maxSSELine {
+					s.skip, s.carry = true, s.carry[:0]
+				} else {
+					s.carry = append(s.carry, p...)
+				}
+			}
+			return
+		}
+		line := p[:i]
+		if !s.skip {
+			if len(s.carry) > 0 {
+				s.carry = append(s.carry, line...)
+				line = s.carry
+			}
+			s.line(line)
+		}
+		s.carry, s.skip = s.carry[:0], false
+		p = p[i+1:]
+	}
+}
+
+var (
+	dataPrefix = []byte("data:")
+	usageField = []byte(`"usage"`)
+)
+
+func (s *sseUsage) line(l []byte) {
+	l = bytes.TrimRight(l, "\r")
+	if !bytes.HasPrefix(l, dataPrefix) {
+		return
+	}
+	d := bytes.TrimSpace(l[len(dataPrefix):])
+	if !bytes.Contains(d, usageField) {
+		return
+	}
+	if u, ok := findUsage(d); ok {
+		s.u, s.found = u, true
+	}
+}
+
+// forward sends the request upstream with the workspace's key; on a 401 it
+// re-reads the key and retries once with the new one. It writes 502/503 on
+// failure and returns false.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st *reqState, method, path string, body []byte, stream bool) (*http.Response, bool) {
+	kc := st.p.keys
+	key := kc.get()
+	if key == nil {
+		var err error
+		if key, err = kc.reload(r.Context(), nil); key == nil {
+			g.log.Warn("gateway has no upstream key", "workspace", st.p.workspace, "err", err)
+			writeError(w, http.StatusServiceUnavailable, typeUpstream, "upstream_key_unavailable",
+				"the upstream key of workspace "+st.p.workspace+" is not available")
+			return nil, false
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		resp, err := g.send(r.Context(), st, method, path, body, stream, key)
+		if err != nil {
+			if r.Context().Err() != nil {
+				return nil, false // client gone
+			}
+			g.log.Warn("gateway upstream request failed", "workspace", st.p.workspace, "route", st.route, "err", err)
+			writeError(w, http.StatusBadGateway, typeUpstream, "upstream_unreachable", "the upstream platform could not be reached")
+			return nil, false
+		}
+		if resp.StatusCode != http.StatusUnauthorized || attempt > 0 {
+			return resp, true
+		}
+		g.m.upstream.WithLabelValues(st.p.workspace, "unauthorized").Inc()
+		nk, rerr := kc.reload(r.Context(), key)
+		if nk == nil || nk.apiKey == key.apiKey {
+			if rerr != nil {
+				g.log.Warn("gateway key re-read after upstream 401 failed", "workspace", st.p.workspace, "err", rerr)
+			}
+			return resp, true // same key: the 401 stands
+		}
+		drain(resp.Body)
+		key = nk
+		st.retried = true
+		g.m.upstream.WithLabelValues(st.p.workspace, "retried").Inc()
+	}
+}
+
+// send performs one upstream round trip, adding its time to st.upstream.
+func (g *Gateway) send(ctx context.Context, st *reqState, method, path string, body []byte, stream bool, key *upKey) (*http.Response, error) {
+	u := g.urls[path]
+	req := &http.Request{
+		Method: method, URL: u, Host: u.Host,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: make(http.Header, 4),
+	}
+	if body != nil {
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		req.ContentLength = int64(len(body))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		req.Header["Content-Type"] = []string{"application/json"}
+	}
+	req.Header["Authorization"] = []string{key.auth}
+	if stream {
+		req.Header["Accept"] = []string{"text/event-stream"}
+	} else {
+		req.Header["Accept"] = []string{"application/json"}
+	}
+	req.Header["User-Agent"] = []string{"mrbacd-gateway"}
+	req = req.WithContext(ctx)
+	s := time.Now()
+	resp, err := g.rt.RoundTrip(req)
+	st.upstream += time.Since(s)
+	return resp, err
+}
+
+// relayError passes an upstream error through in Mistral's shape.
+func (g *Gateway) relayError(w http.ResponseWriter, st *reqState, resp *http.Response) {
+	b, _ := io.ReadAll(io.LimitReader(timedReader{resp.Body, &st.upstream}, 1<<20))
+	passError(w, resp.StatusCode, resp.Header, b)
+}
+
+// modelList is the upstream /v1/models answer.
+type modelList struct {
+	Object string            `json:"object"`
+	Data   []json.RawMessage `json:"data"`
+}
+
+// models serves /v1/models filtered to the role's models.
+func (g *Gateway) models(w *respWriter, r *http.Request, st *reqState) {
+	if !g.authenticate(w, r, st) {
+		return
+	}
+	resp, ok := g.forward(w, r, st, http.MethodGet, pathModels, nil, false)
+	if !ok {
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		g.relayError(w, st, resp)
+		return
+	}
+	b, err := io.ReadAll(io.LimitReader(timedReader{resp.Body, &st.upstream}, maxUpstreamBody))
+	var list modelList
+	if err == nil {
+		err = json.Unmarshal(b, &list)
+	}
+	if err != nil {
+		writeError(w, http.StatusBadGateway, typeUpstream, "", "the upstream model list could not be read")
+		return
+	}
+	out := modelList{Object: "list", Data: make([]json.RawMessage, 0, len(list.Data))}
+	if list.Object != "" {
+		out.Object = list.Object
+	}
+	for _, m := range list.Data {
+		var id struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(m, &id) == nil && st.p.role.allows(id.ID) {
+			out.Data = append(out.Data, m)
+		}
+	}
+	ob, _ := json.Marshal(out)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(ob)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(ob)
+}

@@ -1,0 +1,339 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mrbacd/mrbacd/mistral/sandbox"
+)
+
+// errBody is the part of an error body the tests read.
+type errBody struct {
+	Object  string          `json:"object"`
+	Message json.RawMessage `json:"message"`
+	Type    string          `json:"type"`
+	Code    *string         `json:"code"`
+	Detail  json.RawMessage `json:"detail"`
+}
+
+type chatAnswer struct {
+	Choices []struct {
+		FinishReason string `json:"finish_reason"`
+	} `json:"choices"`
+	Usage usage `json:"usage"`
+}
+
+func TestRules(t *testing.T) {
+	e := newEnv(t)
+	small := "mistral-small-latest"
+	tests := []struct {
+		name       string
+		role       string
+		method     string
+		path       string
+		body       string
+		wantStatus int
+		wantCode   string // our error code; "" for none
+		wantMsg    string // substring of the message
+	}{
+		{"allowed", "analyst", "POST", pathChat, chatBody(small, 10, false, "hello"), 200, "", ""},
+		{"unknown token", "gw-unknown-token", "POST", pathChat, chatBody(small, 10, false, "hi"), 401, "invalid_token", "Unauthorized"},
+		{"no token", "", "POST", pathChat, chatBody(small, 10, false, "hi"), 401, "invalid_token", "Unauthorized"},
+		{"unlisted model", "analyst", "POST", pathChat, chatBody("mistral-large-latest", 10, false, "hi"), 403, "model_not_allowed", "model not allowed"},
+		{"max_tokens over the role's", "analyst", "POST", pathChat, chatBody(small, 51, false, "hi"), 403, "max_tokens_per_request", "max_tokens_per_request of 50"},
+		{"max_tokens at the role's", "analyst", "POST", pathChat, chatBody(small, 50, false, "hi"), 200, "", ""},
+		{"prefix wildcard", "developer", "POST", pathChat, chatBody("codestral-latest", 10, false, "hi"), 200, "", ""},
+		{"prefix wildcard miss", "developer", "POST", pathChat, chatBody("mistral-large-latest", 10, false, "hi"), 403, "model_not_allowed", "model not allowed"},
+		{"invalid JSON", "analyst", "POST", pathChat, `{"model": "mistral-small-latest",`, 400, "invalid_json", "not valid JSON"},
+		{"not an object", "analyst", "POST", pathChat, `["a"]`, 400, "invalid_json", "JSON object"},
+		{"max_tokens wrong type", "analyst", "POST", pathChat, `{"model":"mistral-small-latest","max_tokens":"5","messages":[]}`, 400, "invalid_json", "max_tokens must be a non-negative integer"},
+		{"max_tokens negative", "analyst", "POST", pathChat, `{"model":"mistral-small-latest","max_tokens":-1,"messages":[]}`, 400, "invalid_json", "max_tokens must be"},
+		{"missing model", "analyst", "POST", pathChat, `{"messages":[]}`, 400, "missing_model", "model is required"},
+		{"body too large", "analyst", "POST", pathChat, chatBody(small, 10, false, strings.Repeat("x", 70<<10)), 413, "body_too_large", "exceeds the limit"},
+		{"unknown route", "analyst", "GET", "/v1/files", "", 404, "", "no route"},
+		{"admin route refused", "analyst", "GET", "/v1/admin/api-keys", "", 404, "", "no route"},
+		{"wrong method", "analyst", "GET", pathChat, "", 405, "", "not allowed"},
+		{"upstream 422 passes through", "analyst", "POST", pathChat, `{"model":"mistral-small-latest","max_tokens":5,"messages":[{"role":"user","content":"x"}],"bogus":1}`, 422, "", ""},
+		{"upstream 400 passes through", "unbounded", "POST", pathChat, chatBody("no-such-model", 5, false, "x"), 400, "", "Invalid model"},
+		{"embeddings", "analyst", "POST", pathEmbeddings, `{"model":"mistral-embed","input":["a","b"]}`, 200, "", ""},
+		{"embeddings unlisted model", "analyst", "POST", pathEmbeddings, `{"model":"codestral-embed","input":"a"}`, 403, "model_not_allowed", "model not allowed"},
+		{"embeddings unknown token", "gw-nope", "POST", pathEmbeddings, `{"model":"mistral-embed","input":"a"}`, 401, "invalid_token", ""},
+		{"models unknown token", "gw-nope", "GET", pathModels, "", 401, "invalid_token", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, b, err := e.do(context.Background(), tc.role, tc.method, tc.path, tc.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tc.wantStatus {
+				t.Fatalf("status %d, want %d; body %s", resp.StatusCode, tc.wantStatus, b)
+			}
+			if tc.wantStatus == 200 {
+				var a chatAnswer
+				if err := json.Unmarshal(b, &a); err != nil || a.Usage.total() == 0 {
+					t.Fatalf("answer without usage: %s (%v)", b, err)
+				}
+				return
+			}
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				t.Fatalf("error content type %q", ct)
+			}
+			var eb errBody
+			if err := json.Unmarshal(b, &eb); err != nil {
+				t.Fatalf("error body is not JSON: %s", b)
+			}
+			if eb.Object != "error" && eb.Detail == nil {
+				t.Fatalf("error body not in Mistral's shape: %s", b)
+			}
+			if tc.wantCode != "" && (eb.Code == nil || *eb.Code != tc.wantCode) {
+				t.Fatalf("code %v, want %s; body %s", eb.Code, tc.wantCode, b)
+			}
+			if !strings.Contains(string(b), tc.wantMsg) {
+				t.Fatalf("body %s does not say %q", b, tc.wantMsg)
+			}
+		})
+	}
+	// Refused and failed requests hold nothing.
+	for _, p := range e.gw.snap.Load().clients {
+		if _, res, _, _ := p.ledger.snapshot(); res != 0 {
+			t.Errorf("%s still reserves %d tokens", p.name, res)
+		}
+	}
+	if n := e.counter(e.gw.m.requests, "analyst-app", "mistral-small-latest", "200"); n != 2 {
+		t.Errorf("requests_total{analyst-app, mistral-small-latest, 200} = %v, want 2", n)
+	}
+	if n := e.counter(e.gw.m.requests, "unknown", "", "401"); n != 4 {
+		t.Errorf("requests_total{unknown, 401} = %v, want 4", n)
+	}
+}
+
+// TestMaxTokensInjected: a request without max_tokens (or with null) gets the
+// role's maximum, so the answer stops there.
+func TestMaxTokensInjected(t *testing.T) {
+	e := newEnv(t)
+	long := strings.Repeat("word ", 200) // ~250 prompt tokens: the sandbox would answer 16+125 tokens
+	for _, tc := range []struct{ name, body string }{
+		{"absent", chatBody("mistral-small-latest", -1, false, long)},
+		{"null", strings.Replace(chatBody("mistral-small-latest", -1, false, long), `{`, `{"max_tokens":null,`, 1)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, b, err := e.do(context.Background(), "analyst", "POST", pathChat, tc.body)
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("%v %v %s", err, resp, b)
+			}
+			var a chatAnswer
+			if err := json.Unmarshal(b, &a); err != nil {
+				t.Fatal(err)
+			}
+			if a.Usage.CompletionTokens != 50 || a.Choices[0].FinishReason != "length" {
+				t.Fatalf("completion_tokens %d finish %q, want 50 and length (injected max)", a.Usage.CompletionTokens, a.Choices[0].FinishReason)
+			}
+		})
+	}
+}
+
+// TestMaxTokensRequiredWithoutRoleMax: a role with a budget but no per-request
+// maximum cannot bound a request without max_tokens, so it is refused.
+func TestMaxTokensRequiredWithoutRoleMax(t *testing.T) {
+	e := newEnv(t, withRoles(map[string]Role{"b": {Models: []string{"*"}, DailyTokens: 10000}}))
+	resp, b, err := e.do(context.Background(), "b", "POST", pathChat, chatBody("mistral-small-latest", -1, false, "x"))
+	if err != nil || resp.StatusCode != 400 || !strings.Contains(string(b), "max_tokens is required") {
+		t.Fatalf("%v %v %s", err, resp, b)
+	}
+	resp, b, err = e.do(context.Background(), "b", "POST", pathChat, chatBody("mistral-small-latest", 100, false, "x"))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v %s", err, resp, b)
+	}
+}
+
+func retryAfter(t *testing.T, resp *http.Response) time.Duration {
+	t.Helper()
+	s, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if err != nil || s < 1 {
+		t.Fatalf("Retry-After %q", resp.Header.Get("Retry-After"))
+	}
+	return time.Duration(s) * time.Second
+}
+
+func nearly(got, want time.Duration) bool {
+	d := got - want
+	return d > -3*time.Second && d < 3*time.Second
+}
+
+// TestLimits429 drives each budget to refusal and checks the 429's
+// Retry-After is the time until the window frees.
+func TestLimits429(t *testing.T) {
+	roles := map[string]Role{
+		"daily":  {Models: []string{"mistral-small-latest"}, MaxTokensPerRequest: 100, DailyTokens: 1000},
+		"rpm":    {Models: []string{"*"}, RPM: 3},
+		"hourly": {Models: []string{"mistral-large-latest"}, MaxTokensPerRequest: 1000, HourlyUSD: 0.002},
+		"dayusd": {Models: []string{"mistral-large-latest"}, MaxTokensPerRequest: 1000, DailyUSD: 0.002},
+	}
+	e := newEnv(t, withRoles(roles))
+	prompt900 := strings.Repeat("a", 900)
+	tests := []struct {
+		role     string
+		body     string
+		code     string
+		maxOK    int // requests admitted at most before the 429
+		minOK    int
+		until    func(time.Time) time.Duration
+		minRetry time.Duration // for rpm: a sliding minute
+	}{
+		{"daily", chatBody("mistral-small-latest", 100, false, "hello there"), "daily_tokens", 45, 30, untilDay, 0},
+		{"rpm", chatBody("mistral-small-latest", 5, false, "hi"), "rpm", 3, 3, nil, 55 * time.Second},
+		{"hourly", chatBody("mistral-large-latest", 1000, false, prompt900), "hourly_usd", 1, 1, untilHour, 0},
+		{"dayusd", chatBody("mistral-large-latest", 1000, false, prompt900), "daily_usd", 1, 1, untilDay, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.role, func(t *testing.T) {
+			ok := 0
+			for i := 0; i < 50; i++ {
+				resp, b, err := e.do(context.Background(), tc.role, "POST", pathChat, tc.body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp.StatusCode == 200 {
+					ok++
+					continue
+				}
+				if resp.StatusCode != 429 {
+					t.Fatalf("status %d: %s", resp.StatusCode, b)
+				}
+				var eb errBody
+				if json.Unmarshal(b, &eb) != nil || eb.Code == nil || *eb.Code != tc.code || eb.Type != "rate_limited" {
+					t.Fatalf("429 body %s, want code %s", b, tc.code)
+				}
+				ra := retryAfter(t, resp)
+				switch {
+				case tc.until != nil && !nearly(ra, tc.until(time.Now())):
+					t.Fatalf("Retry-After %v, want about %v", ra, tc.until(time.Now()))
+				case tc.minRetry > 0 && (ra < tc.minRetry || ra > time.Minute):
+					t.Fatalf("Retry-After %v, want within (%v, 1m]", ra, tc.minRetry)
+				}
+				break
+			}
+			if ok < tc.minOK || ok > tc.maxOK {
+				t.Fatalf("%d requests admitted before the 429, want %d..%d", ok, tc.minOK, tc.maxOK)
+			}
+		})
+	}
+	// The budget was never overrun.
+	p := e.principal("daily")
+	if settled, res, _, _ := p.ledger.snapshot(); settled > 1000 || res != 0 {
+		t.Fatalf("daily client settled %d reserved %d, budget 1000", settled, res)
+	}
+	if usd := e.counter(e.gw.m.usd, "hourly-app", testWorkspace); usd <= 0 || usd > 0.002 {
+		t.Fatalf("usd_total{hourly-app} = %v, want in (0, 0.002]", usd)
+	}
+}
+
+// TestModelsFiltered: /v1/models lists only the role's models.
+func TestModelsFiltered(t *testing.T) {
+	e := newEnv(t)
+	tests := []struct {
+		role string
+		want []string
+	}{
+		{"analyst", []string{"mistral-embed", "mistral-small-latest"}},
+		{"developer", []string{"codestral-embed", "codestral-latest", "mistral-embed", "mistral-small-latest"}},
+		{"spender", []string{"mistral-large-latest"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.role, func(t *testing.T) {
+			resp, b, err := e.do(context.Background(), tc.role, "GET", pathModels, "")
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("%v %v %s", err, resp, b)
+			}
+			var l struct {
+				Object string `json:"object"`
+				Data   []struct {
+					ID           string          `json:"id"`
+					Capabilities json.RawMessage `json:"capabilities"`
+				} `json:"data"`
+			}
+			if err := json.Unmarshal(b, &l); err != nil || l.Object != "list" {
+				t.Fatalf("%v %s", err, b)
+			}
+			var got []string
+			for _, m := range l.Data {
+				if len(m.Capabilities) == 0 {
+					t.Fatalf("model %s lost its fields", m.ID)
+				}
+				got = append(got, m.ID)
+			}
+			sort.Strings(got)
+			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Fatalf("models %v, want %v", got, tc.want)
+			}
+		})
+	}
+	resp, b, _ := e.do(context.Background(), "unbounded", "GET", pathModels, "")
+	if resp.StatusCode != 200 || strings.Count(string(b), `"object":"model"`) < 10 {
+		t.Fatalf("unbounded role should see every model: %s", b)
+	}
+}
+
+// TestUpstreamFailures: upstream errors pass through in Mistral's shape and
+// release the reservation.
+func TestUpstreamFailures(t *testing.T) {
+	e := newEnv(t)
+	tests := []struct {
+		name       string
+		fault      sandbox.Fault
+		wantStatus int
+		wantRetry  string
+	}{
+		{"503", sandbox.Fault{Route: "POST /v1/chat/completions", Status: 503, Times: 1}, 503, ""},
+		{"429 with Retry-After", sandbox.Fault{Route: "POST /v1/chat/completions", Status: 429, Times: 1, RetryAfter: "7"}, 429, "7"},
+		{"403 without body", sandbox.Fault{Route: "POST /v1/chat/completions", Status: 403, Times: 1, Body: " "}, 403, ""},
+		{"dropped connection", sandbox.Fault{Route: "POST /v1/chat/completions", Drop: true, Times: 1}, 502, ""},
+	}
+	p := e.principal("budget")
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e.sb.InjectFault(tc.fault)
+			defer e.sb.ClearFaults()
+			before, _, _, _ := p.ledger.snapshot()
+			resp, b, err := e.do(context.Background(), "budget", "POST", pathChat, chatBody("mistral-small-latest", 100, false, "hi"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tc.wantStatus {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.wantStatus, b)
+			}
+			var eb errBody
+			if json.Unmarshal(b, &eb) != nil || (eb.Object != "error" && eb.Message == nil && eb.Detail == nil) {
+				t.Fatalf("body not in Mistral's shape: %q", b)
+			}
+			if got := resp.Header.Get("Retry-After"); got != tc.wantRetry {
+				t.Fatalf("Retry-After %q, want %q", got, tc.wantRetry)
+			}
+			after, res, _, _ := p.ledger.snapshot()
+			if after != before || res != 0 {
+				t.Fatalf("failed request charged: settled %d→%d, reserved %d", before, after, res)
+			}
+		})
+	}
+}
+
+// TestRequestOverBudgetAlone: a request whose worst case exceeds a budget
+// on its own is refused with 403 (no window would ever admit it).
+func TestRequestOverBudgetAlone(t *testing.T) {
+	e := newEnv(t, withRoles(map[string]Role{"tiny": {Models: []string{"*"}, MaxTokensPerRequest: 500, DailyTokens: 300}}))
+	resp, b, err := e.do(context.Background(), "tiny", "POST", pathChat, chatBody("mistral-small-latest", 400, false, "x"))
+	if err != nil || resp.StatusCode != 403 || !strings.Contains(string(b), "exceeds the role's daily_tokens of 300 on its own") {
+		t.Fatalf("%v %v %s", err, resp, b)
+	}
+	resp, b, err = e.do(context.Background(), "tiny", "POST", pathChat, chatBody("mistral-small-latest", 100, false, "x"))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v %s", err, resp, b)
+	}
+}

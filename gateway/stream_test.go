@@ -1,0 +1,266 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mrbacd/mrbacd/mistral/sandbox"
+	"github.com/mrbacd/mrbacd/secrets"
+)
+
+// readSSE reads a whole event stream, returning the data payloads.
+func readSSE(t *testing.T, resp *http.Response) []string {
+	t.Helper()
+	var out []string
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			out = append(out, d)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (e *testEnv) open(ctx context.Context, roleName, body string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, "POST", e.url+pathChat, strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+e.tokens[roleName])
+	return testHTTP.Do(req)
+}
+
+// TestStreamingSettlement: a streamed answer arrives as events and the
+// reservation settles to the usage of the last chunk, in memory and in the
+// journal.
+func TestStreamingSettlement(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	resp, err := e.open(ctx, "developer", chatBody("codestral-latest", 150, true, strings.Repeat("stream me ", 30)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("status %d type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	events := readSSE(t, resp)
+	if len(events) < 4 || events[len(events)-1] != "[DONE]" {
+		t.Fatalf("events %q", events)
+	}
+	var last struct {
+		Usage *usage `json:"usage"`
+	}
+	if err := json.Unmarshal([]byte(events[len(events)-2]), &last); err != nil || last.Usage == nil {
+		t.Fatalf("last chunk without usage: %s", events[len(events)-2])
+	}
+	p := e.principal("developer")
+	settled, reserved, usd, _ := p.ledger.snapshot()
+	if settled != last.Usage.total() || reserved != 0 {
+		t.Fatalf("ledger settled %d reserved %d, want %d and 0", settled, reserved, last.Usage.total())
+	}
+	want := cost(Price{0.30, 0.90}, last.Usage.PromptTokens, last.Usage.CompletionTokens)
+	if d := usd - want; d > 1e-12 || d < -1e-12 {
+		t.Fatalf("usd %v, want %v", usd, want)
+	}
+	if err := e.gw.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := e.db.Usage(ctx, usageSubject(p.name), dayWindow(dayOf(time.Now())))
+	if err != nil || tok != last.Usage.total() {
+		t.Fatalf("journal has %d tokens (%v), want %d", tok, err, last.Usage.total())
+	}
+	if got := e.counter(e.gw.m.tokens, p.name, testWorkspace); got != float64(last.Usage.total()) {
+		t.Fatalf("tokens_total %v", got)
+	}
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var samples uint64
+	for _, mf := range mfs {
+		if mf.GetName() != "mrbacd_gateway_overhead_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "route" && l.GetValue() == "chat_stream" {
+					samples += m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	if samples != 1 {
+		t.Fatalf("overhead histogram has %d chat_stream samples, want 1", samples)
+	}
+}
+
+// pausingStream lets the sandbox write its first streamed chunk, then holds
+// every further write until the request's context ends (as a slow
+// generation would), recording that the upstream request was cancelled.
+type pausingStream struct {
+	h         http.Handler
+	firstSent chan struct{}
+	cancelled chan struct{}
+	once      sync.Once
+}
+
+func (p *pausingStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != pathChat {
+		p.h.ServeHTTP(w, r)
+		return
+	}
+	p.h.ServeHTTP(&pausingWriter{ResponseWriter: w, p: p, ctx: r.Context()}, r)
+}
+
+type pausingWriter struct {
+	http.ResponseWriter
+	p       *pausingStream
+	ctx     context.Context
+	flushes int
+}
+
+func (w *pausingWriter) Write(b []byte) (int, error) {
+	if w.flushes == 0 {
+		return w.ResponseWriter.Write(b)
+	}
+	select {
+	case <-w.ctx.Done():
+		w.p.once.Do(func() { close(w.p.cancelled) })
+		return 0, w.ctx.Err()
+	case <-time.After(10 * time.Second):
+		return 0, errors.New("test: upstream was never cancelled")
+	}
+}
+
+func (w *pausingWriter) Flush() {
+	if w.flushes == 0 {
+		w.ResponseWriter.(http.Flusher).Flush()
+		if strings.Contains(w.Header().Get("Content-Type"), "event-stream") {
+			close(w.p.firstSent)
+		}
+	}
+	w.flushes++
+}
+
+// TestStreamClientCancels: the client goes away mid-stream; the gateway
+// cancels the upstream call and releases the reservation. It also shows
+// the stream is relayed chunk by chunk: the client reads the first chunk
+// while upstream still holds the rest.
+func TestStreamClientCancels(t *testing.T) {
+	ps := &pausingStream{firstSent: make(chan struct{}), cancelled: make(chan struct{})}
+	e := newEnv(t, withHandler(func(h http.Handler) http.Handler { ps.h = h; return ps }))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp, err := e.open(ctx, "developer", chatBody("codestral-latest", 150, true, "tell me a long story"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	rd := bufio.NewReader(resp.Body)
+	line, err := rd.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "data: {") {
+		t.Fatalf("first chunk %q %v", line, err)
+	}
+	p := e.principal("developer")
+	if _, reserved, _, _ := p.ledger.snapshot(); reserved == 0 {
+		t.Fatal("no reservation while streaming")
+	}
+	cancel()
+	select {
+	case <-ps.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("upstream request not cancelled after the client went away")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		settled, reserved, usd, _ := p.ledger.snapshot()
+		if reserved == 0 && settled == 0 && usd == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after cancel: settled %d reserved %d usd %v, want all 0", settled, reserved, usd)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPlainClientCancels: a client that gives up on a slow plain request
+// cancels the upstream call at once and its reservation is released
+// before upstream would have answered.
+func TestPlainClientCancels(t *testing.T) {
+	e := newEnv(t)
+	e.sb.InjectFault(sandbox.Fault{Route: "POST /v1/chat/completions", Latency: 2 * time.Second, Times: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, _, err := e.do(ctx, "developer", "POST", pathChat, chatBody("codestral-latest", 100, false, "slow"))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err %v, want the client's deadline", err)
+	}
+	p := e.principal("developer")
+	for {
+		settled, reserved, _, _ := p.ledger.snapshot()
+		if reserved == 0 && settled == 0 {
+			break
+		}
+		if time.Since(start) > 1500*time.Millisecond {
+			t.Fatalf("reservation held after the client left: settled %d reserved %d", settled, reserved)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// countingStore counts reads of a real store.
+type countingStore struct {
+	KeyReader
+	reads atomic.Int64
+}
+
+func (c *countingStore) Read(ctx context.Context, t secrets.Target) (secrets.Versioned, error) {
+	c.reads.Add(1)
+	return c.KeyReader.Read(ctx, t)
+}
+
+// TestRevokedKeyWithoutRotation: a key revoked on the platform while the
+// store still holds it gives the upstream 401 (in Mistral's shape), and a
+// burst of such requests re-reads the store about once a second, not once
+// per request.
+func TestRevokedKeyWithoutRotation(t *testing.T) {
+	var cs *countingStore
+	e := newEnv(t, withOptions(func(o *Options) {
+		o.KeyPollInterval = time.Hour
+		up := o.Upstreams[testWorkspace]
+		cs = &countingStore{KeyReader: up.Store}
+		up.Store = cs
+		o.Upstreams = map[string]Upstream{testWorkspace: up}
+	}))
+	if err := e.admin.DeleteKey(context.Background(), e.keyID); err != nil {
+		t.Fatal(err)
+	}
+	before := cs.reads.Load()
+	for i := 0; i < 20; i++ {
+		resp, b, err := e.do(context.Background(), "analyst", "POST", pathChat, chatBody("mistral-small-latest", 5, false, "x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 401 || !json.Valid(b) {
+			t.Fatalf("status %d body %s, want the upstream 401", resp.StatusCode, b)
+		}
+	}
+	if n := cs.reads.Load() - before; n < 1 || n > 2 {
+		t.Fatalf("%d store reads for 20 upstream 401s, want 1 or 2", n)
+	}
+}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/robfig/cron/v3"
 )
@@ -43,9 +45,26 @@ func parseSchedule(spec string) (cron.Schedule, error) {
 	}
 	sched, err := parseCron(s)
 	if err != nil {
+		if !echoSafeSchedule(s) {
+			// The parser's message quotes the value: keep a misplaced secret out.
+			return nil, errors.New("invalid cron schedule (a token is too long to be a cron field; value not shown): " +
+				"want five fields (minute hour day-of-month month day-of-week) or a descriptor such as @daily or @every 1h")
+		}
 		return nil, fmt.Errorf("invalid cron schedule %s: %v", quoteShort(spec), err)
 	}
 	return sched, nil
+}
+
+// echoSafeSchedule reports whether a schedule may be quoted in a message:
+// cron fields are short words (0-59, */15, MON-FRI, @daily, 1h30m); a
+// longer token is no schedule and may be a secret put in the wrong place.
+func echoSafeSchedule(s string) bool {
+	for _, tok := range strings.FieldsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || r == ',' }) {
+		if len(tok) > 16 {
+			return false
+		}
+	}
+	return true
 }
 
 // parseCron wraps the cron parser, which panics on some inputs.

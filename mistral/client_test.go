@@ -1,7 +1,6 @@
 package mistral_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,37 +8,19 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 )
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type env struct {
 	sb     *sandbox.Server
 	url    string
 	client *mistral.Client
-	logs   *syncBuffer
+	logs   *testenv.LogBuffer
 	ws     string // first workspace uuid
 	user   string // first user id
 }
@@ -54,7 +35,7 @@ func newEnv(t *testing.T, seed *sandbox.Seed, edit func(*mistral.Options)) *env 
 	sb.SetNow(testNow)
 	ts := httptest.NewServer(sb)
 	t.Cleanup(ts.Close)
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	opts := mistral.Options{
 		BaseURL: ts.URL, AdminKey: mistral.Secret(sb.AdminKey()),
 		MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond,

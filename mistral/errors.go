@@ -1,6 +1,7 @@
 package mistral
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -198,6 +199,13 @@ func parseAPIError(status int, header http.Header, body []byte, method, path str
 		e.RequestID = rid
 	}
 	body = []byte(strings.TrimSpace(string(body)))
+	// Scrub the keys sent before anything cuts the body: a key split by the
+	// excerpt below would no longer match as a whole.
+	for _, s := range scrub {
+		if s != "" {
+			body = bytes.ReplaceAll(body, []byte(s), []byte(Redacted))
+		}
+	}
 	if len(body) > 0 {
 		var m map[string]json.RawMessage
 		if err := json.Unmarshal(body, &m); err == nil {

@@ -117,6 +117,21 @@ func TestParseAPIErrorScrubsKeys(t *testing.T) {
 	}
 }
 
+// A plain-text body is cut to an excerpt; a key sent that straddles the cut
+// must not survive in part.
+func TestParseAPIErrorScrubsKeyAtExcerptCut(t *testing.T) {
+	const key = "sk-admin-a1b2c3d4e5f6g7h8i9j0k1l2m3n4"
+	for pad := 170; pad <= 200; pad++ {
+		body := strings.Repeat("x ", pad/2) + strings.Repeat("y", pad%2) + "rejected: Bearer " + key + " </html>"
+		e := parseAPIError(502, http.Header{}, []byte(body), "GET", "/v1/admin/api-keys", time.Now(), "", key)
+		for n := 8; n <= len(key); n++ {
+			if strings.Contains(e.Error(), key[:n]) {
+				t.Fatalf("pad %d: error keeps %d characters of the key: %s", pad, n, e)
+			}
+		}
+	}
+}
+
 func TestRetryable(t *testing.T) {
 	tests := []struct {
 		err  error

@@ -8,13 +8,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -26,29 +24,6 @@ import (
 )
 
 const token = "xoxb-outbox-test-token"
-
-// serveHistory adds conversations.history to the slacktest server, answering
-// from the messages it accepted with their metadata (channels are ids here).
-func serveHistory(s *testenv.SlackServer) *atomic.Int64 {
-	var calls atomic.Int64
-	s.Server.Handle("/conversations.history", func(w http.ResponseWriter, r *http.Request) {
-		calls.Add(1)
-		r.ParseForm()
-		var msgs []map[string]any
-		for _, m := range s.Messages() {
-			if m.Channel != r.Form.Get("channel") {
-				continue
-			}
-			msg := map[string]any{"type": "message", "text": m.Text, "ts": m.TS}
-			if md := m.Form.Get("metadata"); md != "" && r.Form.Get("include_all_metadata") == "1" {
-				msg["metadata"] = json.RawMessage(md)
-			}
-			msgs = append(msgs, msg)
-		}
-		json.NewEncoder(w).Encode(map[string]any{"ok": true, "messages": msgs, "has_more": false})
-	})
-	return &calls
-}
 
 // countByDedupe counts the accepted chat.postMessage calls per dedupe id
 // (from the message metadata).
@@ -399,7 +374,7 @@ func child() int {
 
 type childProc struct {
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	stderr *testenv.LogBuffer // read while the child may still write
 	done   chan error
 }
 
@@ -407,12 +382,12 @@ func startChild(t *testing.T, env ...string) *childProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(append(os.Environ(), "NOTIFY_TEST_CHILD=1"), env...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &testenv.LogBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &childProc{cmd: cmd, stderr: &stderr, done: make(chan error, 1)}
+	c := &childProc{cmd: cmd, stderr: stderr, done: make(chan error, 1)}
 	go func() { c.done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
@@ -438,7 +413,7 @@ func (c *childProc) wait(t *testing.T, timeout time.Duration) error {
 // message has arrived exactly once.
 func TestOutboxKilledAndRestarted(t *testing.T) {
 	s := testenv.Slack(t)
-	historyCalls := serveHistory(s)
+	historyCalls := s.ServeHistory(nil)
 	_, path := openJournal(t)
 	const total = 60
 	env := []string{"NOTIFY_TEST_DB=" + path, "NOTIFY_TEST_API=" + s.APIURL, "NOTIFY_TEST_N=" + strconv.Itoa(total)}
@@ -508,7 +483,7 @@ func TestCrashAfterSlackAccepted(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := testenv.Slack(t)
-			historyCalls := serveHistory(s)
+			historyCalls := s.ServeHistory(nil)
 			_, path := openJournal(t)
 			env := []string{"NOTIFY_TEST_DB=" + path, "NOTIFY_TEST_N=5", "NOTIFY_TEST_DIE_AFTER=3"}
 			if tc.webhook {

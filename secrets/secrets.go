@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -33,6 +34,13 @@ func (r Record) String() string {
 
 // GoString never prints the key either (%#v).
 func (r Record) GoString() string { return r.String() }
+
+// LogValue keeps the key out of slog records: without it a JSON handler
+// would marshal the struct, api_key included.
+func (r Record) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("key_id", r.KeyID), slog.String("key_name", r.KeyName),
+		slog.Time("created_at", r.CreatedAt), slog.String("rotation_id", r.RotationID))
+}
 
 // MarshalJSONValue returns the stored form of the record for the JSON value format.
 func (r Record) MarshalJSONValue() ([]byte, error) { return json.Marshal(r) }

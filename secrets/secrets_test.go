@@ -1,8 +1,10 @@
 package secrets
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +42,15 @@ func TestNoKeyInTextForms(t *testing.T) {
 		t.Fatal("Decode of a non-JSON value succeeded")
 	}
 	forms = append(forms, err.Error())
+	// slog: a JSON handler marshals structs unless they are LogValuers.
+	var logs bytes.Buffer
+	for _, h := range []slog.Handler{slog.NewJSONHandler(&logs, nil), slog.NewTextHandler(&logs, nil)} {
+		slog.New(h).Info("record", "record", rec, "versioned", v)
+	}
+	if !strings.Contains(logs.String(), "kid") {
+		t.Fatalf("log lines lack the key id: %s", logs.String())
+	}
+	forms = append(forms, logs.String())
 	for _, s := range forms {
 		if strings.Contains(s, "sk-secret-value") {
 			t.Errorf("key leaked in %q", s)

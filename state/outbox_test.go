@@ -3,7 +3,6 @@ package state
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -127,17 +126,7 @@ func TestOutbox(t *testing.T) {
 // same message.
 func TestOutboxClaimRace(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "state.db")
-	a, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := openTwoHandles(t)
 	const n = 60
 	for i := 0; i < n; i++ {
 		if _, _, err := a.Enqueue(ctx, Message{Kind: "k", Payload: []byte{byte(i)}}); err != nil {

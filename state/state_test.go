@@ -244,19 +244,24 @@ func TestRotations(t *testing.T) {
 	}
 }
 
+// openTwoHandles opens one new journal file twice, as two processes would;
+// both are closed when the test ends.
+func openTwoHandles(t *testing.T) (a, b *DB) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "state.db")
+	for _, db := range []**DB{&a, &b} {
+		var err error
+		if *db, err = Open(context.Background(), path); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { (*db).Close() })
+	}
+	return a, b
+}
+
 func TestBeginRotationRaceTwoHandles(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "state.db")
-	a, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := openTwoHandles(t)
 	for round := 0; round < 10; round++ {
 		key := "key-" + string(rune('a'+round))
 		var wg sync.WaitGroup

@@ -39,27 +39,39 @@ func newAuditJob(cfg *config.Config, platform *mistral.Client, stores map[string
 // and delivered before exiting. Exit 0 when the audit ran without failures,
 // 1 when it failed, 2 on bad usage or config.
 func runAudit(ctx context.Context, env *cmdEnv, args []string) int {
-	fs := newFlagSet(env, "audit", "--config FILE [--json] [--dry-run]")
-	path := fs.String("config", "", "the config `FILE` (required)")
-	asJSON := fs.Bool("json", false, "print the report as JSON")
-	dryRun := fs.Bool("dry-run", false, "report only: revoke nothing, record nothing, notify nothing")
-	if code, done := parseFlags(fs, args); done {
+	spec, code, done := parseOneShotFlags(env, jobs.Audit, "report only: revoke nothing, record nothing, notify nothing", args)
+	if done {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(env.stderr, "mrbacd audit: unexpected argument %q\n", fs.Arg(0))
-		fs.Usage()
-		return exitUsage
+	spec.build = func(d oneShotDeps) jobs.Runner {
+		return newAuditJob(d.cfg, d.platform, d.stores, d.journal, d.outbox, d.log)
 	}
-	return oneShot(ctx, env, oneShotSpec{name: jobs.Audit, configPath: *path, json: *asJSON, dryRun: *dryRun,
-		build: func(d oneShotDeps) jobs.Runner {
-			return newAuditJob(d.cfg, d.platform, d.stores, d.journal, d.outbox, d.log)
-		},
-		print: func(w io.Writer, res jobs.Result) {
-			if rep, ok := res.Details.(*audit.Report); ok {
-				printAuditReport(w, rep)
-			}
-		}})
+	spec.print = func(w io.Writer, res jobs.Result) {
+		if rep, ok := res.Details.(*audit.Report); ok {
+			printAuditReport(w, rep)
+		}
+	}
+	return oneShot(ctx, env, spec)
+}
+
+// parseOneShotFlags parses the flags of a one-shot job command (`mrbacd
+// audit|budget --config FILE [--json] [--dry-run]`) into the spec's name,
+// config path, json and dryRun. done is true when the command ends here
+// (--help, or bad usage) with exit code code.
+func parseOneShotFlags(env *cmdEnv, name, dryRunHelp string, args []string) (spec oneShotSpec, code int, done bool) {
+	fs := newFlagSet(env, name, "--config FILE [--json] [--dry-run]")
+	path := fs.String("config", "", "the config `FILE` (required)")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	dryRun := fs.Bool("dry-run", false, dryRunHelp)
+	if code, done := parseFlags(fs, args); done {
+		return oneShotSpec{}, code, true
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(env.stderr, "mrbacd %s: unexpected argument %q\n", name, fs.Arg(0))
+		fs.Usage()
+		return oneShotSpec{}, exitUsage, true
+	}
+	return oneShotSpec{name: name, configPath: *path, json: *asJSON, dryRun: *dryRun}, exitOK, false
 }
 
 // printAuditReport writes the findings as a table.

@@ -34,27 +34,20 @@ func newBudgetJob(cfg *config.Config, platform *mistral.Client, journal *state.D
 // before exiting. Exit 0 when every workspace was polled, 1 otherwise, 2 on
 // bad usage or config.
 func runBudget(ctx context.Context, env *cmdEnv, args []string) int {
-	fs := newFlagSet(env, "budget", "--config FILE [--json] [--dry-run]")
-	path := fs.String("config", "", "the config `FILE` (required)")
-	asJSON := fs.Bool("json", false, "print the report as JSON")
-	dryRun := fs.Bool("dry-run", false, "report only: alert nothing")
-	if code, done := parseFlags(fs, args); done {
+	spec, code, done := parseOneShotFlags(env, jobs.Budget, "report only: alert nothing", args)
+	if done {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(env.stderr, "mrbacd budget: unexpected argument %q\n", fs.Arg(0))
-		fs.Usage()
-		return exitUsage
+	spec.noStores = true
+	spec.build = func(d oneShotDeps) jobs.Runner {
+		return newBudgetJob(d.cfg, d.platform, d.journal, d.outbox, d.log)
 	}
-	return oneShot(ctx, env, oneShotSpec{name: jobs.Budget, configPath: *path, json: *asJSON, dryRun: *dryRun, noStores: true,
-		build: func(d oneShotDeps) jobs.Runner {
-			return newBudgetJob(d.cfg, d.platform, d.journal, d.outbox, d.log)
-		},
-		print: func(w io.Writer, res jobs.Result) {
-			if rep, ok := res.Details.(*budget.Report); ok {
-				printBudgetReport(w, rep)
-			}
-		}})
+	spec.print = func(w io.Writer, res jobs.Result) {
+		if rep, ok := res.Details.(*budget.Report); ok {
+			printBudgetReport(w, rep)
+		}
+	}
+	return oneShot(ctx, env, spec)
 }
 
 // printBudgetReport writes spend per workspace, the organization's limits

@@ -19,32 +19,16 @@ import (
 const oneShotFlushTimeout = 30 * time.Second
 
 // newNotifier returns the sender notifications go through: Slack (bot token
-// or incoming webhook) when notify.slack is configured, else stdout. The
-// token or webhook URL is read from its _env or _file source and never
-// logged.
+// or incoming webhook, see slack.FromConfig) when notify.slack is
+// configured, else stdout. The token or webhook URL is read from its _env or
+// _file source and never logged.
 func newNotifier(_ context.Context, cfg *config.Config, env *cmdEnv, logger *slog.Logger) (notify.Sender, error) {
-	sc := cfg.Notify.Slack
-	if sc == nil {
+	if cfg.Notify.Slack == nil {
 		return notify.NewStdout(env.stdout), nil
 	}
-	opts := slack.Options{APIURL: sc.APIURL, Channel: sc.Channel, Logger: logger,
-		Channels: slack.Channels{Critical: sc.Channels.Critical, Warning: sc.Channels.Warning, Info: sc.Channels.Info}}
-	var err error
-	switch {
-	case sc.TokenEnv != "" || sc.TokenFile != "":
-		if opts.Token, err = config.ResolveSecret(sc.TokenEnv, sc.TokenFile); err != nil {
-			return nil, fmt.Errorf("notify.slack token: %w", err)
-		}
-	case sc.WebhookURLEnv != "" || sc.WebhookURLFile != "":
-		if opts.WebhookURL, err = config.ResolveSecret(sc.WebhookURLEnv, sc.WebhookURLFile); err != nil {
-			return nil, fmt.Errorf("notify.slack webhook URL: %w", err)
-		}
-	default:
-		return nil, errors.New("notify.slack: set token_env/token_file or webhook_url_env/webhook_url_file")
-	}
-	n, err := slack.New(opts)
+	n, err := slack.FromConfig(cfg.Notify.Slack, logger)
 	if err != nil {
-		return nil, err
+		return nil, err // a nil *slack.Notifier must not become a non-nil Sender
 	}
 	return n, nil
 }

@@ -85,7 +85,7 @@ func startSandboxCmd(t *testing.T, args ...string) (url string, stderr *lockedBu
 			t.Error("sandbox did not stop")
 		}
 	})
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // generous: -race on a loaded machine
 	for time.Now().Before(deadline) {
 		if m := listeningRE.FindStringSubmatch(out.String()); m != nil {
 			return m[1], errb

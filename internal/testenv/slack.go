@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,6 +166,40 @@ func (s *SlackServer) WaitForMessages(t testing.TB, n int, timeout time.Duration
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// ServeHistory makes the server answer conversations.list (the channels
+// of names, which maps channel ids to names) and conversations.history
+// (the messages it accepted in a channel, posted by id, name or #name,
+// with their metadata when include_all_metadata is set), as Slack does for
+// a bot with the history scopes. It returns the count of history calls.
+func (s *SlackServer) ServeHistory(names map[string]string) *atomic.Int64 {
+	var calls atomic.Int64
+	s.Server.Handle("/conversations.list", func(w http.ResponseWriter, r *http.Request) {
+		chs := []map[string]any{}
+		for id, name := range names {
+			chs = append(chs, map[string]any{"id": id, "name": name, "is_channel": true})
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"ok": true, "channels": chs, "response_metadata": map[string]any{"next_cursor": ""}})
+	})
+	s.Server.Handle("/conversations.history", func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		_ = r.ParseForm()
+		id := r.Form.Get("channel")
+		msgs := []map[string]any{}
+		for _, m := range s.Messages() {
+			if m.Channel != id && (names[id] == "" || (m.Channel != names[id] && m.Channel != "#"+names[id])) {
+				continue
+			}
+			msg := map[string]any{"type": "message", "text": m.Text, "ts": m.TS}
+			if md := m.Form.Get("metadata"); md != "" && r.Form.Get("include_all_metadata") == "1" {
+				msg["metadata"] = json.RawMessage(md)
+			}
+			msgs = append(msgs, msg)
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"ok": true, "messages": msgs, "has_more": false})
+	})
+	return &calls
 }
 
 // fault consumes the next injected fault; ok is false when none applies.

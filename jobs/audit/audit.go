@@ -304,7 +304,7 @@ func (j *Job) revoke(ctx context.Context, log *slog.Logger, dryRun bool, finding
 		err := j.Platform.DeleteKey(ctx, f.KeyID)
 		if err != nil && !errors.Is(err, mistral.ErrNotFound) {
 			rep.Errors = append(rep.Errors, fmt.Sprintf("revoke unused key %s (%s): %v", f.KeyName, f.KeyID, err))
-			log.Error("audit revoke failed", "key_id", f.KeyID, "key_name", f.KeyName, "err", err)
+			log.Error("audit revoke failed", "key_id", f.KeyID, "key_name", f.KeyName, "workspace", f.Workspace, "err", err)
 			continue
 		}
 		gone[f.KeyID] = true

@@ -427,7 +427,7 @@ func (j *Job) raise(ctx context.Context, log *slog.Logger, rep *Report) error {
 			a.First = first
 		}
 		if a.First {
-			log.Warn("budget alert", "alert", string(a.Kind), "workspace", a.Workspace, "month", a.Month,
+			log.Warn("budget alert", "kind", string(a.Kind), "workspace", a.Workspace, "month", a.Month,
 				"threshold", a.Threshold, "spend_usd", round2(a.SpendUSD), "budget_usd", a.BudgetUSD, "forecast_usd", round2(a.ForecastUSD))
 		}
 	}

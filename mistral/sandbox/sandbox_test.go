@@ -325,7 +325,11 @@ spend_limit: {amount: 50}
 	bad := []struct {
 		name, yaml, want string
 	}{
-		{"unknown field", "keys: [{name: a, colour: red}]", "field colour not found"},
+		{"unknown field", "keys: [{name: a, colour: red}]", `seed: line 1: unknown field "colour"`},
+		{"string for a number", "usage: [{month: \"2026-11\", model: m, prompt_tokens: sk-secret-0123456789}]",
+			"seed: line 1: expected an integer, got a string"},
+		{"scalar for a mapping", "spend_limit: x", "seed: line 1: expected a mapping, got a string"},
+		{"mapping for a list", "workspaces: {a: 1}", "seed: line 1: expected a list, got a mapping"},
 		{"not yaml", "keys: [", "did not find expected"},
 		{"unknown workspace", "keys: [{name: a, workspace: nope}]", `keys[0].workspace: unknown workspace "nope"`},
 		{"missing key name", "keys: [{key: abcdefghijkl}]", "keys[0].name: required"},
@@ -348,6 +352,11 @@ spend_limit: {amount: 50}
 		_, err := sandbox.ParseSeed([]byte(tt.yaml))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: err = %v, want %q", tt.name, err, tt.want)
+			continue
+		}
+		// Messages speak YAML, not Go, and never quote a value (it may be a key).
+		if msg := err.Error(); strings.Contains(msg, "sandbox.") || strings.Contains(msg, "int64") || strings.Contains(msg, "sk-secr") {
+			t.Errorf("%s: err = %q names Go types or quotes the value", tt.name, msg)
 		}
 	}
 	if _, err := sandbox.LoadSeed(filepath.Join(dir, "missing.yaml")); err == nil {

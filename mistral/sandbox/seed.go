@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -101,7 +102,7 @@ func ParseSeed(data []byte) (*Seed, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&s); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("seed: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, seedDecodeError(err)
 	}
 	if err := s.Validate(); err != nil {
 		return nil, err
@@ -223,4 +224,83 @@ func parseSeedTime(v string) (time.Time, error) {
 		return time.Time{}, err
 	}
 	return d.In(time.UTC), nil
+}
+
+// seedDecodeError words a YAML error for people: yaml.v3's type errors
+// name Go types and quote the start of the value (which may be a key), so
+// each becomes "line N: unknown field F" or "line N: expected X, got Y".
+func seedDecodeError(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return fmt.Errorf("seed: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	errs := make([]error, 0, len(te.Errors))
+	for _, m := range te.Errors {
+		errs = append(errs, fmt.Errorf("seed: %s", seedTypeMessage(m)))
+	}
+	return errors.Join(errs...)
+}
+
+// seedTypeMessage rewrites one of yaml.v3's TypeError lines:
+// "line 3: field colour not found in type sandbox.SeedKey" or
+// "line 3: cannot unmarshal !!str `sk-abcd...` into int64".
+func seedTypeMessage(m string) string {
+	line, rest, ok := strings.Cut(m, ": ")
+	if !ok || !strings.HasPrefix(line, "line ") {
+		line, rest = "", m
+	} else {
+		line += ": "
+	}
+	if f, ok := strings.CutPrefix(rest, "field "); ok {
+		if name, _, ok := strings.Cut(f, " not found in type "); ok {
+			return line + "unknown field " + strconv.Quote(name)
+		}
+	}
+	if r, ok := strings.CutPrefix(rest, "cannot unmarshal "); ok {
+		tag, _, _ := strings.Cut(r, " ")
+		if i := strings.LastIndex(r, " into "); i >= 0 {
+			return line + "expected " + seedGoKind(r[i+len(" into "):]) + ", got " + seedTagKind(tag)
+		}
+	}
+	return line + "malformed value"
+}
+
+// seedTagKind names a YAML tag such as !!str.
+func seedTagKind(tag string) string {
+	switch tag {
+	case "!!str":
+		return "a string"
+	case "!!int":
+		return "an integer"
+	case "!!float":
+		return "a number"
+	case "!!bool":
+		return "a boolean"
+	case "!!seq":
+		return "a list"
+	case "!!map":
+		return "a mapping"
+	case "!!null":
+		return "null"
+	case "!!timestamp":
+		return "a timestamp"
+	}
+	return "a value of type " + strings.TrimPrefix(tag, "!!")
+}
+
+// seedGoKind names the Go type a seed field decodes into.
+func seedGoKind(goType string) string {
+	switch {
+	case strings.HasPrefix(goType, "[]"):
+		return "a list"
+	case strings.HasPrefix(goType, "int"), strings.HasPrefix(goType, "uint"):
+		return "an integer"
+	case strings.HasPrefix(goType, "float"):
+		return "a number"
+	case goType == "string":
+		return "a string"
+	case goType == "bool":
+		return "true or false"
+	}
+	return "a mapping"
 }

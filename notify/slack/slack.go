@@ -74,6 +74,26 @@ type Options struct {
 	HistoryPages int
 }
 
+// String describes the options without the token or the webhook URL.
+func (o Options) String() string {
+	mode := "unset"
+	switch {
+	case o.Token != "" && o.WebhookURL != "":
+		mode = "token and webhook"
+	case o.Token != "":
+		mode = "bot token"
+	case o.WebhookURL != "":
+		mode = "webhook"
+	}
+	return fmt.Sprintf("{mode=%s api_url=%s channel=%s channels=%+v}", mode, o.APIURL, o.Channel, o.Channels)
+}
+
+// GoString is String, for %#v.
+func (o Options) GoString() string { return "slack.Options" + o.String() }
+
+// LogValue keeps the token and the webhook URL out of slog records.
+func (o Options) LogValue() slog.Value { return slog.StringValue(o.String()) }
+
 // Notifier sends notifications to Slack.
 type Notifier struct {
 	api     *slackapi.Client // nil in webhook mode
@@ -134,6 +154,13 @@ func New(opts Options) (*Notifier, error) {
 	n.api = slackapi.New(opts.Token, copts...)
 	return n, nil
 }
+
+// String describes the notifier without its credentials (fmt would print
+// the unexported fields, token and webhook URL included).
+func (n *Notifier) String() string { return "slack.Notifier" + n.opts.String() }
+
+// GoString is String, for %#v.
+func (n *Notifier) GoString() string { return n.String() }
 
 // Route returns the channel a severity goes to (bot-token mode).
 func (n *Notifier) Route(s notify.Severity) string {

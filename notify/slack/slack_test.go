@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -19,36 +20,6 @@ import (
 )
 
 const token = "xoxb-test-token-1234567890"
-
-// serveHistory adds conversations.list and conversations.history to the
-// slacktest server, answering from the messages it accepted (with their
-// metadata), as Slack does for a bot with the history scopes. names maps
-// channel ids to names.
-func serveHistory(s *testenv.SlackServer, names map[string]string) {
-	s.Server.Handle("/conversations.list", func(w http.ResponseWriter, r *http.Request) {
-		var chs []map[string]any
-		for id, name := range names {
-			chs = append(chs, map[string]any{"id": id, "name": name, "is_channel": true})
-		}
-		json.NewEncoder(w).Encode(map[string]any{"ok": true, "channels": chs, "response_metadata": map[string]any{"next_cursor": ""}})
-	})
-	s.Server.Handle("/conversations.history", func(w http.ResponseWriter, r *http.Request) {
-		r.ParseForm()
-		id := r.Form.Get("channel")
-		var msgs []map[string]any
-		for _, m := range s.Messages() {
-			if m.Channel != id && m.Channel != names[id] && m.Channel != "#"+names[id] {
-				continue
-			}
-			msg := map[string]any{"type": "message", "text": m.Text, "ts": m.TS}
-			if md := m.Form.Get("metadata"); md != "" && r.Form.Get("include_all_metadata") == "1" {
-				msg["metadata"] = json.RawMessage(md)
-			}
-			msgs = append(msgs, msg)
-		}
-		json.NewEncoder(w).Encode(map[string]any{"ok": true, "messages": msgs, "has_more": false})
-	})
-}
 
 func newNotifier(t *testing.T, opts slack.Options) *slack.Notifier {
 	t.Helper()
@@ -291,7 +262,7 @@ func TestErrorClassification(t *testing.T) {
 
 func TestDelivered(t *testing.T) {
 	s := testenv.Slack(t)
-	serveHistory(s, map[string]string{"C0ALERTS1": "alerts", "C0CRIT001": "crit"})
+	s.ServeHistory(map[string]string{"C0ALERTS1": "alerts", "C0CRIT001": "crit"})
 	n := newNotifier(t, slack.Options{Token: token, APIURL: s.APIURL, Channel: "#alerts", Channels: slack.Channels{Critical: "C0CRIT001"}})
 	start := time.Now()
 	sentWarn, sentCrit := note(notify.Warning, "sent-warning"), note(notify.Critical, "sent-critical")
@@ -391,5 +362,33 @@ func TestFromConfig(t *testing.T) {
 			}
 			tc.check(t, n)
 		})
+	}
+}
+
+// Formatting or logging the options or the notifier never shows the token
+// or the webhook URL.
+func TestNoCredentialsInTextForms(t *testing.T) {
+	const hook = "https://hooks.example/services/T0/B0/webhooksecret123"
+	for _, opts := range []slack.Options{
+		{Token: token, Channel: "C0ALERTS1"},
+		{WebhookURL: hook},
+	} {
+		n, err := slack.New(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var logs bytes.Buffer
+		for _, h := range []slog.Handler{slog.NewJSONHandler(&logs, nil), slog.NewTextHandler(&logs, nil)} {
+			slog.New(h).Info("notifier", "options", opts, "notifier", n)
+		}
+		text := fmt.Sprintf("%v %+v %#v %s %v %+v %#v", opts, opts, opts, opts, n, n, n) + logs.String()
+		if !strings.Contains(text, "mode=") {
+			t.Fatalf("text forms lack the description: %s", text)
+		}
+		for _, secret := range []string{token, hook, "webhooksecret123"} {
+			if strings.Contains(text, secret) {
+				t.Errorf("a text form shows a credential: %s", text)
+			}
+		}
 	}
 }

@@ -22,24 +22,6 @@ import (
 	"github.com/mrbacd/mrbacd/secrets/storetest"
 )
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // faultTransport answers requests that match with an injected response
 // instead of forwarding them to moto.
 type faultTransport struct {
@@ -80,7 +62,7 @@ func awsError(status int, code, msg string) func(r *http.Request) (*http.Respons
 	}
 }
 
-func newStore(t *testing.T, m *testenv.MotoServer, ft *faultTransport, logs *syncBuffer, mod func(*Options)) *Store {
+func newStore(t *testing.T, m *testenv.MotoServer, ft *faultTransport, logs *testenv.LogBuffer, mod func(*Options)) *Store {
 	t.Helper()
 	o := Options{Region: m.Region, Endpoint: m.Endpoint,
 		Credentials: credentials.NewStaticCredentialsProvider(m.AccessKeyID, m.SecretAccessKey, "")}
@@ -110,7 +92,7 @@ func TestContract(t *testing.T) {
 	m := testenv.Moto(t)
 	raw := rawClient(m)
 	storetest.Run(t, func(t *testing.T) storetest.Harness {
-		logs := &syncBuffer{}
+		logs := &testenv.LogBuffer{}
 		return storetest.Harness{
 			Store: newStore(t, m, nil, logs, nil),
 			Peek: func(t *testing.T, p string) string {

@@ -68,6 +68,25 @@ type AuthOptions struct {
 	JWTFile string
 }
 
+// String describes the auth method without its credentials, so a
+// formatted AuthOptions (or Options) never shows a token or secret id.
+func (a AuthOptions) String() string {
+	set := func(v string) string {
+		if v == "" {
+			return "unset"
+		}
+		return "set"
+	}
+	return fmt.Sprintf("{method=%s token=%s role_id=%s secret_id=%s wrapped=%t mount=%s k8s_role=%s jwt_file=%s}",
+		a.Method, set(a.Token), set(a.RoleID), set(a.SecretID), a.WrappedSecretID, a.AuthMount, a.K8sRole, a.JWTFile)
+}
+
+// GoString is String, for %#v.
+func (a AuthOptions) GoString() string { return "vault.AuthOptions" + a.String() }
+
+// LogValue keeps the credentials out of slog records.
+func (a AuthOptions) LogValue() slog.Value { return slog.StringValue(a.String()) }
+
 // Options configures a Store.
 type Options struct {
 	// Address is Vault's URL, e.g. "https://vault.example:8200".
@@ -87,6 +106,14 @@ type Options struct {
 	MaxRetries int
 	// Logger receives renewal and login events (default slog.Default()).
 	Logger *slog.Logger
+}
+
+// LogValue keeps the credentials out of slog records (a JSON handler would
+// marshal the struct, Auth's token and secret id included).
+func (o Options) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("address", o.Address), slog.String("mount", o.Mount),
+		slog.String("namespace", o.Namespace), slog.String("ca_cert", o.CACert),
+		slog.String("tls_server_name", o.TLSServerName), slog.Any("auth", o.Auth))
 }
 
 // Store is a secrets.Store over Vault KV v2. Close it to stop token renewal.

@@ -1,7 +1,6 @@
 package vault
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	crand "crypto/rand"
@@ -10,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -35,30 +35,10 @@ path "secret/data/mrbacd-test/*" { capabilities = ["create", "update", "read"] }
 path "secret/metadata/mrbacd-test/*" { capabilities = ["read", "patch"] }
 `
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) count(s string) int { return strings.Count(b.String(), s) }
-
-func newStore(t *testing.T, v *testenv.VaultServer, auth AuthOptions, logs *syncBuffer) *Store {
+func newStore(t *testing.T, v *testenv.VaultServer, auth AuthOptions, logs *testenv.LogBuffer) *Store {
 	t.Helper()
 	if logs == nil {
-		logs = &syncBuffer{}
+		logs = &testenv.LogBuffer{}
 	}
 	s, err := New(context.Background(), Options{Address: v.Addr, Auth: auth,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
@@ -84,7 +64,7 @@ func TestContract(t *testing.T) {
 	v.WritePolicy(t, "elsewhere", `path "secret/data/elsewhere/*" { capabilities = ["create", "update", "read"] }
 path "secret/metadata/elsewhere/*" { capabilities = ["read", "patch"] }`)
 	storetest.Run(t, func(t *testing.T) storetest.Harness {
-		logs := &syncBuffer{}
+		logs := &testenv.LogBuffer{}
 		s := newStore(t, v, AuthOptions{Method: "token", Token: v.Token(t, time.Hour, "mrbacd")}, logs)
 		return storetest.Harness{
 			Store: s,
@@ -258,7 +238,7 @@ func enableAppRole(t *testing.T, v *testenv.VaultServer, ttl, maxTTL string) (ro
 func TestAppRoleRenewalAndRelogin(t *testing.T) {
 	v := testenv.Vault(t)
 	roleID, secretID := enableAppRole(t, v, "2s", "5s")
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	s := newStore(t, v, AuthOptions{Method: "approle", RoleID: roleID, SecretID: secretID}, logs)
 	ctx := context.Background()
 	tg := secrets.Target{Path: "mrbacd-test/approle"}
@@ -268,7 +248,7 @@ func TestAppRoleRenewalAndRelogin(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(25 * time.Second)
-	for logs.count("vault login") < 2 || logs.count("vault token renewed") < 1 {
+	for logs.Count("vault login") < 2 || logs.Count("vault token renewed") < 1 {
 		if time.Now().After(deadline) {
 			t.Fatalf("no renewal and re-login seen; logs:\n%s", logs.String())
 		}
@@ -277,10 +257,16 @@ func TestAppRoleRenewalAndRelogin(t *testing.T) {
 	if s.client.Token() == first {
 		t.Fatalf("token unchanged after re-login")
 	}
-	// The first token is past its max TTL: the store works only because it logged in again.
-	time.Sleep(time.Second)
-	if _, err := v.NewClient(t, first).Auth().Token().LookupSelf(); err == nil {
-		t.Fatalf("first token still valid after max TTL")
+	// The first token reaches its max TTL (the watcher gives up a little
+	// before it): from then on the store works only because it logged in again.
+	for {
+		if _, err := v.NewClient(t, first).Auth().Token().LookupSelf(); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("first token still valid long after its max TTL")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if got, err := s.Read(ctx, tg); err != nil || got.APIKey != rec.APIKey {
 		t.Fatalf("Read after re-login = %v, %v", got.Record, err)
@@ -322,11 +308,16 @@ func TestTokenRenewal(t *testing.T) {
 	v := testenv.Vault(t)
 	v.WritePolicy(t, "mrbacd", mrbacdPolicy)
 	tok := v.Token(t, 2*time.Second, "mrbacd")
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
+	start := time.Now()
 	s := newStore(t, v, AuthOptions{Method: "token", Token: tok}, logs)
-	time.Sleep(4 * time.Second) // twice the TTL: only renewal keeps it alive
-	if logs.count("vault token renewed") < 1 {
-		t.Fatalf("no renewal logged:\n%s", logs.String())
+	// Past twice the TTL, with renewals seen: only renewal keeps it alive.
+	deadline := start.Add(30 * time.Second)
+	for time.Since(start) < 4*time.Second || logs.Count("vault token renewed") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than 2 renewals logged in %s:\n%s", time.Since(start).Round(time.Second), logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if _, err := s.Write(context.Background(), secrets.WriteRequest{Target: secrets.Target{Path: "mrbacd-test/tok"},
 		Record: secrets.Record{APIKey: "sk-t", KeyID: "k"}, Token: "t"}); err != nil {
@@ -498,7 +489,7 @@ func TestKubernetesLogin(t *testing.T) {
 	goodFile := write("good", good)
 	badFile := write("bad", serviceAccountJWT(t, "mrbacd")) // same claims, unknown to the API server
 
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	s := newStore(t, v, AuthOptions{Method: "kubernetes", K8sRole: "mrbacd", JWTFile: goodFile}, logs)
 	if _, err := s.Write(context.Background(), secrets.WriteRequest{Target: secrets.Target{Path: "mrbacd-test/k8s"},
 		Record: secrets.Record{APIKey: "sk-k8s", KeyID: "k"}, Token: "t"}); err != nil {
@@ -579,7 +570,7 @@ func TestForeignSecret(t *testing.T) {
 func TestAppRoleRevokedToken(t *testing.T) {
 	v := testenv.Vault(t)
 	roleID, secretID := enableAppRole(t, v, "1h", "2h")
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	s := newStore(t, v, AuthOptions{Method: "approle", RoleID: roleID, SecretID: secretID}, logs)
 	ctx := context.Background()
 	tg := secrets.Target{Path: "mrbacd-test/revoked"}
@@ -591,7 +582,7 @@ func TestAppRoleRevokedToken(t *testing.T) {
 	if _, err := s.Read(ctx, secrets.Target{Path: "elsewhere/x"}); !errors.Is(err, secrets.ErrPermissionDenied) {
 		t.Fatalf("Read outside the policy err = %v, want ErrPermissionDenied", err)
 	}
-	if n := logs.count("vault login"); n != 1 {
+	if n := logs.Count("vault login"); n != 1 {
 		t.Fatalf("a policy denial caused a login (%d logins)", n)
 	}
 	old := s.client.Token()
@@ -602,7 +593,30 @@ func TestAppRoleRevokedToken(t *testing.T) {
 	if err != nil || got.APIKey != rec.APIKey {
 		t.Fatalf("Read after revocation = %v, %v", got.Record, err)
 	}
-	if s.client.Token() == old || logs.count("logged in again") != 1 {
+	if s.client.Token() == old || logs.Count("logged in again") != 1 {
 		t.Fatalf("no fresh login after revocation; logs:\n%s", logs.String())
+	}
+}
+
+// Formatting or logging the options never shows a token or secret id.
+func TestNoCredentialsInTextForms(t *testing.T) {
+	for _, a := range []AuthOptions{
+		{Method: "token", Token: "hvs.tokensecret0123456789"},
+		{Method: "approle", RoleID: "roleid-secret-0123", SecretID: "secretid-secret-0123", WrappedSecretID: true},
+	} {
+		o := Options{Address: "http://127.0.0.1:8200", Auth: a}
+		var logs strings.Builder
+		for _, h := range []slog.Handler{slog.NewJSONHandler(&logs, nil), slog.NewTextHandler(&logs, nil)} {
+			slog.New(h).Info("vault", "auth", a, "options", o)
+		}
+		text := fmt.Sprintf("%v %+v %#v %s %v %+v", a, a, a, a, o, o) + logs.String()
+		if !strings.Contains(text, "method="+a.Method) {
+			t.Fatalf("text forms lack the method: %s", text)
+		}
+		for _, secret := range []string{"tokensecret", "roleid-secret", "secretid-secret"} {
+			if strings.Contains(text, secret) {
+				t.Errorf("a text form shows a credential: %s", text)
+			}
+		}
 	}
 }

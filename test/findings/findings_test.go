@@ -1,7 +1,6 @@
 package findings
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -92,24 +90,6 @@ var wantFindings = map[string]string{
 
 const slackToken = "xoxb-findings-test-token-0123456789"
 
-// syncBuffer is a log sink shared by every component of a run.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type env struct {
 	sb      *sandbox.Server
 	client  *mistral.Client
@@ -118,7 +98,7 @@ type env struct {
 	store   *file.Store
 	journal *state.DB
 	outbox  *notify.Outbox
-	logs    *syncBuffer
+	logs    *testenv.LogBuffer
 	log     *slog.Logger
 	now     time.Time
 	sent    int // Slack messages seen so far
@@ -133,7 +113,7 @@ func newEnv(t *testing.T) *env {
 	// shadow-workspace holds a key no config declares.
 	sd.Keys = append(sd.Keys, sandbox.SeedKey{KeyID: "k-shadow", Name: "shadow-app", Workspace: "shadow-workspace",
 		CreatedAt: "2026-11-01T00:00:00Z", LastUsed: "2026-11-26"})
-	e := &env{logs: &syncBuffer{}, now: time.Date(2026, 11, 27, 2, 30, 0, 0, time.UTC)}
+	e := &env{logs: &testenv.LogBuffer{}, now: time.Date(2026, 11, 27, 2, 30, 0, 0, time.UTC)}
 	e.log = slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.sb = sandbox.New(sandbox.Options{Seed: sd, Logger: e.log})
 	srv := httptest.NewServer(e.sb)

@@ -81,6 +81,13 @@ type Options struct {
 	Build func(ctx context.Context, env Env) (*Components, error)
 	// Services makes the long-running services, once, from the first config.
 	Services func(ctx context.Context, env Env, comps *Components) ([]Service, error)
+	// Reloaded, when set, is called by a reload that succeeded, after the
+	// new config's jobs are in place and before the reload is reported, so
+	// the long-running services (the gateway) take the new config too. old
+	// is the config replaced. What it returns is added to the reload's
+	// notes (a service that refused the new config and keeps its old one, a
+	// change it takes only after a restart). It must not block for long.
+	Reloaded func(ctx context.Context, env Env, old *config.Config) []string
 	// Now is the clock of the scheduler (catch-up); default time.Now.
 	Now func() time.Time
 	// Load reads a config; default config.Load.
@@ -454,7 +461,8 @@ func (d *Daemon) health(ctx context.Context) error {
 // it is valid and its components build; otherwise the old config keeps
 // running and the returned error (wrapping admin.ErrInvalid) says why.
 // trigger says who asked ("signal", "uid:N"). Changes that need a restart
-// (socket, metrics listener, journal path, services) are listed in Notes.
+// (socket, metrics listener, journal path, notification sender) are listed
+// in Notes, with what Options.Reloaded reports of the services.
 func (d *Daemon) Reload(ctx context.Context, trigger string) (admin.Reload, error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
@@ -505,6 +513,11 @@ func (d *Daemon) Reload(ctx context.Context, trigger string) (admin.Reload, erro
 	rec.OK = true
 	rec.ConfigHash = cfg.Hash()
 	rec.Notes = restartNotes(old, cfg)
+	var svcNotes []string
+	if d.opts.Reloaded != nil {
+		svcNotes = d.opts.Reloaded(ctx, Env{Config: cfg, Journal: d.db, Metrics: d.metrics, Logger: d.log}, old)
+		rec.Notes = append(rec.Notes, svcNotes...)
+	}
 	d.mu.Lock()
 	oldComps := d.comps
 	d.cfg, d.comps, d.last = cfg, comps, &rec
@@ -513,8 +526,11 @@ func (d *Daemon) Reload(ctx context.Context, trigger string) (admin.Reload, erro
 	d.metrics.ObserveReload(true)
 	go d.closeWhenIdle(oldComps)
 	d.log.Info("config reloaded", "trigger", trigger, "config_hash", short(cfg.Hash()), "changed", old.Hash() != cfg.Hash())
-	for _, n := range rec.Notes {
+	for _, n := range rec.Notes[:len(rec.Notes)-len(svcNotes)] {
 		d.log.Warn("reload: change needs a restart", "note", n)
+	}
+	for _, n := range svcNotes {
+		d.log.Warn("reload: a service did not take all of the new config", "note", n)
 	}
 	return rec, nil
 }
@@ -557,9 +573,6 @@ func restartNotes(old, cfg *config.Config) []string {
 	check("gateway.listen", old.Gateway.Listen, cfg.Gateway.Listen)
 	if !reflect.DeepEqual(old.Notify, cfg.Notify) {
 		notes = append(notes, "notify changed: the notification sender takes it after a restart")
-	}
-	if !reflect.DeepEqual(old.Gateway, cfg.Gateway) || !reflect.DeepEqual(old.Roles, cfg.Roles) {
-		notes = append(notes, "gateway or roles changed: the gateway takes them after a restart")
 	}
 	return notes
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/admin"
+	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/scheduler"
 )
@@ -109,6 +110,12 @@ type harness struct {
 
 func start(t *testing.T, extra string) *harness {
 	t.Helper()
+	return startWith(t, extra, nil)
+}
+
+// startWith is start with opts adjusted by adjust (when not nil).
+func startWith(t *testing.T, extra string, adjust func(*Options)) *harness {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "mrbd")
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +129,11 @@ func start(t *testing.T, extra string) *harness {
 		t.Fatal(err)
 	}
 	tr := &testRunners{rotateStarted: make(chan struct{})}
-	d, err := New(context.Background(), Options{ConfigPath: cfgPath, Version: "test", Logger: logger, LogLevel: lv, Build: tr.build})
+	opts := Options{ConfigPath: cfgPath, Version: "test", Logger: logger, LogLevel: lv, Build: tr.build}
+	if adjust != nil {
+		adjust(&opts)
+	}
+	d, err := New(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("new: %v", err)
 	}
@@ -270,6 +281,61 @@ func TestReloadKeepsOldConfigWhenInvalid(t *testing.T) {
 	}
 	if !strings.Contains(h.logs.String(), `"msg":"reload refused; the old config keeps running"`) {
 		t.Error("refused reload not logged")
+	}
+}
+
+// TestReloadedTellsTheServices: a reload that succeeds calls
+// Options.Reloaded with the new and the replaced config, and what it
+// returns is among the reload's notes; a refused reload does not call it.
+func TestReloadedTellsTheServices(t *testing.T) {
+	type call struct{ oldSchedule, newSchedule string }
+	var mu sync.Mutex
+	var calls []call
+	h := startWith(t, "", func(o *Options) {
+		o.Reloaded = func(ctx context.Context, env Env, old *config.Config) []string {
+			mu.Lock()
+			defer mu.Unlock()
+			calls = append(calls, call{old.Jobs.Budget.Schedule, env.Config.Jobs.Budget.Schedule})
+			return []string{"gateway not reloaded, it keeps its previous clients: test"}
+		}
+	})
+	ctx := context.Background()
+	steps := []struct {
+		name      string
+		extra     string
+		wantOK    bool
+		wantCalls []call
+	}{
+		{"refused: not called", "jobs:\n  budget: {schedule: \"61 * * * *\"}\n", false, nil},
+		{"accepted: called with both configs", "jobs:\n  budget: {schedule: \"*/5 * * * *\"}\n", true,
+			[]call{{"*/30 * * * *", "*/5 * * * *"}}},
+	}
+	for _, s := range steps {
+		writeConfig(t, h.cfg, h.dir, s.extra)
+		rel, err := h.client.Reload(ctx)
+		if (err == nil) != s.wantOK {
+			t.Fatalf("%s: reload err = %v", s.name, err)
+		}
+		mu.Lock()
+		got := append([]call(nil), calls...)
+		mu.Unlock()
+		if fmt.Sprint(got) != fmt.Sprint(s.wantCalls) {
+			t.Fatalf("%s: Reloaded calls %v, want %v", s.name, got, s.wantCalls)
+		}
+		if s.wantOK {
+			st, err := h.client.Status(ctx)
+			if err != nil || st.LastReload == nil {
+				t.Fatalf("%s: status %v %+v", s.name, err, st)
+			}
+			for _, notes := range [][]string{rel.Notes, st.LastReload.Notes} {
+				if !strings.Contains(strings.Join(notes, "\n"), "gateway not reloaded") {
+					t.Errorf("%s: notes %q lack the service's note", s.name, notes)
+				}
+			}
+		}
+	}
+	if !strings.Contains(h.logs.String(), `"msg":"reload: a service did not take all of the new config"`) {
+		t.Error("the service's note is not logged")
 	}
 }
 

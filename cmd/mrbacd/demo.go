@@ -12,9 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"text/template"
 	"time"
@@ -243,7 +241,7 @@ func runDemo(ctx context.Context, env *cmdEnv, opts demoOptions) (*demoRun, int)
 		return fail("%v", err)
 	}
 	outbox := newOutbox(journal, sender, log)
-	notes := &demoRotationNotes{}
+	notes := &rotationNotes{}
 	engine, err := rotate.New(rotate.Deps{Platform: platform, Stores: stores, Journal: journal, Logger: log, Notifier: notes},
 		rotate.OptionsFromConfig(cfg), rotate.KeysFromConfig(cfg))
 	if err != nil {
@@ -346,7 +344,7 @@ type demoDriver struct {
 	stores  map[string]secrets.Store
 	journal *state.DB
 	outbox  *notify.Outbox
-	notes   *demoRotationNotes
+	notes   *rotationNotes
 	// eventSeq is the last sandbox event already narrated.
 	eventSeq int64
 }
@@ -393,7 +391,7 @@ func (d *demoDriver) step(name, job, title, equivalent string, fn func(jobs.Requ
 		}
 	}
 	if job == jobs.Rotate {
-		if err := d.notes.enqueue(d.ctx, d.outbox, res, time.Now()); err != nil {
+		if _, err := d.notes.enqueue(d.ctx, d.outbox, res, time.Now()); err != nil {
 			fmt.Fprintf(d.env.stderr, "mrbacd demo: queueing the rotation notification: %v\n", err)
 		}
 	}
@@ -483,59 +481,6 @@ func (d *demoDriver) printRotation(forced bool) func(jobs.Result) {
 			}
 		}
 	}
-}
-
-// demoRotationNotes turns the rotation engine's events into the outbox's
-// rotation messages: one digest of the successes per run, one message per
-// failure.
-type demoRotationNotes struct {
-	mu     sync.Mutex
-	done   []notify.RotationDone
-	failed []rotate.Event
-}
-
-// OnRotated implements rotate.Notifier.
-func (n *demoRotationNotes) OnRotated(_ context.Context, ev rotate.Event) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.done = append(n.done, notify.RotationDone{KeyName: ev.KeyName, RotationID: ev.RotationID,
-		OldKeyID: ev.OldKeyID, NewKeyID: ev.NewKeyID, NewKeyName: ev.NewKeyName})
-}
-
-// OnFailed implements rotate.Notifier.
-func (n *demoRotationNotes) OnFailed(_ context.Context, ev rotate.Event) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.failed = append(n.failed, ev)
-}
-
-// enqueue queues what the run that ended produced and resets the notes.
-func (n *demoRotationNotes) enqueue(ctx context.Context, outbox *notify.Outbox, res jobs.Result, at time.Time) error {
-	n.mu.Lock()
-	done, failed := n.done, n.failed
-	n.done, n.failed = nil, nil
-	n.mu.Unlock()
-	var errs []error
-	sort.Slice(failed, func(i, j int) bool { return failed[i].KeyName < failed[j].KeyName })
-	for _, ev := range failed {
-		errs = append(errs, outbox.Enqueue(ctx, notify.RotationFailureMessage(notify.RotationFailure{
-			KeyName: ev.KeyName, RotationID: ev.RotationID, Step: ev.Step, Error: ev.Err,
-			OldKeyID: ev.OldKeyID, NewKeyID: ev.NewKeyID, NewKeyName: ev.NewKeyName,
-			Published: ev.StillInFlight, NewKeyDeleted: !ev.StillInFlight && ev.NewKeyID != "", At: at,
-		})))
-	}
-	if len(done) > 0 {
-		notDue := 0
-		reps, _ := res.Details.([]rotate.KeyReport)
-		for _, r := range reps {
-			if r.Outcome == rotate.OutcomeNotDue {
-				notDue++
-			}
-		}
-		errs = append(errs, outbox.Enqueue(ctx, notify.RotationDigestMessage(notify.RotationDigest{
-			At: at, Rotated: done, Failed: len(failed), NotDue: notDue})))
-	}
-	return errors.Join(errs...)
 }
 
 // indentWriter prefixes every line written through it.

@@ -5,9 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/mrbacd/mrbacd/config"
+	"github.com/mrbacd/mrbacd/jobs"
+	"github.com/mrbacd/mrbacd/jobs/rotate"
 	"github.com/mrbacd/mrbacd/notify"
 	"github.com/mrbacd/mrbacd/notify/slack"
 	"github.com/mrbacd/mrbacd/state"
@@ -53,4 +58,76 @@ func flushNotifications(ctx context.Context, env *cmdEnv, name string, outbox *n
 	default:
 		fmt.Fprintf(env.stderr, "mrbacd %s: delivering notifications: %v\n", name, err)
 	}
+}
+
+// rotationNotes turns the rotation engine's events into the outbox's
+// rotation messages: one digest of the successes per run, one message per
+// failure. It is the engine's Notifier in the daemon, the one-shot `mrbacd
+// rotate` and the demo; enqueue queues what one run produced.
+type rotationNotes struct {
+	mu     sync.Mutex
+	done   []notify.RotationDone
+	failed []rotate.Event
+}
+
+// OnRotated implements rotate.Notifier.
+func (n *rotationNotes) OnRotated(_ context.Context, ev rotate.Event) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.done = append(n.done, notify.RotationDone{KeyName: ev.KeyName, RotationID: ev.RotationID,
+		OldKeyID: ev.OldKeyID, NewKeyID: ev.NewKeyID, NewKeyName: ev.NewKeyName})
+}
+
+// OnFailed implements rotate.Notifier.
+func (n *rotationNotes) OnFailed(_ context.Context, ev rotate.Event) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.failed = append(n.failed, ev)
+}
+
+// enqueue queues what the run that ended produced and resets the notes. It
+// returns how many rotation failures it reported.
+func (n *rotationNotes) enqueue(ctx context.Context, outbox *notify.Outbox, res jobs.Result, at time.Time) (int, error) {
+	n.mu.Lock()
+	done, failed := n.done, n.failed
+	n.done, n.failed = nil, nil
+	n.mu.Unlock()
+	var errs []error
+	sort.Slice(failed, func(i, j int) bool { return failed[i].KeyName < failed[j].KeyName })
+	for _, ev := range failed {
+		errs = append(errs, outbox.Enqueue(ctx, notify.RotationFailureMessage(notify.RotationFailure{
+			KeyName: ev.KeyName, RotationID: ev.RotationID, Step: failedStep(ev), Error: ev.Err,
+			OldKeyID: ev.OldKeyID, NewKeyID: ev.NewKeyID, NewKeyName: ev.NewKeyName,
+			Published: ev.StillInFlight, NewKeyDeleted: !ev.StillInFlight && ev.NewKeyID != "", At: at,
+		})))
+	}
+	if len(done) > 0 {
+		notDue := 0
+		reps, _ := res.Details.([]rotate.KeyReport)
+		for _, r := range reps {
+			if r.Outcome == rotate.OutcomeNotDue {
+				notDue++
+			}
+		}
+		errs = append(errs, outbox.Enqueue(ctx, notify.RotationDigestMessage(notify.RotationDigest{
+			At: at, Rotated: done, Failed: len(failed), NotDue: notDue})))
+	}
+	return len(failed), errors.Join(errs...)
+}
+
+// failedStep is the step a failed rotation failed at. The engine reports an
+// aborted rotation at step "abort" (where it ended); its error starts with
+// the step that failed ("verify: ..."), which is what the message names.
+func failedStep(ev rotate.Event) string {
+	if ev.Step != rotate.StepAbort {
+		return ev.Step
+	}
+	step, _, ok := strings.Cut(ev.Err, ":")
+	switch step {
+	case rotate.StepCreate, rotate.StepVerify, rotate.StepPublish, rotate.StepReverify:
+		if ok {
+			return step
+		}
+	}
+	return ev.Step
 }

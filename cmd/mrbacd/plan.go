@@ -88,6 +88,7 @@ func runPlan(ctx context.Context, env *cmdEnv, args []string) int {
 	return exitOK
 }
 
+// printPlan prints how many keys are due, then one line per key.
 func printPlan(w io.Writer, items []rotate.PlanItem) {
 	due := 0
 	for _, it := range items {
@@ -116,16 +117,25 @@ func printPlan(w io.Writer, items []rotate.PlanItem) {
 // client could not be built.
 type unavailablePlatform struct{ err error }
 
+// CreateKey implements rotate.Platform.
 func (u unavailablePlatform) CreateKey(context.Context, mistral.CreateKeyRequest) (mistral.Key, error) {
 	return mistral.Key{}, u.err
 }
+
+// DeleteKey implements rotate.Platform.
 func (u unavailablePlatform) DeleteKey(context.Context, string) error { return u.err }
+
+// ListAllKeys implements rotate.Platform.
 func (u unavailablePlatform) ListAllKeys(context.Context, string) ([]mistral.Key, error) {
 	return nil, u.err
 }
+
+// ListModels implements rotate.Platform.
 func (u unavailablePlatform) ListModels(context.Context, mistral.Secret) ([]mistral.Model, error) {
 	return nil, u.err
 }
+
+// ListAllWorkspaces implements rotate.Platform.
 func (u unavailablePlatform) ListAllWorkspaces(context.Context) ([]mistral.Workspace, error) {
 	return nil, u.err
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/rotate"
+	"github.com/mrbacd/mrbacd/notify"
 	"github.com/mrbacd/mrbacd/state"
 )
 
@@ -22,9 +23,11 @@ func init() {
 }
 
 // runRotate is `mrbacd rotate --config FILE [--key NAME] [--force]
-// [--dry-run] [--json]`: one rotation pass in the foreground. Exit 0 when
-// every rotation it started ended done, 1 if any failed, 2 on usage or config
-// errors.
+// [--dry-run] [--json]`: one rotation pass in the foreground, journaled as
+// a "cli" run; its notifications (a digest of the rotations done, one
+// message per failure) are queued and delivered before exiting. Exit 0 when
+// every rotation it started ended done, 1 if any failed, 2 on usage or
+// config errors.
 func runRotate(ctx context.Context, env *cmdEnv, args []string) int {
 	fs := newFlagSet(env, "rotate", "--config FILE [--key NAME] [--force] [--dry-run] [--json]")
 	cfgPath := fs.String("config", "", "config `file` (required)")
@@ -71,6 +74,25 @@ func runRotate(ctx context.Context, env *cmdEnv, args []string) int {
 	if journal != nil {
 		deps.Journal = journal
 	}
+	// Notifications: a digest of the rotations done and one message per
+	// failure, queued in the journal's outbox and delivered before exiting
+	// (a dry run notifies nothing).
+	var outbox *notify.Outbox
+	notes := &rotationNotes{}
+	if !*dryRun {
+		// With --json, stdout carries the report: stdout notifications go to stderr.
+		nenv := env
+		if *asJSON {
+			nenv = &cmdEnv{stdout: env.stderr, stderr: env.stderr}
+		}
+		sender, err := newNotifier(ctx, cfg, nenv, log)
+		if err != nil {
+			fmt.Fprintf(env.stderr, "mrbacd rotate: %v\n", err)
+			return exitUsage
+		}
+		outbox = newOutbox(journal, sender, log)
+		deps.Notifier = notes
+	}
 	engine, err := rotate.New(deps, rotate.OptionsFromConfig(cfg), rotate.KeysFromConfig(cfg))
 	if err != nil {
 		fmt.Fprintf(env.stderr, "mrbacd rotate: %v\n", err)
@@ -90,6 +112,8 @@ func runRotate(ctx context.Context, env *cmdEnv, args []string) int {
 	if runID != 0 {
 		status, msg := state.RunOK, ""
 		switch {
+		case runErr != nil && ctx.Err() != nil:
+			status, msg = state.RunCanceled, runErr.Error()
 		case runErr != nil:
 			status, msg = state.RunFailed, runErr.Error()
 		case ctx.Err() != nil:
@@ -103,6 +127,14 @@ func runRotate(ctx context.Context, env *cmdEnv, args []string) int {
 			log.Warn("recording the run's end in the journal failed", "run_id", runID, "err", err)
 		}
 		cancel()
+	}
+	if outbox != nil {
+		// Queued even when the run was interrupted: what is not delivered
+		// now stays in the journal for the daemon (or the next run).
+		if _, err := notes.enqueue(context.WithoutCancel(ctx), outbox, res, time.Now()); err != nil {
+			fmt.Fprintf(env.stderr, "mrbacd rotate: queueing the rotation notifications: %v\n", err)
+		}
+		flushNotifications(ctx, env, "rotate", outbox)
 	}
 	if runErr != nil {
 		fmt.Fprintf(env.stderr, "mrbacd rotate: %v\n", runErr)

@@ -23,6 +23,12 @@ type rotateWorld struct {
 
 func newRotateWorld(t *testing.T) *rotateWorld {
 	t.Helper()
+	return newRotateWorldWith(t, "")
+}
+
+// newRotateWorldWith is newRotateWorld with extra config appended.
+func newRotateWorldWith(t *testing.T, extra string) *rotateWorld {
+	t.Helper()
 	dir := t.TempDir()
 	sb := sandbox.New(sandbox.Options{})
 	srv := httptest.NewServer(sb)
@@ -43,8 +49,8 @@ keys:
   - {name: two, workspace: %q, owner_user_id: %s, store: {backend: file, path: keys/two, value_format: raw}, propagation_wait: 10ms}
 jobs:
   rotate: {verify_timeout: 1s}
-`, srv.URL, adminKey, w.state, filepath.Join(dir, "secrets"), sandbox.DefaultWorkspaceName,
-		sandbox.DefaultWorkspaceName, sb.Users()[0].ID, sandbox.DefaultWorkspaceName, sb.Users()[0].ID)
+%s`, srv.URL, adminKey, w.state, filepath.Join(dir, "secrets"), sandbox.DefaultWorkspaceName,
+		sandbox.DefaultWorkspaceName, sb.Users()[0].ID, sandbox.DefaultWorkspaceName, sb.Users()[0].ID, extra)
 	if err := os.WriteFile(w.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

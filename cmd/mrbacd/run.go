@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
+	"reflect"
 	"sync"
 	"syscall"
 	"time"
@@ -64,7 +66,7 @@ func runDaemon(ctx context.Context, env *cmdEnv, args []string) int {
 	}
 	d, err := daemon.New(ctx, daemon.Options{
 		ConfigPath: *cfgPath, Version: version, Logger: log, LogLevel: level,
-		Build: wiring.build, Services: wiring.services, Load: load,
+		Build: wiring.build, Services: wiring.services, Reloaded: wiring.reloaded, Load: load,
 	})
 	if err != nil {
 		log.Error("mrbacd cannot start", "err", err)
@@ -115,7 +117,9 @@ type daemonWiring struct {
 	// rotations collects the rotation engine's events during a rotate run
 	// (one at a time: the scheduler never overlaps a job) for the digest
 	// and failure messages queued when the run ends.
-	rotations demoRotationNotes
+	rotations rotationNotes
+	// gateway is the running gateway, nil when gateway.listen is unset.
+	gateway *gatewayService
 }
 
 // sharedOutbox returns the outbox, creating it on first use.
@@ -167,13 +171,19 @@ func (w *daemonWiring) build(ctx context.Context, de daemon.Env) (*daemon.Compon
 		}),
 		KeyCreated: keyCreated(cfg, stores),
 		OnRunFinished: func(ctx context.Context, f scheduler.Finished) {
+			reported := 0
 			if f.Job == jobs.Rotate {
-				if err := w.rotations.enqueue(ctx, outbox, f.Result, f.Started.Add(f.Duration)); err != nil {
+				n, err := w.rotations.enqueue(ctx, outbox, f.Result, f.Started.Add(f.Duration))
+				if err != nil {
 					log.Error("queueing rotation notifications failed", "run_id", f.RunID, "err", err)
 				}
+				reported = n
 			}
 			if f.Status != scheduler.StatusFailed && f.Status != scheduler.StatusPanicked {
 				return
+			}
+			if f.Status == scheduler.StatusFailed && f.Err == nil && reported > 0 {
+				return // failed keys, each already reported by its own message
 			}
 			msg := f.Result.Summary
 			if f.Err != nil {
@@ -194,7 +204,7 @@ func (w *daemonWiring) build(ctx context.Context, de daemon.Env) (*daemon.Compon
 // services are started once: the outbox worker and, when gateway.listen is
 // set, the gateway.
 func (w *daemonWiring) services(ctx context.Context, de daemon.Env, comps *daemon.Components) ([]daemon.Service, error) {
-	cfg, log := de.Config, de.Logger
+	cfg := de.Config
 	outbox, err := w.sharedOutbox(ctx, de)
 	if err != nil {
 		return nil, err
@@ -203,32 +213,141 @@ func (w *daemonWiring) services(ctx context.Context, de daemon.Env, comps *daemo
 	if cfg.Gateway.Listen == "" {
 		return svcs, nil
 	}
-	stores, closeStores, err := gatewayStores(ctx, cfg, log)
+	gs, err := startGateway(ctx, de)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	w.mu.Lock()
+	w.gateway = gs
+	w.mu.Unlock()
+	return append(svcs, daemon.Service{Name: "gateway", Run: gs.serve}), nil
+}
+
+// reloaded is the daemon's Reloaded: the running gateway takes the new
+// config's clients, roles, prices and upstream keys.
+func (w *daemonWiring) reloaded(ctx context.Context, de daemon.Env, old *config.Config) []string {
+	w.mu.Lock()
+	gs := w.gateway
+	w.mu.Unlock()
+	if gs == nil {
+		return nil // not running; a gateway.listen change is noted by the daemon
+	}
+	return gs.reload(ctx, de, old)
+}
+
+// gatewayService is the daemon's gateway: the gateway, its listener and the
+// secret stores it reads upstream keys through.
+type gatewayService struct {
+	gw  *gateway.Gateway
+	ln  net.Listener
+	log *slog.Logger
+
+	mu sync.Mutex
+	// stores were opened from storesCfg's secrets; closeStores closes them.
+	stores      map[string]gateway.KeyReader
+	closeStores func()
+	storesCfg   *config.Config
+	closed      bool
+}
+
+// startGateway builds the gateway of de.Config and binds its listener.
+func startGateway(ctx context.Context, de daemon.Env) (*gatewayService, error) {
+	cfg, log := de.Config, de.Logger
+	stores, closeStores, err := gatewayStores(ctx, cfg, log)
+	if err != nil {
+		return nil, err
 	}
 	opts, err := gateway.FromConfig(cfg, gateway.Deps{Stores: stores, Usage: de.Journal, Registerer: de.Metrics.Registry(), Logger: log})
 	if err != nil {
 		closeStores()
-		return nil, fmt.Errorf("gateway: %w", err)
+		return nil, err
 	}
 	gw, err := gateway.New(ctx, opts)
 	if err != nil {
 		closeStores()
-		return nil, fmt.Errorf("gateway: %w", err)
+		return nil, err
 	}
 	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
 		gw.Close(context.Background())
 		closeStores()
-		return nil, fmt.Errorf("gateway: listen: %w", err)
+		return nil, fmt.Errorf("listen: %w", err)
 	}
 	log.Info("gateway listening", "listen", ln.Addr().String())
-	svcs = append(svcs, daemon.Service{Name: "gateway", Run: func(ctx context.Context) error {
-		defer closeStores()
-		return gw.Serve(ctx, ln)
-	}})
-	return svcs, nil
+	return &gatewayService{gw: gw, ln: ln, log: log, stores: stores, closeStores: closeStores, storesCfg: cfg}, nil
+}
+
+// serve is the gateway's daemon.Service: it serves until ctx ends, then
+// drains, closes the gateway and the stores.
+func (g *gatewayService) serve(ctx context.Context) error {
+	defer func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.closed = true
+		g.closeStores()
+	}()
+	return g.gw.Serve(ctx, g.ln)
+}
+
+// reload swaps the gateway's clients, roles, prices and upstream keys for
+// de.Config's. The stores are opened again when the secrets settings (or
+// the backends the keys use) changed. A config the gateway refuses leaves
+// it running its previous one; that is returned as a reload note, as are
+// changes it takes only after a restart.
+func (g *gatewayService) reload(ctx context.Context, de daemon.Env, old *config.Config) []string {
+	cfg, log := de.Config, de.Logger
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil // stopping
+	}
+	var notes []string
+	if old.Mistral.BaseURL != cfg.Mistral.BaseURL {
+		notes = append(notes, fmt.Sprintf("mistral.base_url changed (%q → %q): the gateway's upstream takes it after a restart",
+			old.Mistral.BaseURL, cfg.Mistral.BaseURL))
+	}
+	stores, closeStores := g.stores, func() {}
+	reopen := !sameStoreSetup(g.storesCfg, cfg)
+	if reopen {
+		var err error
+		if stores, closeStores, err = gatewayStores(ctx, cfg, log); err != nil {
+			return append(notes, gatewayReloadFailed(log, err))
+		}
+	}
+	opts, err := gateway.FromConfig(cfg, gateway.Deps{Stores: stores, Usage: de.Journal, Logger: log})
+	if err == nil {
+		err = g.gw.Reload(ctx, opts)
+	}
+	if err != nil {
+		closeStores()
+		return append(notes, gatewayReloadFailed(log, err))
+	}
+	if reopen {
+		// The replaced key pollers are stopped; their stores can go.
+		g.closeStores()
+		g.stores, g.closeStores, g.storesCfg = stores, closeStores, cfg
+	}
+	log.Info("gateway reloaded", "clients", len(opts.Clients), "stores_reopened", reopen)
+	return notes
+}
+
+// gatewayReloadFailed logs a refused gateway reload and returns its note.
+func gatewayReloadFailed(log *slog.Logger, err error) string {
+	log.Error("gateway reload failed; it keeps its previous clients, roles and prices", "err", err)
+	return fmt.Sprintf("gateway not reloaded, it keeps its previous clients, roles and prices: %v", err)
+}
+
+// sameStoreSetup reports whether a and b open the same secret stores: the
+// same secrets settings and the same backends used by managed keys.
+func sameStoreSetup(a, b *config.Config) bool {
+	used := func(c *config.Config) map[string]bool {
+		m := map[string]bool{}
+		for _, k := range c.Keys {
+			m[k.Store.Backend] = true
+		}
+		return m
+	}
+	return reflect.DeepEqual(a.Secrets, b.Secrets) && reflect.DeepEqual(used(a), used(b))
 }
 
 // keyCreated reads each managed key's record for the key age metric (only

@@ -104,6 +104,7 @@ func openStores(ctx context.Context, cfg *config.Config, logger *slog.Logger) (m
 	if f := cfg.Secrets.File; f != nil && used["file"] {
 		s, err := file.New(f.Dir)
 		if err != nil {
+			closeAll()
 			return nil, nil, fmt.Errorf("file store: %w", err)
 		}
 		out["file"] = s
@@ -111,11 +112,13 @@ func openStores(ctx context.Context, cfg *config.Config, logger *slog.Logger) (m
 	if v := cfg.Secrets.Vault; v != nil && used["vault"] {
 		auth, err := vaultAuth(v.Auth)
 		if err != nil {
+			closeAll()
 			return nil, nil, fmt.Errorf("vault store: %w", err)
 		}
 		s, err := vault.New(ctx, vault.Options{Address: v.Address, Mount: v.Mount, Namespace: v.Namespace,
 			CACert: v.CACert, TLSServerName: v.TLSServerName, Auth: auth, Logger: logger})
 		if err != nil {
+			closeAll()
 			return nil, nil, fmt.Errorf("vault store: %w", err)
 		}
 		out["vault"] = s

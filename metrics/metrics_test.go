@@ -94,7 +94,7 @@ func TestMetricsExposition(t *testing.T) {
 	if code != 200 || strings.Contains(body, "mrbacd_notifications_pending 3") {
 		t.Errorf("scrape with a failing source: %d", code)
 	}
-	code, body = get(t, base+"/metrics")
+	_, body = get(t, base+"/metrics")
 	if !strings.Contains(body, `mrbacd_metrics_source_errors_total{source="notifications_pending"} `) {
 		t.Errorf("source error not counted:\n%s", body)
 	}

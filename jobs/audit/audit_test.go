@@ -275,7 +275,7 @@ func TestAuditNights(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.now = w.now.Add(24 * time.Hour)
-	_, rep = w.run(t, jobs.Request{RunID: 3, Trigger: "cron"})
+	w.run(t, jobs.Request{RunID: 3, Trigger: "cron"})
 	d = w.notes.last(t)
 	if len(d.Resolved) != 1 || d.Resolved[0].ID != "undeclared/k-undeclared" || len(d.New) != 0 {
 		t.Fatalf("night 3: resolved %+v new %v", d.Resolved, ids(d.New))

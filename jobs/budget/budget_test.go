@@ -198,7 +198,7 @@ func TestBudgetMonth(t *testing.T) {
 	// Dev passes its budget: the 100% alert, critical; no forecast alert again.
 	w.addUsage(t, "dev-workspace", "mistral-small-latest", 0, 15_000_000) // +$9
 	w.now = w.now.Add(24 * time.Hour)
-	_, rep = w.run(t)
+	w.run(t)
 	got = w.q.take()
 	if !slices.Equal(dedupes(got), []string{"budget/dev-workspace/2026-11/1"}) || got[0].Severity != "critical" {
 		t.Fatalf("alerts after passing the budget = %+v", got)

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,7 +40,9 @@ func TestMain(m *testing.M) {
 	bin = filepath.Join(dir, "mrbacd")
 	gobin, err := exec.LookPath("go")
 	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go") // the toolchain running this test
+		fmt.Fprintf(os.Stderr, "the go command is needed to build mrbacd: %v\n", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
 	}
 	build := exec.Command(gobin, "build", "-o", bin, "github.com/mrbacd/mrbacd/cmd/mrbacd")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr

@@ -319,8 +319,13 @@ type RotationFailure struct {
 	Published bool
 	// NewKeyDeleted: the new key was deleted on failure (before publish).
 	NewKeyDeleted bool
-	Attempts      int
-	At            time.Time
+	// InFlight: the rotation stays journaled and the next run resumes it
+	// (always so after publish; before publish when cleaning up failed).
+	InFlight bool
+	// StoreUnavailable: the failure was the secret store being unreachable.
+	StoreUnavailable bool
+	Attempts         int
+	At               time.Time
 }
 
 // RotationFailureMessage says which step failed, what state the key is in
@@ -339,40 +344,7 @@ func RotationFailureMessage(f RotationFailure) Notification {
 	if f.Attempts > 0 {
 		n.Fields = append(n.Fields, Field{"Attempts", strconv.Itoa(f.Attempts)})
 	}
-	var state, todo []string
-	resume := fmt.Sprintf("mrbacd rotate --key %s", f.KeyName)
-	if f.Published {
-		state = append(state, fmt.Sprintf("The store already serves the new key %s; consumers are moving to it.", orNone(f.NewKeyID)))
-		if f.OldKeyID != "" {
-			state = append(state, fmt.Sprintf("The old key %s is NOT revoked yet: it keeps working until revoked or it expires.", f.OldKeyID))
-		}
-		todo = append(todo, "Do not restore the old store record: the old key is about to be revoked.")
-		switch f.Step {
-		case "revoke":
-			todo = append(todo, fmt.Sprintf("Fix the cause, then run `%s` to resume (it revokes %s), or revoke it by hand (DELETE /v1/admin/api-keys/%s).", resume, orNone(f.OldKeyID), orNone(f.OldKeyID)))
-		default:
-			todo = append(todo, fmt.Sprintf("Fix the cause, then run `%s` to resume: it re-verifies the new key and revokes the old one.", resume))
-		}
-	} else {
-		state = append(state, fmt.Sprintf("Nothing changed for consumers: the old key %s is untouched and still in the store.", orNone(f.OldKeyID)))
-		switch {
-		case f.NewKeyID == "":
-			state = append(state, "No new key was created.")
-		case f.NewKeyDeleted:
-			state = append(state, fmt.Sprintf("The new key %s was deleted.", f.NewKeyID))
-		default:
-			state = append(state, fmt.Sprintf("The new key %s (%s) could NOT be deleted: the next run deletes it, or delete it by hand.", f.NewKeyID, f.NewKeyName))
-		}
-		switch f.Step {
-		case "create":
-			todo = append(todo, "Check the admin key's permissions, the owner_user_id and the platform's status.")
-		case "verify":
-			todo = append(todo, "The platform did not accept the new key: check the workspace's model access and the platform's status.")
-		case "publish":
-			todo = append(todo, "The store refused the write: check the store is reachable and mrbacd may write the target (a CAS conflict means someone else changed the record).")
-		}
-		todo = append(todo, fmt.Sprintf("Then run `%s` (add --force if the key is not due).", resume))
-	}
+	state, todo := rotationFailureGuidance(f)
 	n.Sections = []Section{{Title: "Error", Lines: []string{f.Error}}, {Title: "State", Lines: state}, {Title: "What to do", Lines: todo}}
 	n.Text = plainText(n)
 	n.Dedupe = KindRotationFailed + ":" + f.RotationID
@@ -453,4 +425,89 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// rotationFailureGuidance returns the State and What-to-do lines of a
+// rotation failure: what consumers see now, then what the operator does, the
+// cause to fix first and the command that retries last.
+func rotationFailureGuidance(f RotationFailure) (state, todo []string) {
+	resume := fmt.Sprintf("mrbacd rotate --key %s", f.KeyName)
+	storeDown := "The secret store was unreachable: check its address, the network and mrbacd's credentials for it (a sealed Vault, an expired token, an AWS endpoint or role)."
+	if f.Published {
+		state = append(state, fmt.Sprintf("The store already serves the new key %s; consumers are moving to it.", orNone(f.NewKeyID)))
+		if f.OldKeyID != "" {
+			state = append(state, fmt.Sprintf("The old key %s is NOT revoked yet: it keeps working until revoked or it expires.", f.OldKeyID))
+		}
+		state = append(state, "The rotation stays in flight: the next rotation run resumes it where it stopped.")
+		todo = append(todo, "Do not restore the old store record: the old key is about to be revoked.")
+		switch {
+		case f.StoreUnavailable:
+			todo = append(todo, storeDown)
+		case f.Step == "reverify" || f.Step == "propagate":
+			todo = append(todo, "The new key failed verification after publish: check the workspace's model access and the platform's status.")
+		case f.Step == "revoke":
+			todo = append(todo, fmt.Sprintf("The old key could not be revoked: check the admin key may delete keys and the platform's status; or revoke it by hand (DELETE /v1/admin/api-keys/%s).", orNone(f.OldKeyID)))
+		default:
+			todo = append(todo, "Find the cause in the error above and in mrbacd's log.")
+		}
+		if f.Step == "revoke" {
+			todo = append(todo, fmt.Sprintf("Nothing else is needed: the next scheduled run revokes %s; to finish now, run `%s`.", orNone(f.OldKeyID), resume))
+		} else {
+			todo = append(todo, fmt.Sprintf("Nothing else is needed: the next scheduled run re-verifies the new key and revokes the old one; to finish now, run `%s`.", resume))
+		}
+		return state, todo
+	}
+
+	if f.Step == "publish" && f.InFlight && !f.NewKeyDeleted {
+		// The write failed and the store could not be read back: it may
+		// have landed. The engine decides on the next run from what the
+		// store holds.
+		state = append(state, fmt.Sprintf("The store may or may not serve the new key %s: the write failed and the store could not be read back.", orNone(f.NewKeyID)))
+		if f.OldKeyID != "" {
+			state = append(state, fmt.Sprintf("The old key %s is NOT revoked: it keeps working.", f.OldKeyID))
+		}
+		state = append(state, "The rotation stays in flight: the next rotation run reads the store and either finishes the rotation or deletes the new key.")
+		if f.StoreUnavailable {
+			todo = append(todo, storeDown)
+		} else {
+			todo = append(todo, "Check the store is reachable and mrbacd may read and write the target.")
+		}
+		todo = append(todo, "Do not edit the store record by hand meanwhile.")
+		todo = append(todo, fmt.Sprintf("Nothing else is needed: the next scheduled run settles it; to settle it now, run `%s`.", resume))
+		return state, todo
+	}
+	state = append(state, fmt.Sprintf("Nothing changed for consumers: the old key %s is untouched and still in the store.", orNone(f.OldKeyID)))
+	leftBehind := f.NewKeyID != "" && !f.NewKeyDeleted
+	switch {
+	case f.NewKeyID == "":
+		state = append(state, "No new key was created.")
+	case f.NewKeyDeleted:
+		state = append(state, fmt.Sprintf("The new key %s was deleted.", f.NewKeyID))
+	default:
+		name := ""
+		if f.NewKeyName != "" {
+			name = " (" + f.NewKeyName + ")"
+		}
+		state = append(state, fmt.Sprintf("The new key %s%s could NOT be deleted yet.", f.NewKeyID, name))
+	}
+	if f.InFlight || leftBehind {
+		state = append(state, "The rotation stays in flight: the next rotation run finishes cleaning it up (deletes the new key) before rotating again.")
+	}
+	switch {
+	case f.StoreUnavailable:
+		todo = append(todo, storeDown)
+	case f.Step == "create":
+		todo = append(todo, "The platform refused to create the key: check the admin key's permissions, the owner_user_id and the platform's status.")
+	case f.Step == "verify":
+		todo = append(todo, "The platform did not accept the new key: check the workspace's model access and the platform's status.")
+	case f.Step == "publish":
+		todo = append(todo, "The store refused the write: check mrbacd may write the target (a CAS conflict means someone else changed the record).")
+	default:
+		todo = append(todo, "Find the cause in the error above and in mrbacd's log.")
+	}
+	if leftBehind {
+		todo = append(todo, fmt.Sprintf("The new key %s is harmless (nothing serves it); the next run deletes it, or delete it by hand (DELETE /v1/admin/api-keys/%s).", f.NewKeyID, f.NewKeyID))
+	}
+	todo = append(todo, fmt.Sprintf("Once the cause is fixed, the next scheduled run retries; to rotate now, run `%s` (add --force if the key is not due yet).", resume))
+	return state, todo
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -98,7 +97,8 @@ func (n *rotationNotes) enqueue(ctx context.Context, outbox *notify.Outbox, res 
 		errs = append(errs, outbox.Enqueue(ctx, notify.RotationFailureMessage(notify.RotationFailure{
 			KeyName: ev.KeyName, RotationID: ev.RotationID, Step: failedStep(ev), Error: ev.Err,
 			OldKeyID: ev.OldKeyID, NewKeyID: ev.NewKeyID, NewKeyName: ev.NewKeyName,
-			Published: ev.StillInFlight, NewKeyDeleted: !ev.StillInFlight && ev.NewKeyID != "", At: at,
+			Published: ev.Published, InFlight: ev.StillInFlight, StoreUnavailable: ev.StoreUnavailable,
+			NewKeyDeleted: !ev.StillInFlight && !ev.Published && ev.NewKeyID != "", At: at,
 		})))
 	}
 	if len(done) > 0 {
@@ -115,19 +115,11 @@ func (n *rotationNotes) enqueue(ctx context.Context, outbox *notify.Outbox, res 
 	return len(failed), errors.Join(errs...)
 }
 
-// failedStep is the step a failed rotation failed at. The engine reports an
-// aborted rotation at step "abort" (where it ended); its error starts with
-// the step that failed ("verify: ..."), which is what the message names.
+// failedStep is the step a failed rotation failed at: the engine's
+// FailedStep, or the step it reached when an older event lacks one.
 func failedStep(ev rotate.Event) string {
-	if ev.Step != rotate.StepAbort {
-		return ev.Step
-	}
-	step, _, ok := strings.Cut(ev.Err, ":")
-	switch step {
-	case rotate.StepCreate, rotate.StepVerify, rotate.StepPublish, rotate.StepReverify:
-		if ok {
-			return step
-		}
+	if ev.FailedStep != "" {
+		return ev.FailedStep
 	}
 	return ev.Step
 }

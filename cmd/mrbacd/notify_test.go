@@ -12,12 +12,11 @@ func TestFailedStep(t *testing.T) {
 		ev   rotate.Event
 		want string
 	}{
-		{"failed where it stopped", rotate.Event{Step: rotate.StepReverify, Err: "reverify: 401"}, rotate.StepReverify},
-		{"aborted after verify", rotate.Event{Step: rotate.StepAbort, Err: "verify: mistral: GET /v1/models: 401"}, rotate.StepVerify},
-		{"aborted after create", rotate.Event{Step: rotate.StepAbort, Err: "create: look for duplicates: 500"}, rotate.StepCreate},
-		{"aborted after publish", rotate.Event{Step: rotate.StepAbort, Err: "publish: store down"}, rotate.StepPublish},
-		{"abort itself failed", rotate.Event{Step: rotate.StepAbort, Err: "abort: delete new key: 500"}, rotate.StepAbort},
-		{"no error text", rotate.Event{Step: rotate.StepAbort}, rotate.StepAbort},
+		{"failed where it stopped", rotate.Event{Step: rotate.StepPublish, FailedStep: rotate.StepReverify, Err: "reverify: 401"}, rotate.StepReverify},
+		{"aborted at verify", rotate.Event{Step: rotate.StepAbort, FailedStep: rotate.StepVerify, Err: "verify: mistral: GET /v1/models: 401"}, rotate.StepVerify},
+		{"aborted at create", rotate.Event{Step: rotate.StepAbort, FailedStep: rotate.StepCreate, Err: "create: look for duplicates: 500"}, rotate.StepCreate},
+		{"revoke failed", rotate.Event{Step: rotate.StepReverify, FailedStep: rotate.StepRevoke, Err: "revoke old key: 500"}, rotate.StepRevoke},
+		{"no failed step: the step reached", rotate.Event{Step: rotate.StepAbort}, rotate.StepAbort},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -41,8 +41,13 @@ type Event struct {
 	OldKeyID   string
 	NewKeyID   string
 	NewKeyName string
-	// Step is the step the rotation reached (for failures: where it failed).
+	// Step is the journal step the rotation reached: StepAbort for a
+	// rotation aborted before publish.
 	Step string
+	// FailedStep is, for a failure, the step that failed: StepCreate,
+	// StepVerify, StepPublish, StepReverify or StepRevoke (or, for a failure
+	// outside those such as the journal refusing a write, the step reached).
+	FailedStep string
 	// Bootstrap is true when there was no old key to replace.
 	Bootstrap bool
 	// Err is the failure, "" on success.
@@ -50,6 +55,12 @@ type Event struct {
 	// StillInFlight is true when a failed rotation stays journaled to be
 	// retried (failures after publish); false when it was aborted cleanly.
 	StillInFlight bool
+	// Published is true when the store already serves the new key (the
+	// rotation failed after publish).
+	Published bool
+	// StoreUnavailable is true when the failure was the store being
+	// unreachable (secrets.ErrUnavailable).
+	StoreUnavailable bool
 }
 
 // Notifier is told about rotations that end, for Slack and the outbox. It is

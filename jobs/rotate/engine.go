@@ -285,6 +285,10 @@ type task struct {
 	newCreatedAt time.Time
 	base         secrets.Version // CAS precondition for publish
 	bootstrap    bool
+	// failedStep is the step that failed (Event.FailedStep), once known.
+	failedStep string
+	// storeUnavailable: the failure was the store being unavailable.
+	storeUnavailable bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -461,6 +465,15 @@ func (r *run) fail(t *task, err error, inFlight bool) {
 		return
 	}
 	msg := err.Error()
+	if t.failedStep == "" {
+		t.failedStep = failedStepOf(err)
+	}
+	if t.failedStep == "" {
+		t.failedStep = t.rot.Step
+	}
+	if errors.Is(err, secrets.ErrUnavailable) {
+		t.storeUnavailable = true
+	}
 	t.rep.Outcome = OutcomeFailed
 	t.rep.Error = msg
 	t.rep.Step = t.rot.Step
@@ -488,7 +501,9 @@ func (t *task) fillIDs() {
 
 func (r *run) event(t *task, errMsg string, inFlight bool) Event {
 	return Event{KeyName: t.rot.KeyName, RotationID: t.rot.ID, OldKeyID: t.rot.OldKeyID, NewKeyID: t.rot.NewKeyID,
-		NewKeyName: t.rot.NewKeyName, Step: t.rot.Step, Bootstrap: t.bootstrap, Err: errMsg, StillInFlight: inFlight}
+		NewKeyName: t.rot.NewKeyName, Step: t.rot.Step, FailedStep: t.failedStep, Bootstrap: t.bootstrap, Err: errMsg,
+		StillInFlight: inFlight, Published: t.rot.StoreVersion != "" && t.rot.Step != StepAbort,
+		StoreUnavailable: errMsg != "" && t.storeUnavailable}
 }
 
 func (r *run) notifyFailed(t *task, msg string, inFlight bool) {

@@ -95,7 +95,7 @@ func (r *run) create(t *task) bool {
 	ctx := t.ctx
 	ws, err := r.workspaceID(ctx, t.spec)
 	if err != nil {
-		return r.abort(t, fmt.Errorf("create: %w", err))
+		return r.abort(t, stepFailed(StepCreate, fmt.Errorf("create: %w", err)))
 	}
 	exp := mistral.DateOf(r.e.now().UTC().Add(t.spec.RotateEvery + t.spec.ExpirationGrace))
 	k, err := r.e.d.Platform.CreateKey(ctx, mistral.CreateKeyRequest{
@@ -105,7 +105,7 @@ func (r *run) create(t *task) bool {
 		err = errors.New("the platform answered without a key")
 	}
 	if err != nil {
-		return r.abort(t, fmt.Errorf("create: %w", err))
+		return r.abort(t, stepFailed(StepCreate, fmt.Errorf("create: %w", err)))
 	}
 	t.newKey, t.newCreatedAt = k.Key, k.CreatedAt
 	if t.newCreatedAt.IsZero() {
@@ -121,14 +121,14 @@ func (r *run) create(t *task) bool {
 	// A create retried after a lost answer may have made a twin: delete it.
 	same, err := r.keysNamed(ctx, t.rot.NewKeyName)
 	if err != nil {
-		return r.abort(t, fmt.Errorf("create: look for duplicates: %w", err))
+		return r.abort(t, stepFailed(StepCreate, fmt.Errorf("create: look for duplicates: %w", err)))
 	}
 	for _, d := range same {
 		if d.KeyID == t.rot.NewKeyID {
 			continue
 		}
 		if err := r.deleteKey(ctx, d.KeyID); err != nil {
-			return r.abort(t, fmt.Errorf("create: delete duplicate %s: %w", d.KeyID, err))
+			return r.abort(t, stepFailed(StepCreate, fmt.Errorf("create: delete duplicate %s: %w", d.KeyID, err)))
 		}
 		t.log.Warn("deleted a duplicate of the new key", "step", StepCreate, "key_id", d.KeyID)
 	}
@@ -173,7 +173,7 @@ func (r *run) verify(t *task) bool {
 		return err
 	})
 	if err != nil {
-		return r.abort(t, fmt.Errorf("verify: %w", err))
+		return r.abort(t, stepFailed(StepVerify, fmt.Errorf("verify: %w", err)))
 	}
 	// Not journaled: recovery treats begin, create and verify alike.
 	t.rot.Step = StepVerify
@@ -219,10 +219,10 @@ func (r *run) publish(t *task) bool {
 			ver = v.Version
 			t.log.Warn("publish reported an error but the store holds the new key", "step", StepPublish, "err", err)
 		case rerr == nil || errors.Is(rerr, secrets.ErrNotFound):
-			return r.abort(t, fmt.Errorf("publish: %w", err))
+			return r.abort(t, stepFailed(StepPublish, fmt.Errorf("publish: %w", err)))
 		default:
 			t.recover = true
-			r.fail(t, fmt.Errorf("publish: %w; reading the store back failed too (%v): the rotation stays in flight and the next run decides from what the store shows", err, rerr), true)
+			r.fail(t, stepFailed(StepPublish, fmt.Errorf("publish: %w; reading the store back failed too (%v): the rotation stays in flight and the next run decides from what the store shows", err, rerr)), true)
 			return false
 		}
 	}
@@ -258,10 +258,10 @@ func (r *run) reverify(t *task) bool {
 		return err
 	})
 	if errors.Is(err, errStoreMoved) {
-		return r.finishFailed(t, err)
+		return r.finishFailed(t, stepFailed(StepReverify, err))
 	}
 	if err != nil {
-		r.fail(t, fmt.Errorf("reverify: %w", err), true)
+		r.fail(t, stepFailed(StepReverify, fmt.Errorf("reverify: %w", err)), true)
 		return false
 	}
 	// Not journaled: a restart before revoke re-verifies again, which is cheap.
@@ -274,7 +274,7 @@ func (r *run) reverify(t *task) bool {
 func (r *run) revoke(t *task) bool {
 	if t.rot.OldKeyID != "" && t.rot.OldKeyID != t.rot.NewKeyID {
 		if err := r.deleteKey(t.ctx, t.rot.OldKeyID); err != nil {
-			r.fail(t, fmt.Errorf("revoke old key: %w", err), true)
+			r.fail(t, stepFailed(StepRevoke, fmt.Errorf("revoke old key: %w", err)), true)
 			return false
 		}
 		t.stepLog("old key revoked", "revoke")
@@ -285,7 +285,7 @@ func (r *run) revoke(t *task) bool {
 	if t.rep.Resumed || t.rot.Attempts > 0 {
 		same, err := r.keysNamed(t.ctx, t.rot.NewKeyName)
 		if err != nil {
-			r.fail(t, fmt.Errorf("look for stray copies of the new key: %w", err), true)
+			r.fail(t, stepFailed(StepRevoke, fmt.Errorf("look for stray copies of the new key: %w", err)), true)
 			return false
 		}
 		for _, k := range same {
@@ -293,7 +293,7 @@ func (r *run) revoke(t *task) bool {
 				continue
 			}
 			if err := r.deleteKey(t.ctx, k.KeyID); err != nil {
-				r.fail(t, fmt.Errorf("delete stray copy %s of the new key: %w", k.KeyID, err), true)
+				r.fail(t, stepFailed(StepRevoke, fmt.Errorf("delete stray copy %s of the new key: %w", k.KeyID, err)), true)
 				return false
 			}
 			t.log.Warn("deleted a stray copy of the new key", "step", StepDone, "key_id", k.KeyID)
@@ -321,6 +321,12 @@ func (r *run) revoke(t *task) bool {
 // abort ends a rotation that failed before publish: the new key is deleted
 // (by id and by name), the old key is left untouched.
 func (r *run) abort(t *task, cause error) bool {
+	if t.failedStep == "" {
+		t.failedStep = failedStepOf(cause)
+	}
+	if errors.Is(cause, secrets.ErrUnavailable) {
+		t.storeUnavailable = true
+	}
 	if t.rot.Step != StepAbort {
 		if t.ctx.Err() != nil {
 			// Cancelled, not failed: stay where we are; recovery reconciles.

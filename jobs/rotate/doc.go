@@ -70,10 +70,12 @@
 // a stray key (the audit's undeclared-key finding reports it); a store write
 // of a killed process applied after the restarted process read the store
 // would publish a key recovery already deleted (a store applies a write in
-// milliseconds, a restart takes longer). A raw-format record in Vault or AWS
-// whose metadata write was cut off by a crash cannot be read until a write
-// completes it; the rotation then stays in flight, deleting and revoking
-// nothing, and every run reports it failed until the record is fixed.
+// milliseconds, a restart takes longer). Raw-format records in Vault and AWS
+// write the record's metadata, keyed by the coming version, before the
+// value, so a crash between the two leaves the old record readable (see
+// secrets/vault and secrets/awssm); only a raw record half-written by an
+// older mrbacd, which wrote the value first, stays unreadable until a write
+// completes it, and the rotation then stays in flight, revoking nothing.
 //
 // # Due keys, bootstrap and adoption
 //

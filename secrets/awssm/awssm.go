@@ -25,10 +25,34 @@
 // Manager then moves AWSPREVIOUS to the old version. The first version is
 // written with CreateSecret, which fails for all but one concurrent creator.
 //
-// Tags are per secret, not per version: a raw-format read whose "version"
-// tag names another version (a secret without that tag, not written by
-// mrbacd, is read with whatever tags it has) (a writer between steps 3 and the tag update)
-// fails with secrets.ErrUnavailable until that write's retry completes it.
+// # Crash consistency of raw writes
+//
+// Tags are per secret, not per version, and a tag update is a request of its
+// own, so a raw record cannot be written in one request. The version id of a
+// write is known before the value is stored (it is the ClientRequestToken we
+// pass), so its metadata goes first, as tags keyed by version id:
+// "mrbacd:<version id>:key_id", ":key_name", ":rotation_id", ":created_at"
+// (a version id with characters tags do not allow is replaced by a hash of
+// it). A raw write tags its version's entries, then puts the value and moves
+// AWSCURRENT (steps 2 and 3), then (best effort) refreshes the flat tags and
+// prunes. A read of version V uses the entries of V, so a crash at any point
+// leaves the old version current with its entries, or the new one current
+// with its entries; a stray pending entry names a version no reader reads.
+// The first version is created with its tags in the CreateSecret request
+// itself.
+//
+// Readers keep working with records written by older mrbacd versions (flat
+// tags naming the version); such a record whose tag update was cut off by a
+// crash fails with secrets.ErrUnavailable until a retry of that write
+// completes it. A secret without any mrbacd tags is read with whatever tags
+// it has.
+//
+// Every write prunes entries no reader needs: of versions that exist but are
+// neither AWSCURRENT nor AWSPREVIOUS, and all but the newest few (by
+// created_at) of versions not stored yet, so that with the flat tags a secret
+// holds at most 6+4*6 mrbacd tags, within the 50 AWS allows (a write that
+// would exceed them fails before it stores anything). A read that races a
+// write retries once.
 //
 // Reads always name the stage (VersionStage AWSCURRENT): moto may serve a
 // stale default version after a label move.
@@ -36,6 +60,7 @@ package awssm
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -62,8 +87,9 @@ import (
 )
 
 const (
-	stageCurrent = "AWSCURRENT"
-	stagePending = "AWSPENDING"
+	stageCurrent  = "AWSCURRENT"
+	stagePending  = "AWSPENDING"
+	stagePrevious = "AWSPREVIOUS"
 )
 
 // Options configures a Store.
@@ -159,10 +185,15 @@ func checkPath(p string) error {
 }
 
 // versionID derives the ClientRequestToken (32 to 64 characters) of a write
-// from its token, so a retried write reuses it.
+// from its token, so a retried write reuses it; without a token it is random
+// (known before the put either way, see the package comment).
 func versionID(token string) *string {
 	if token == "" {
-		return nil // the SDK generates a random one
+		b := make([]byte, 20)
+		if _, err := rand.Read(b); err != nil {
+			panic(err) // crypto/rand never fails on Linux
+		}
+		return aws.String("mrbacd-" + hex.EncodeToString(b))
 	}
 	if len(token) >= 32 && len(token) <= 64 {
 		return aws.String(token)
@@ -226,6 +257,7 @@ type state struct {
 	exists  bool
 	deleted bool   // scheduled for deletion
 	current string // AWSCURRENT version id
+	prev    string // AWSPREVIOUS version id
 	stages  map[string][]string
 	tags    map[string]string
 }
@@ -245,8 +277,11 @@ func (s *Store) describe(ctx context.Context, op, p string) (state, error) {
 	}
 	for id, stages := range out.VersionIdsToStages {
 		for _, sg := range stages {
-			if sg == stageCurrent {
+			switch sg {
+			case stageCurrent:
 				st.current = id
+			case stagePrevious:
+				st.prev = id
 			}
 		}
 	}
@@ -256,40 +291,132 @@ func (s *Store) describe(ctx context.Context, op, p string) (state, error) {
 	return st, nil
 }
 
+// Per-version tags of raw records, see the package comment.
+const (
+	entryPrefix = "mrbacd:"
+	// maxPending bounds the entries kept for other writers' versions not
+	// stored yet (in progress, or left by a crash before the put).
+	maxPending = 3
+	// maxTags is AWS's limit of tags per secret.
+	maxTags = 50
+)
+
+// entryFields are the fields of a raw record tagged per version.
+var entryFields = []string{"key_id", "key_name", "rotation_id", "created_at"}
+
+var tagSafeRE = regexp.MustCompile(`^[A-Za-z0-9_.:/=+@-]+$`)
+
+// entryID is the form of a version id used in tag keys.
+func entryID(vid string) string {
+	if tagSafeRE.MatchString(vid) && !strings.Contains(vid, ":") {
+		return vid
+	}
+	sum := sha256.Sum256([]byte(vid))
+	return "h-" + hex.EncodeToString(sum[:20])
+}
+
+func entryTag(vid, field string) string { return entryPrefix + entryID(vid) + ":" + field }
+
+// parseEntryTag splits "mrbacd:<entry id>:<field>".
+func parseEntryTag(k string) (id, field string, ok bool) {
+	rest, ok := strings.CutPrefix(k, entryPrefix)
+	if !ok {
+		return "", "", false
+	}
+	i := strings.LastIndex(rest, ":")
+	if i <= 0 {
+		return "", "", false
+	}
+	return rest[:i], rest[i+1:], true
+}
+
+// entries groups the per-version tags by entry id.
+func entries(tags map[string]string) map[string]map[string]string {
+	out := map[string]map[string]string{}
+	for k, v := range tags {
+		if id, f, ok := parseEntryTag(k); ok {
+			if out[id] == nil {
+				out[id] = map[string]string{}
+			}
+			out[id][f] = v
+		}
+	}
+	return out
+}
+
+// flatTags returns tags without the per-version entries.
+func flatTags(tags map[string]string) map[string]string {
+	out := make(map[string]string, len(tags))
+	for k, v := range tags {
+		if _, _, ok := parseEntryTag(k); !ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 // Read returns the AWSCURRENT record of t.
 func (s *Store) Read(ctx context.Context, t secrets.Target) (secrets.Versioned, error) {
 	if err := checkPath(t.Path); err != nil {
 		return secrets.Versioned{}, err
 	}
+	v, raced, err := s.read(ctx, t)
+	if raced { // AWSCURRENT moved between our two requests
+		v, _, err = s.read(ctx, t)
+	}
+	return v, err
+}
+
+func (s *Store) read(ctx context.Context, t secrets.Target) (v secrets.Versioned, raced bool, err error) {
 	out, err := s.sm.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{
 		SecretId: aws.String(t.Path), VersionStage: aws.String(stageCurrent)})
 	if err != nil {
-		return secrets.Versioned{}, mapErr("read", t.Path, err)
+		return secrets.Versioned{}, false, mapErr("read", t.Path, err)
 	}
 	ver := aws.ToString(out.VersionId)
 	if out.SecretString == nil {
-		return secrets.Versioned{}, fmt.Errorf("aws: read %s: the secret holds binary data, not a string", t.Path)
+		return secrets.Versioned{}, false, fmt.Errorf("aws: read %s: the secret holds binary data, not a string", t.Path)
 	}
-	var md map[string]string
+	var rec secrets.Record
 	if t.Format == secrets.FormatRaw {
 		st, err := s.describe(ctx, "read", t.Path)
 		if err != nil {
-			return secrets.Versioned{}, err
+			return secrets.Versioned{}, false, err
 		}
-		if tv, ok := st.tags["version"]; ok && tv != ver {
-			return secrets.Versioned{}, fmt.Errorf("aws: read %s: %w: the tags of version %s are not written yet", t.Path, secrets.ErrUnavailable, ver)
+		rec, err = decodeRaw(*out.SecretString, st.tags, ver)
+		if err != nil {
+			return secrets.Versioned{}, st.current != ver, fmt.Errorf("aws: read %s: %w", t.Path, err)
 		}
-		md = st.tags
+	} else {
+		rec, err = secrets.Decode(t.Format, []byte(*out.SecretString), nil)
+		if err != nil {
+			return secrets.Versioned{}, false, fmt.Errorf("aws: read %s: %w", t.Path, err)
+		}
 	}
-	rec, err := secrets.Decode(t.Format, []byte(*out.SecretString), md)
-	if err != nil {
-		return secrets.Versioned{}, fmt.Errorf("aws: read %s: %w", t.Path, err)
+	return secrets.Versioned{Record: rec, Version: secrets.Version(ver)}, false, nil
+}
+
+// decodeRaw finds the tags describing version ver (see the package comment).
+func decodeRaw(key string, tags map[string]string, ver string) (secrets.Record, error) {
+	es := entries(tags)
+	if e, ok := es[entryID(ver)]; ok {
+		if _, ok := e["key_id"]; ok {
+			return secrets.RecordFromMetadata(key, e), nil
+		}
 	}
-	return secrets.Versioned{Record: rec, Version: secrets.Version(ver)}, nil
+	tv, hasVersion := tags["version"]
+	if tv == ver {
+		return secrets.RecordFromMetadata(key, tags), nil // flat, written after the value
+	}
+	if !hasVersion && len(es) == 0 {
+		return secrets.RecordFromMetadata(key, tags), nil // not written by mrbacd
+	}
+	return secrets.Record{}, fmt.Errorf("%w: the tags of version %s are not written yet (a writer between its requests, or an older mrbacd that crashed there)", secrets.ErrUnavailable, ver)
 }
 
 // Describe reports existence, the AWSCURRENT version id, the number of
-// labelled versions and the tags.
+// labelled versions and the tags (without the per-version entries; for the
+// raw format those of the current version).
 func (s *Store) Describe(ctx context.Context, t secrets.Target) (secrets.Description, error) {
 	if err := checkPath(t.Path); err != nil {
 		return secrets.Description{}, err
@@ -298,7 +425,19 @@ func (s *Store) Describe(ctx context.Context, t secrets.Target) (secrets.Descrip
 	if err != nil || !st.exists {
 		return secrets.Description{}, err
 	}
-	d := secrets.Description{Exists: true, Current: secrets.Version(st.current), Metadata: st.tags}
+	md := flatTags(st.tags)
+	if t.Format == secrets.FormatRaw && md["version"] != st.current {
+		for _, k := range append([]string{"version"}, entryFields...) {
+			delete(md, k)
+		}
+		if e, ok := entries(st.tags)[entryID(st.current)]; ok {
+			for k, v := range e {
+				md[k] = v
+			}
+			md["version"] = st.current
+		}
+	}
+	d := secrets.Description{Exists: true, Current: secrets.Version(st.current), Metadata: md}
 	for _, stages := range st.stages {
 		if len(stages) > 0 {
 			d.Versions++
@@ -307,9 +446,29 @@ func (s *Store) Describe(ctx context.Context, t secrets.Target) (secrets.Descrip
 	return d, nil
 }
 
-func tagsFor(r secrets.Record, ver string) []types.Tag {
+// tagsFor returns the flat tags of r at version ver, and for the raw format
+// its per-version entry too.
+func tagsFor(f secrets.Format, r secrets.Record, ver string) []types.Tag {
 	md := r.Metadata()
 	md["version"] = ver
+	if f == secrets.FormatRaw {
+		for k, v := range entryTags(r, ver) {
+			md[k] = v
+		}
+	}
+	return toTags(md)
+}
+
+func entryTags(r secrets.Record, ver string) map[string]string {
+	md := r.Metadata()
+	out := make(map[string]string, len(entryFields))
+	for _, f := range entryFields {
+		out[entryTag(ver, f)] = md[f]
+	}
+	return out
+}
+
+func toTags(md map[string]string) []types.Tag {
 	keys := make([]string, 0, len(md))
 	for k := range md {
 		keys = append(keys, k)
@@ -344,20 +503,18 @@ func (s *Store) Write(ctx context.Context, req secrets.WriteRequest) (secrets.Ve
 	if !st.exists && st.stages == nil && req.IfVersion == secrets.NoVersion {
 		return s.create(ctx, req, value, vid)
 	}
-	if vid != nil {
-		if stages, ok := st.stages[*vid]; ok {
-			// A retry: this token's value is already stored.
-			if st.current == *vid {
-				if st.tags["version"] != *vid {
-					if err := s.tag(ctx, p, req.Record, *vid); err != nil {
-						return "", err
-					}
+	if stages, ok := st.stages[*vid]; ok {
+		// A retry: this token's value is already stored.
+		if st.current == *vid {
+			if st.tags["version"] != *vid {
+				if err := s.finish(ctx, req, *vid, st.prev, st); err != nil {
+					return "", err
 				}
-				return secrets.Version(*vid), nil
 			}
-			if len(stages) == 0 || string(req.IfVersion) != st.current {
-				return "", fmt.Errorf("aws: write %s: %w: this token's version was superseded", p, secrets.ErrConflict)
-			}
+			return secrets.Version(*vid), nil
+		}
+		if len(stages) == 0 || string(req.IfVersion) != st.current {
+			return "", fmt.Errorf("aws: write %s: %w: this token's version was superseded", p, secrets.ErrConflict)
 		}
 	}
 	if string(req.IfVersion) != st.current {
@@ -366,6 +523,11 @@ func (s *Store) Write(ctx context.Context, req secrets.WriteRequest) (secrets.Ve
 	if req.IfVersion == secrets.NoVersion {
 		// The secret exists without a current value (scheduled for deletion).
 		return "", fmt.Errorf("aws: write %s: %w: the secret exists but has no current version (deleted?)", p, secrets.ErrConflict)
+	}
+	if req.Target.Format == secrets.FormatRaw {
+		if err := s.prepareRaw(ctx, p, st, req.Record, *vid); err != nil {
+			return "", err
+		}
 	}
 	put, err := s.sm.PutSecretValue(ctx, &secretsmanager.PutSecretValueInput{
 		SecretId: aws.String(p), SecretString: aws.String(string(value)),
@@ -392,17 +554,125 @@ func (s *Store) Write(ctx context.Context, req secrets.WriteRequest) (secrets.Ve
 		return "", mapErr("write", p, err)
 	}
 	s.dropPending(ctx, p, newID)
-	if err := s.tag(ctx, p, req.Record, newID); err != nil {
+	if err := s.finish(ctx, req, newID, string(req.IfVersion), st); err != nil {
 		return "", err
 	}
 	return secrets.Version(newID), nil
 }
 
+// prepareRaw tags the entry of version vid before its value is stored,
+// first pruning entries no reader needs (see the package comment).
+func (s *Store) prepareRaw(ctx context.Context, p string, st state, r secrets.Record, vid string) error {
+	own := entryID(vid)
+	byID := map[string]string{} // entry id -> version id, for the versions that exist
+	for id := range st.stages {
+		byID[entryID(id)] = id
+	}
+	keep := map[string]bool{own: true, entryID(st.current): true}
+	if st.prev != "" {
+		keep[entryID(st.prev)] = true
+	}
+	type pending struct{ id, createdAt string }
+	var drop []string
+	var pend []pending
+	es := entries(st.tags)
+	for id, e := range es {
+		if keep[id] {
+			continue
+		}
+		if ver, exists := byID[id]; exists && !hasStage(st.stages[ver], stagePending) {
+			drop = append(drop, id) // a loser's or superseded version
+			continue
+		}
+		pend = append(pend, pending{id, e["created_at"]})
+	}
+	sort.Slice(pend, func(i, j int) bool { return pend[i].createdAt > pend[j].createdAt })
+	for i, pe := range pend {
+		if i >= maxPending {
+			drop = append(drop, pe.id)
+		}
+	}
+	n := len(st.tags) + len(entryTags(r, vid))
+	for id, e := range es {
+		if id == own {
+			n -= len(e)
+		}
+	}
+	var keys []string
+	for _, id := range drop {
+		for f := range es[id] {
+			keys = append(keys, entryPrefix+id+":"+f)
+		}
+	}
+	n -= len(keys)
+	if n > maxTags {
+		return fmt.Errorf("aws: write %s: the secret would hold %d tags, over the %d AWS allows: remove tags mrbacd does not use", p, n, maxTags)
+	}
+	if err := s.untag(ctx, p, keys); err != nil {
+		return err
+	}
+	_, err := s.sm.TagResource(ctx, &secretsmanager.TagResourceInput{SecretId: aws.String(p), Tags: toTags(entryTags(r, vid))})
+	if err != nil {
+		return mapErr("tag", p, err)
+	}
+	return nil
+}
+
+func hasStage(stages []string, stage string) bool {
+	for _, s := range stages {
+		if s == stage {
+			return true
+		}
+	}
+	return false
+}
+
+// finish writes the flat tags of the now current version vid (and, for the
+// raw format, its entry again), then prunes, best effort, the entries of
+// versions in st that are now neither current nor previous.
+func (s *Store) finish(ctx context.Context, req secrets.WriteRequest, vid, prev string, st state) error {
+	p := req.Target.Path
+	if err := s.tag(ctx, p, req.Target.Format, req.Record, vid); err != nil {
+		return err
+	}
+	if req.Target.Format != secrets.FormatRaw {
+		return nil
+	}
+	es := entries(st.tags)
+	var keys []string
+	for id := range st.stages {
+		if id == vid || id == prev {
+			continue
+		}
+		for f := range es[entryID(id)] {
+			keys = append(keys, entryPrefix+entryID(id)+":"+f)
+		}
+	}
+	if err := s.untag(ctx, p, keys); err != nil {
+		s.log.Debug("aws: pruning record tags failed", "secret_id", p, "err", err)
+	}
+	return nil
+}
+
+func (s *Store) untag(ctx context.Context, p string, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	sort.Strings(keys)
+	_, err := s.sm.UntagResource(ctx, &secretsmanager.UntagResourceInput{SecretId: aws.String(p), TagKeys: keys})
+	if err != nil {
+		return mapErr("untag", p, err)
+	}
+	return nil
+}
+
 func (s *Store) create(ctx context.Context, req secrets.WriteRequest, value []byte, vid *string) (secrets.Version, error) {
 	p := req.Target.Path
+	// The tags travel with the value: the first version is whole from the start.
 	in := &secretsmanager.CreateSecretInput{
 		Name: aws.String(p), SecretString: aws.String(string(value)), ClientRequestToken: vid,
 		Description: aws.String("Mistral API key managed by mrbacd"),
+		Tags:        tagsFor(req.Target.Format, req.Record, *vid),
 	}
 	if s.kms != "" {
 		in.KmsKeyId = aws.String(s.kms)
@@ -413,22 +683,21 @@ func (s *Store) create(ctx context.Context, req secrets.WriteRequest, value []by
 		if errors.Is(err, secrets.ErrConflict) {
 			// Another writer created it first, or our earlier attempt did.
 			st, derr := s.describe(ctx, "create", p)
-			if derr == nil && vid != nil && st.current == *vid {
-				return secrets.Version(*vid), s.tag(ctx, p, req.Record, *vid)
+			if derr == nil && st.current == *vid {
+				if st.tags["version"] == *vid {
+					return secrets.Version(*vid), nil
+				}
+				return secrets.Version(*vid), s.tag(ctx, p, req.Target.Format, req.Record, *vid)
 			}
 		}
 		return "", err
 	}
-	ver := aws.ToString(out.VersionId)
-	if err := s.tag(ctx, p, req.Record, ver); err != nil {
-		return "", err
-	}
-	return secrets.Version(ver), nil
+	return secrets.Version(aws.ToString(out.VersionId)), nil
 }
 
 // tag writes the record's metadata as tags.
-func (s *Store) tag(ctx context.Context, p string, r secrets.Record, ver string) error {
-	_, err := s.sm.TagResource(ctx, &secretsmanager.TagResourceInput{SecretId: aws.String(p), Tags: tagsFor(r, ver)})
+func (s *Store) tag(ctx context.Context, p string, f secrets.Format, r secrets.Record, ver string) error {
+	_, err := s.sm.TagResource(ctx, &secretsmanager.TagResourceInput{SecretId: aws.String(p), Tags: tagsFor(f, r, ver)})
 	if err != nil {
 		return mapErr("tag", p, err)
 	}

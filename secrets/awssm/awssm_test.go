@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
 
 	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/secrets"
@@ -115,8 +116,103 @@ func TestContract(t *testing.T) {
 			Restore:       func(t *testing.T) { m.Resume() },
 			OutageTimeout: time.Second,
 			Logs:          logs.String,
+			Crash:         func(t *testing.T, n int) secrets.Store { return crashingStore(t, m, n, logs) },
 		}
 	})
+}
+
+// crashingStore returns a store that dies after n requests changing a secret
+// (see storetest.CrashTransport).
+func crashingStore(t *testing.T, m *testenv.MotoServer, n int, logs *testenv.LogBuffer) *Store {
+	return newStore(t, m, nil, logs, func(o *Options) {
+		o.MaxAttempts = 1
+		o.HTTPClient = &http.Client{Transport: storetest.CrashTransport(http.DefaultTransport, n, func(r *http.Request) bool {
+			switch strings.TrimPrefix(r.Header.Get("X-Amz-Target"), "secretsmanager.") {
+			case "DescribeSecret", "GetSecretValue", "ListSecretVersionIds":
+				return false
+			}
+			return true
+		})}
+	})
+}
+
+// TestRawTagsStayBounded: writers that crash after tagging their version,
+// or between the put and the label move, and writers that lose the race,
+// leave tags that later writes prune, so the secret stays far below AWS's
+// 50 tags and readable throughout.
+func TestRawTagsStayBounded(t *testing.T) {
+	m := testenv.Moto(t)
+	ctx := context.Background()
+	s := newStore(t, m, nil, nil, nil)
+	raw := rawClient(m)
+	tg := secrets.Target{Path: "mrbacd-test/bounded", Format: secrets.FormatRaw}
+	rec := func(i int) secrets.Record {
+		return secrets.Record{APIKey: fmt.Sprintf("sk-bounded-%d", i), KeyID: fmt.Sprintf("k%d", i), KeyName: "n",
+			RotationID: fmt.Sprintf("r%d", i), CreatedAt: time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC)}
+	}
+	cur, err := s.Write(ctx, secrets.WriteRequest{Target: tg, Record: rec(0), Token: "r0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	maxTags := 0
+	for round := 1; round <= 4; round++ {
+		// Writers die after pruning, tagging, the put or the label move.
+		for i := 0; i < 6; i++ {
+			r := rec(round*100 + i)
+			_, err := crashingStore(t, m, 1+i%3, nil).Write(ctx, secrets.WriteRequest{Target: tg, Record: r, IfVersion: cur, Token: r.RotationID})
+			if !errors.Is(err, storetest.ErrCrashed) {
+				t.Fatalf("crashing write err = %v", err)
+			}
+			got, err := s.Read(ctx, tg)
+			switch {
+			case err != nil:
+				t.Fatalf("Read after a crashed write: %v", err)
+			case got.Version == cur:
+			case got.KeyID == r.KeyID && got.APIKey == r.APIKey: // it crashed after the label move
+				cur = got.Version
+			default:
+				t.Fatalf("Read after a crashed write = %v %q", got.Record, got.Version)
+			}
+		}
+		// Then three race, and one wins.
+		var wg sync.WaitGroup
+		vers, errs := make([]secrets.Version, 3), make([]error, 3)
+		for i := range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := rec(round*100 + 50 + i)
+				vers[i], errs[i] = s.Write(ctx, secrets.WriteRequest{Target: tg, Record: r, IfVersion: cur, Token: r.RotationID})
+			}()
+		}
+		wg.Wait()
+		winner := -1
+		for i, err := range errs {
+			if err == nil {
+				winner = i
+			} else if !errors.Is(err, secrets.ErrConflict) {
+				t.Fatalf("round %d: racing write err = %v", round, err)
+			}
+		}
+		if winner < 0 {
+			t.Fatalf("round %d: no racing writer won: %v", round, errs)
+		}
+		cur = vers[winner]
+		r := rec(round*100 + 50 + winner)
+		got, err := s.Read(ctx, tg)
+		if err != nil || got.KeyID != r.KeyID || got.APIKey != r.APIKey || got.Version != cur {
+			t.Fatalf("round %d: Read = %v %q, %v; want %s", round, got.Record, got.Version, err, r.KeyID)
+		}
+		d, err := raw.DescribeSecret(ctx, &secretsmanager.DescribeSecretInput{SecretId: aws.String(tg.Path)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		maxTags = max(maxTags, len(d.Tags))
+	}
+	// 6 flat tags, 4 per entry: current, previous, up to 3 pending others.
+	if maxTags > 6+4*5 {
+		t.Fatalf("the secret's tags grew to %d", maxTags)
+	}
 }
 
 func TestFaultsAreClassified(t *testing.T) {
@@ -329,5 +425,62 @@ func TestForeignAndDeletedSecrets(t *testing.T) {
 	_, err = s.Write(ctx, secrets.WriteRequest{Target: tg, Record: secrets.Record{APIKey: "sk-new", KeyID: "k"}, Token: "t"})
 	if !errors.Is(err, secrets.ErrConflict) || !strings.Contains(err.Error(), "scheduled for deletion") {
 		t.Fatalf("Write(deleted) err = %v, want a conflict explaining the deletion", err)
+	}
+}
+
+// TestLegacyRawRecords: raw records of older mrbacd versions (flat tags
+// naming the version, written after the value) still read; one whose tag
+// update a crash cut off reads as unavailable, and the retry of that write
+// completes it.
+func TestLegacyRawRecords(t *testing.T) {
+	m := testenv.Moto(t)
+	ctx := context.Background()
+	raw := rawClient(m)
+	s := newStore(t, m, nil, nil, nil)
+	tg := secrets.Target{Path: "mrbacd-test/legacy", Format: secrets.FormatRaw}
+	r1 := secrets.Record{APIKey: "sk-legacy-1", KeyID: "k1", KeyName: "n", RotationID: "r1", CreatedAt: time.Now().UTC().Truncate(time.Second)}
+	out, err := raw.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String(tg.Path), SecretString: aws.String(r1.APIKey)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := aws.ToString(out.VersionId)
+	legacyTags := func(r secrets.Record, ver string) []types.Tag {
+		md := r.Metadata()
+		md["version"] = ver
+		return toTags(md)
+	}
+	if _, err := raw.TagResource(ctx, &secretsmanager.TagResourceInput{SecretId: aws.String(tg.Path), Tags: legacyTags(r1, v1)}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Read(ctx, tg)
+	if err != nil || got.KeyID != "k1" || got.APIKey != r1.APIKey || string(got.Version) != v1 {
+		t.Fatalf("Read(legacy) = %v %q, %v", got.Record, got.Version, err)
+	}
+	// An older writer's put and label move, then the crash before its tags.
+	r2 := secrets.Record{APIKey: "sk-legacy-2", KeyID: "k2", KeyName: "n", RotationID: "r2", CreatedAt: time.Now().UTC().Truncate(time.Second)}
+	v2 := versionID("r2")
+	if _, err := raw.PutSecretValue(ctx, &secretsmanager.PutSecretValueInput{SecretId: aws.String(tg.Path),
+		SecretString: aws.String(r2.APIKey), ClientRequestToken: v2, VersionStages: []string{"AWSPENDING"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.UpdateSecretVersionStage(ctx, &secretsmanager.UpdateSecretVersionStageInput{SecretId: aws.String(tg.Path),
+		VersionStage: aws.String("AWSCURRENT"), MoveToVersionId: v2, RemoveFromVersionId: aws.String(v1)}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Read(ctx, tg)
+	if !secrets.Retryable(err) || strings.Contains(err.Error(), r2.APIKey) {
+		t.Fatalf("Read(cut-off legacy write) err = %v, want retryable", err)
+	}
+	v, err := s.Write(ctx, secrets.WriteRequest{Target: tg, Record: r2, IfVersion: secrets.Version(v1), Token: "r2"})
+	if err != nil || v != secrets.Version(*v2) {
+		t.Fatalf("retried Write = %q, %v", v, err)
+	}
+	got, err = s.Read(ctx, tg)
+	if err != nil || got.KeyID != "k2" || got.APIKey != r2.APIKey || !got.CreatedAt.Equal(r2.CreatedAt) {
+		t.Fatalf("Read after the retry = %v, %v", got.Record, err)
+	}
+	d, err := s.Describe(ctx, tg)
+	if err != nil || d.Metadata["key_id"] != "k2" || d.Current != v {
+		t.Fatalf("Describe = %+v, %v", d, err)
 	}
 }

@@ -56,6 +56,11 @@ const (
 // concurrent use by goroutines and by processes sharing the directory.
 type Store struct {
 	dir string
+	// dies simulates a process killed between the steps of a write (tests
+	// only): called before each step that changes the disk, it returns an
+	// error once the "process" is dead, and the write stops where it is,
+	// leaving behind what a SIGKILL would (no clean-up of its temp file).
+	dies func() error
 }
 
 var _ secrets.Store = (*Store)(nil)
@@ -317,7 +322,7 @@ func (s *Store) Write(ctx context.Context, req secrets.WriteRequest) (secrets.Ve
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("file store: %w", err)
 	}
-	if err := writeAtomic(name, append(data, '\n')); err != nil {
+	if err := s.writeAtomic(name, append(data, '\n')); err != nil {
 		return "", fmt.Errorf("file store: writing %s: %w", req.Target.Path, err)
 	}
 	return version(next), nil
@@ -355,8 +360,19 @@ func (s *Store) lock(ctx context.Context) (func(), error) {
 }
 
 // writeAtomic replaces name with data: temp file in the same directory,
-// fsync, rename, fsync of the directory. On error nothing is left behind.
-func writeAtomic(name string, data []byte) error {
+// fsync, rename, fsync of the directory. On error nothing is left behind;
+// a crash at any point leaves the old file whole (and at worst a stray temp
+// file, which New removes once it is old).
+func (s *Store) writeAtomic(name string, data []byte) error {
+	died := func() error {
+		if s.dies == nil {
+			return nil
+		}
+		return s.dies()
+	}
+	if err := died(); err != nil {
+		return err
+	}
 	dir := filepath.Dir(name)
 	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return classify(err)
@@ -375,6 +391,11 @@ func writeAtomic(name string, data []byte) error {
 			os.Remove(tmp)
 		}
 	}()
+	if err := died(); err != nil { // killed with an empty temp file
+		ok = true
+		f.Close()
+		return err
+	}
 	if _, err := f.Write(data); err != nil {
 		return classify(err)
 	}
@@ -384,10 +405,17 @@ func writeAtomic(name string, data []byte) error {
 	if err := f.Close(); err != nil {
 		return classify(err)
 	}
+	if err := died(); err != nil { // killed with a whole temp file, not yet renamed
+		ok = true
+		return err
+	}
 	if err := os.Rename(tmp, name); err != nil {
 		return classify(err)
 	}
 	ok = true
+	if err := died(); err != nil { // killed after the rename, before the directory's fsync
+		return err
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return classify(err)

@@ -53,6 +53,18 @@ func TestContract(t *testing.T) {
 			Peek: func(t *testing.T, p string) string {
 				return readEnvelope(t, s, p).Current.Value
 			},
+			// A store over the same directory whose process dies after n
+			// steps that change the disk.
+			Crash: func(t *testing.T, n int) secrets.Store {
+				steps := 0
+				return &Store{dir: s.dir, dies: func() error {
+					if steps >= n {
+						return storetest.ErrCrashed
+					}
+					steps++
+					return nil
+				}}
+			},
 			Denied: func(t *testing.T, p string) (secrets.Store, func()) {
 				name, _ := s.file(p)
 				if os.Geteuid() == 0 {

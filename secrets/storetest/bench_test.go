@@ -15,7 +15,8 @@ import (
 )
 
 // BenchmarkBackends compares one Read and one compare-and-set Write on each
-// backend against its real server (Vault dev server, moto_server, a temp dir).
+// backend against its real server (Vault dev server, moto_server, a temp dir),
+// in each value format.
 //
 //	go test -run '^$' -bench Backends -benchtime 200x ./secrets/storetest
 func BenchmarkBackends(b *testing.B) {
@@ -50,33 +51,39 @@ func BenchmarkBackends(b *testing.B) {
 			return s
 		}},
 	}
+	formats := []struct {
+		name string
+		f    secrets.Format
+	}{{"json", secrets.FormatJSON}, {"raw", secrets.FormatRaw}}
 	for _, be := range backends {
 		s := be.open(b)
-		tg := secrets.Target{Path: "bench/key"}
-		v, err := s.Write(ctx, secrets.WriteRequest{Target: tg, Record: secrets.Record{APIKey: "sk-bench", KeyID: "k0", RotationID: "r0"}, Token: "r0"})
-		if err != nil {
-			b.Fatal(err)
+		for _, f := range formats {
+			tg := secrets.Target{Path: "bench/key-" + f.name, Format: f.f}
+			v, err := s.Write(ctx, secrets.WriteRequest{Target: tg, Record: secrets.Record{APIKey: "sk-bench", KeyID: "k0", RotationID: "r0"}, Token: "r0"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Run(be.name+"/"+f.name+"/Read", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := s.Read(ctx, tg); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run(be.name+"/"+f.name+"/Write", func(b *testing.B) {
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					i++
+					id := be.name + strconv.Itoa(i) + "-" + strconv.Itoa(b.N)
+					v, err = s.Write(ctx, secrets.WriteRequest{Target: tg, IfVersion: v, Token: id,
+						Record: secrets.Record{APIKey: "sk-bench-" + id, KeyID: id, RotationID: id}})
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		}
-		b.Run(be.name+"/Read", func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := s.Read(ctx, tg); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-		b.Run(be.name+"/Write", func(b *testing.B) {
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				i++
-				id := be.name + strconv.Itoa(i) + "-" + strconv.Itoa(b.N)
-				v, err = s.Write(ctx, secrets.WriteRequest{Target: tg, IfVersion: v, Token: id,
-					Record: secrets.Record{APIKey: "sk-bench", KeyID: id, RotationID: id}})
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
 	}
 }

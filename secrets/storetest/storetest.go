@@ -8,6 +8,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -38,6 +40,53 @@ type Harness struct {
 	// Logs returns what the store logged so far, scanned for secret values
 	// (nil when the store does not log).
 	Logs func() string
+	// Crash returns a store over the same backend as Store whose process
+	// "dies" during a write: it sends the first n requests that change the
+	// backend, and every request after those fails with ErrCrashed without
+	// reaching it (see CrashTransport; the file store stops after n steps
+	// that change the disk instead). Required.
+	Crash func(t *testing.T, n int) secrets.Store
+}
+
+// ErrCrashed is what a CrashTransport answers once its process has "died".
+var ErrCrashed = errors.New("storetest: simulated crash: the process died before this request")
+
+// CrashTransport wraps base to simulate a process killed in the middle of
+// a write: it forwards requests until n requests for which mutating reports
+// true have been sent; the next mutating request, and every request after
+// it, fails with ErrCrashed without reaching the server (a killed process
+// sends nothing more).
+func CrashTransport(base http.RoundTripper, n int, mutating func(*http.Request) bool) http.RoundTripper {
+	return &crashTransport{base: base, left: n, mutating: mutating}
+}
+
+type crashTransport struct {
+	base     http.RoundTripper
+	mutating func(*http.Request) bool
+
+	mu   sync.Mutex
+	left int
+	dead bool
+}
+
+func (c *crashTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.mu.Lock()
+	if !c.dead && c.mutating(r) {
+		if c.left == 0 {
+			c.dead = true
+		} else {
+			c.left--
+		}
+	}
+	dead := c.dead
+	c.mu.Unlock()
+	if dead {
+		if r.Body != nil {
+			r.Body.Close()
+		}
+		return nil, ErrCrashed
+	}
+	return c.base.RoundTrip(r)
 }
 
 // suite tracks the secret values used so the no-leak checks can scan for them.
@@ -101,7 +150,9 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"RoundTripRaw", func(t *testing.T, s *suite) { testRoundTrip(t, s, secrets.FormatRaw) }, false},
 		{"CASConflict", testCASConflict, true},
 		{"IdempotentToken", testIdempotentToken, true},
-		{"ConcurrentWriters", testConcurrentWriters, true},
+		{"ConcurrentWriters", func(t *testing.T, s *suite) { testConcurrentWriters(t, s, secrets.FormatJSON) }, true},
+		{"ConcurrentWritersRaw", func(t *testing.T, s *suite) { testConcurrentWriters(t, s, secrets.FormatRaw) }, true},
+		{"CrashMidWrite", testCrashMidWrite, true},
 		{"PermissionDenied", testPermissionDenied, true},
 		{"Outage", testOutage, true},
 		{"BadInput", testBadInput, true},
@@ -324,8 +375,8 @@ func testIdempotentToken(t *testing.T, s *suite) {
 	}
 }
 
-func testConcurrentWriters(t *testing.T, s *suite) {
-	tg := secrets.Target{Path: path(t)}
+func testConcurrentWriters(t *testing.T, s *suite, f secrets.Format) {
+	tg := secrets.Target{Path: path(t), Format: f}
 	// Round 0 races to create the target; the others race to replace it.
 	var cur secrets.Version = secrets.NoVersion
 	const writers, rounds = 4, 4
@@ -485,5 +536,111 @@ func testBadInput(t *testing.T, s *suite) {
 	s.noteErr(err)
 	if err == nil || errors.Is(err, secrets.ErrConflict) || errors.Is(err, secrets.ErrNotFound) {
 		t.Fatalf("Write(cancelled ctx) err = %v, want a context error", err)
+	}
+}
+
+// testCrashMidWrite kills a writer after each step of a write in turn (the
+// first write of a target and a replacement, both formats) and checks that
+// the target stays readable, holding the old record or the whole new one,
+// that Describe agrees, and that the target still takes writes: a new
+// record (a recovery, which never has the lost key) and, in turn, the retry
+// of the crashed request.
+func testCrashMidWrite(t *testing.T, s *suite) {
+	if s.h.Crash == nil {
+		t.Fatal("the harness has no Crash hook: every backend must show it survives a crash mid-write")
+	}
+	ctx := ctxT(t)
+	cases := []struct {
+		name   string
+		format secrets.Format
+		create bool // crash in the target's first write
+	}{
+		{"raw/create", secrets.FormatRaw, true},
+		{"raw/replace", secrets.FormatRaw, false},
+		{"json/create", secrets.FormatJSON, true},
+		{"json/replace", secrets.FormatJSON, false},
+	}
+	for _, c := range cases {
+		completed := false
+		for n := 0; !completed; n++ {
+			if n > 16 {
+				t.Fatalf("%s: the write still had not completed after %d requests", c.name, n)
+			}
+			where := fmt.Sprintf("%s, crash after %d requests", c.name, n)
+			tg := secrets.Target{Path: path(t), Format: c.format}
+			var old secrets.Record
+			oldV := secrets.NoVersion
+			if !c.create {
+				old = s.record("k")
+				oldV = s.write(t, tg, old, secrets.NoVersion)
+			}
+			r := s.record("k")
+			req := secrets.WriteRequest{Target: tg, Record: r, IfVersion: oldV, Token: r.RotationID}
+			v, err := s.h.Crash(t, n).Write(ctx, req)
+			s.noteErr(err)
+			if err == nil {
+				// n requests were enough: the sweep has covered every step.
+				completed = true
+				s.mustRead(t, tg, r, v)
+				continue
+			}
+			if !errors.Is(err, ErrCrashed) {
+				t.Fatalf("%s: Write err = %v, want the simulated crash", where, err)
+			}
+			// The target holds one whole record, old or new, readable.
+			got, err := s.h.Store.Read(ctx, tg)
+			s.noteErr(err)
+			landed := false
+			switch {
+			case c.create && errors.Is(err, secrets.ErrNotFound):
+			case err != nil:
+				t.Fatalf("%s: Read: %v (the store must stay readable)", where, err)
+			case !c.create && sameRecord(got.Record, old) && got.Version == oldV:
+			case sameRecord(got.Record, r):
+				landed = true
+			default:
+				t.Fatalf("%s: Read = %v at %q: neither the old record nor the whole new one", where, got.Record, got.Version)
+			}
+			d, err := s.h.Store.Describe(ctx, tg)
+			if err != nil {
+				t.Fatalf("%s: Describe: %v", where, err)
+			}
+			switch {
+			case got.Version != secrets.NoVersion && (!d.Exists || d.Current != got.Version):
+				t.Fatalf("%s: Describe = %+v, Read version %q", where, d, got.Version)
+			case c.format == secrets.FormatRaw && got.Version != secrets.NoVersion && d.Metadata["key_id"] != got.KeyID:
+				// (JSON metadata is informational, written after the value.)
+				t.Fatalf("%s: Describe metadata key_id %q, Read key_id %q", where, d.Metadata["key_id"], got.KeyID)
+			case got.Version == secrets.NoVersion && d.Exists:
+				t.Fatalf("%s: Describe = %+v after a crashed first write that Read does not show", where, d)
+			}
+			if n%2 == 1 {
+				// The retry of the crashed request completes it.
+				v, err := s.h.Store.Write(ctx, req)
+				s.noteErr(err)
+				if err != nil {
+					t.Fatalf("%s (landed %t): retrying the write: %v", where, landed, err)
+				}
+				if landed && v != got.Version {
+					t.Fatalf("%s: the retry of a landed write wrote again: %q, then %q", where, got.Version, v)
+				}
+				s.mustRead(t, tg, r, v)
+				got.Version = v
+			}
+			// Another record replaces whatever is there (a recovery never has
+			// the crashed writer's key, so it writes a new one).
+			r2 := s.record("k")
+			v2 := s.write(t, tg, r2, got.Version)
+			s.mustRead(t, tg, r2, v2)
+			if n%2 == 0 {
+				// A late retry of the crashed request is refused.
+				_, err := s.h.Store.Write(ctx, req)
+				s.noteErr(err)
+				if !errors.Is(err, secrets.ErrConflict) {
+					t.Fatalf("%s: a stale retry after a newer write err = %v, want ErrConflict", where, err)
+				}
+				s.mustRead(t, tg, r2, v2)
+			}
+		}
 	}
 }

@@ -5,18 +5,61 @@
 //     {"api_key", "key_id", "key_name", "created_at", "rotation_id"}; for the
 //     raw format only {"api_key"}. Either way a consumer reads field api_key.
 //   - custom metadata (M/metadata/P): managed-by, key_id, key_name,
-//     rotation_id, created_at and "version", the KV version they describe.
+//     rotation_id, created_at and "version", the KV version they describe
+//     (a copy for people and older readers); for the raw format also one
+//     entry per recent version, "mrbacd.v<N>.<fingerprint>", whose value is
+//     the JSON {"key_id", "key_name", "rotation_id", "created_at",
+//     "written_at"} of the record stored as version N. The fingerprint is the
+//     first 16 hex digits of a SHA-256 of the key (with a fixed prefix): it
+//     binds the entry to the key it describes without revealing it (a
+//     platform key is random; the hash cannot be reversed).
 //
 // Every write is compare-and-set (KV v2 "cas"): Vault itself refuses a write
 // whose cas is not the current version, so of two concurrent writers exactly
-// one wins. Data and custom metadata are two requests; a raw-format read whose
-// metadata describes another version (a writer between its two requests, or
-// one that crashed there; metadata without "version", not written by mrbacd,
-// is taken as is) fails with secrets.ErrUnavailable until a retry of
-// that write (same record) completes the metadata.
+// one wins.
+//
+// # Crash consistency of raw writes
+//
+// A raw record is two requests, data and metadata, and a crash may come
+// between them. The metadata therefore goes first: a raw write that read
+// current version N patches the entry for version N+1 (the version Vault
+// gives a write with cas=N) and the key's fingerprint, then writes the data
+// with cas=N, then (best effort) refreshes the flat copy and prunes entries.
+// A read of version V looks up the entry of V and of the stored key's
+// fingerprint, so:
+//   - a crash before or during the metadata patch leaves version N and its
+//     entry untouched; a stray pending entry is harmless (no data version
+//     carries its version and fingerprint) and the next write prunes it;
+//   - a crash after the data write leaves version N+1 with its entry already
+//     in place: readers get the whole new record;
+//   - a write that loses the CAS race leaves its pending entry too, under its
+//     own fingerprint, so it never describes the winner's data.
+//
+// Entries of versions older than the previous one are pruned by every write,
+// as are losers' entries of a version that landed, and pending entries beyond
+// the newest 8, keeping the custom metadata far below Vault's 64 keys (an
+// entry must fit Vault's 512 bytes per value, or the write fails before it
+// stores anything). The first raw write of a path creates the metadata (so it
+// needs the metadata "create" capability) before the data exists. Creating is
+// not a merge: of two writers racing to create one path, the second can drop
+// the first's entry; the winner's final metadata write restores it, so only a
+// crash of the winner right after its data write, during such a race, leaves
+// the record unreadable (the rotation engine never runs two writers on one
+// key).
+//
+// Raw records written by older mrbacd versions (flat metadata with
+// "version", no entry) still read as before; one whose metadata write was cut
+// off by a crash fails with secrets.ErrUnavailable until a retry of that
+// write (same record) completes it. A KV secret mrbacd never wrote (no
+// "version", no entry) is read with whatever custom metadata it has. A
+// version whose key is recorded at another version (a rollback copied it)
+// reads with that entry.
+//
+// JSON records carry everything in the data; their metadata is written after
+// the data and is informational only.
 //
 // The policy mrbacd needs on a path: data "create", "update", "read";
-// metadata "read", "patch".
+// metadata "read", "patch", and "create" for the raw format.
 //
 // Auth: a token, AppRole (optionally a response-wrapped secret id) or
 // Kubernetes. Tokens are renewed with api.LifetimeWatcher; when renewal ends
@@ -28,16 +71,20 @@ package vault
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -106,6 +153,10 @@ type Options struct {
 	MaxRetries int
 	// Logger receives renewal and login events (default slog.Default()).
 	Logger *slog.Logger
+
+	// wrapTransport, set by this package's tests, wraps the HTTP transport
+	// (to simulate a process dying between the requests of a write).
+	wrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // LogValue keeps the credentials out of slog records (a JSON handler would
@@ -203,6 +254,9 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: o.CACert, TLSServerName: o.TLSServerName}); err != nil {
 			return nil, fmt.Errorf("vault: TLS config: %w", err)
 		}
+	}
+	if o.wrapTransport != nil {
+		cfg.HttpClient.Transport = o.wrapTransport(cfg.HttpClient.Transport)
 	}
 	client, err := api.NewClient(cfg)
 	if err != nil {
@@ -513,6 +567,84 @@ func recordData(f secrets.Format, r secrets.Record) map[string]any {
 	}
 }
 
+// Custom metadata entries of raw records, see the package comment.
+const (
+	entryPrefix = "mrbacd.v"
+	// maxPending bounds the entries kept for versions not written yet (left
+	// by writers that lost the CAS race or crashed before their data write).
+	maxPending = 8
+	// Vault's limits on custom metadata.
+	maxMetadataKeys     = 64
+	maxMetadataValueLen = 512
+)
+
+// entry is the value of a raw record's custom metadata entry.
+type entry struct {
+	KeyID      string `json:"key_id"`
+	KeyName    string `json:"key_name"`
+	RotationID string `json:"rotation_id"`
+	CreatedAt  string `json:"created_at"`
+	WrittenAt  string `json:"written_at"`
+}
+
+// fingerprint identifies a key without revealing it.
+func fingerprint(apiKey string) string {
+	sum := sha256.Sum256([]byte("mrbacd record fingerprint\x00" + apiKey))
+	return hex.EncodeToString(sum[:8])
+}
+
+func entryKey(ver int, fp string) string { return entryPrefix + strconv.Itoa(ver) + "." + fp }
+
+// parseEntryKey splits "mrbacd.v<ver>.<fp>".
+func parseEntryKey(k string) (ver int, fp string, ok bool) {
+	rest, ok := strings.CutPrefix(k, entryPrefix)
+	if !ok {
+		return 0, "", false
+	}
+	vs, fp, ok := strings.Cut(rest, ".")
+	if !ok || fp == "" {
+		return 0, "", false
+	}
+	ver, err := strconv.Atoi(vs)
+	if err != nil || ver <= 0 {
+		return 0, "", false
+	}
+	return ver, fp, true
+}
+
+func newEntry(r secrets.Record) (string, error) {
+	b, err := json.Marshal(entry{KeyID: r.KeyID, KeyName: r.KeyName, RotationID: r.RotationID,
+		CreatedAt: r.CreatedAt.UTC().Format(time.RFC3339), WrittenAt: time.Now().UTC().Format(time.RFC3339Nano)})
+	if err != nil {
+		return "", errors.New("encoding the record's metadata")
+	}
+	if len(b) > maxMetadataValueLen {
+		return "", fmt.Errorf("the record's metadata (key_id, key_name, rotation_id, created_at) takes %d bytes, over Vault's %d-byte limit for a custom metadata value", len(b), maxMetadataValueLen)
+	}
+	return string(b), nil
+}
+
+// recordFromEntry rebuilds a raw record from its entry.
+func recordFromEntry(apiKey, v string) (secrets.Record, bool) {
+	var e entry
+	if err := json.Unmarshal([]byte(v), &e); err != nil {
+		return secrets.Record{}, false
+	}
+	return secrets.RecordFromMetadata(apiKey, map[string]string{"key_id": e.KeyID, "key_name": e.KeyName,
+		"rotation_id": e.RotationID, "created_at": e.CreatedAt}), true
+}
+
+// flatMetadata returns md without the raw records' entries.
+func flatMetadata(md map[string]string) map[string]string {
+	out := make(map[string]string, len(md))
+	for k, v := range md {
+		if _, _, ok := parseEntryKey(k); !ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 // Read returns the current record of t.
 func (s *Store) Read(ctx context.Context, t secrets.Target) (secrets.Versioned, error) {
 	v, err := s.read(ctx, t)
@@ -526,6 +658,7 @@ func (s *Store) read(ctx context.Context, t secrets.Target) (secrets.Versioned, 
 	if err := checkPath(t.Path); err != nil {
 		return secrets.Versioned{}, err
 	}
+	// One request returns the data and the custom metadata together.
 	sec, err := s.kv.Get(ctx, t.Path)
 	if err != nil {
 		return secrets.Versioned{}, mapErr("read", t.Path, err)
@@ -548,11 +681,7 @@ func decode(f secrets.Format, data map[string]any, md map[string]string, ver int
 		return secrets.Record{}, errors.New("the stored data has no api_key string")
 	}
 	if f == secrets.FormatRaw {
-		if mv, ok := md["version"]; ok && mv != strconv.Itoa(ver) {
-			return secrets.Record{}, fmt.Errorf("%w: metadata of version %d not written yet (it describes version %q)",
-				secrets.ErrUnavailable, ver, md["version"])
-		}
-		return secrets.RecordFromMetadata(key, md), nil
+		return decodeRaw(key, md, ver)
 	}
 	b, err := json.Marshal(data)
 	if err != nil {
@@ -561,8 +690,44 @@ func decode(f secrets.Format, data map[string]any, md map[string]string, ver int
 	return secrets.Decode(secrets.FormatJSON, b, nil)
 }
 
+// decodeRaw finds the metadata of version ver holding key (see the package comment).
+func decodeRaw(key string, md map[string]string, ver int) (secrets.Record, error) {
+	fp := fingerprint(key)
+	if v, ok := md[entryKey(ver, fp)]; ok {
+		if r, ok := recordFromEntry(key, v); ok {
+			return r, nil
+		}
+	}
+	mv, hasVersion := md["version"]
+	if mv == strconv.Itoa(ver) {
+		return secrets.RecordFromMetadata(key, md), nil // flat, written after the data
+	}
+	best, bestVer, entries := "", 0, false
+	for k, v := range md {
+		ev, efp, ok := parseEntryKey(k)
+		if !ok {
+			continue
+		}
+		entries = true
+		if efp == fp && ev > bestVer {
+			best, bestVer = v, ev
+		}
+	}
+	if bestVer > 0 { // the same key stored at another version (a rollback)
+		if r, ok := recordFromEntry(key, best); ok {
+			return r, nil
+		}
+	}
+	if !hasVersion && !entries {
+		return secrets.RecordFromMetadata(key, md), nil // not written by mrbacd
+	}
+	return secrets.Record{}, fmt.Errorf("%w: metadata of version %d not written yet (the flat metadata describes version %q; a writer between its requests, or an older mrbacd that crashed there)",
+		secrets.ErrUnavailable, ver, mv)
+}
+
 // Describe reports existence, the current version, how many versions Vault
-// keeps that are neither deleted nor destroyed, and the custom metadata.
+// keeps that are neither deleted nor destroyed, and the custom metadata (for
+// the raw format: of the current version, without the per-version entries).
 func (s *Store) Describe(ctx context.Context, t secrets.Target) (secrets.Description, error) {
 	d, err := s.describe(ctx, t)
 	if s.reloginIfRevoked(ctx, err) {
@@ -583,7 +748,8 @@ func (s *Store) describe(ctx context.Context, t secrets.Target) (secrets.Descrip
 		}
 		return secrets.Description{}, err
 	}
-	d := secrets.Description{Metadata: stringMap(m.CustomMetadata)}
+	md := stringMap(m.CustomMetadata)
+	d := secrets.Description{Metadata: flatMetadata(md)}
 	for _, v := range m.Versions {
 		if v.DeletionTime.IsZero() && !v.Destroyed {
 			d.Versions++
@@ -592,8 +758,36 @@ func (s *Store) describe(ctx context.Context, t secrets.Target) (secrets.Descrip
 	if live(m) {
 		d.Exists = true
 		d.Current = secrets.Version(strconv.Itoa(m.CurrentVersion))
+		if t.Format == secrets.FormatRaw && d.Metadata["version"] != string(d.Current) {
+			resolveCurrent(d.Metadata, md, m.CurrentVersion)
+		}
 	}
 	return d, nil
+}
+
+// resolveCurrent sets the flat fields of flat from the entry of version cur
+// when there is exactly one; with none or several (a crash after the data
+// write, with losers' entries beside it) it removes them rather than show
+// another version's.
+func resolveCurrent(flat, md map[string]string, cur int) {
+	var found []string
+	for k, v := range md {
+		if ev, _, ok := parseEntryKey(k); ok && ev == cur {
+			found = append(found, v)
+		}
+	}
+	for _, k := range []string{"key_id", "key_name", "rotation_id", "created_at", "version"} {
+		delete(flat, k)
+	}
+	if len(found) != 1 {
+		return
+	}
+	if r, ok := recordFromEntry("", found[0]); ok {
+		for k, v := range r.Metadata() {
+			flat[k] = v
+		}
+		flat["version"] = strconv.Itoa(cur)
+	}
 }
 
 // live reports whether the current version holds data.
@@ -608,7 +802,8 @@ func live(m *api.KVMetadata) bool {
 // Write stores req.Record as a new version with cas = the current version,
 // after checking it is req.IfVersion. A retry of a write that already landed
 // (same token and key id in the metadata, or the same key in the data) returns
-// that version and completes its metadata.
+// that version and completes its metadata. A raw write patches the new
+// version's metadata before its data (see the package comment).
 func (s *Store) Write(ctx context.Context, req secrets.WriteRequest) (secrets.Version, error) {
 	v, err := s.write(ctx, req)
 	if s.reloginIfRevoked(ctx, err) {
@@ -632,21 +827,24 @@ func (s *Store) write(ctx context.Context, req secrets.WriteRequest) (secrets.Ve
 	}
 	cas := 0
 	var cur secrets.Version
+	var md map[string]string
 	if m != nil {
 		cas = m.CurrentVersion
+		md = stringMap(m.CustomMetadata)
 		if live(m) {
 			cur = secrets.Version(strconv.Itoa(cas))
 		}
 	}
+	raw := req.Target.Format == secrets.FormatRaw
 	if cur != "" && req.Token != "" {
-		md := stringMap(m.CustomMetadata)
-		if md["rotation_id"] == req.Token && md["key_id"] == req.Record.KeyID && md["version"] == string(cur) {
+		if md["rotation_id"] == req.Token && md["key_id"] == req.Record.KeyID && md["version"] == string(cur) &&
+			(!raw || md[entryKey(cas, fingerprint(req.Record.APIKey))] != "") {
 			return cur, nil // the retried write landed and is complete
 		}
 	}
 	if cur != req.IfVersion {
 		if cur != "" && req.Token != "" {
-			if done, err := s.finishLanded(ctx, req, cas); err != nil || done {
+			if done, err := s.finishLanded(ctx, req, cas, md); err != nil || done {
 				if err != nil {
 					return "", err
 				}
@@ -654,6 +852,11 @@ func (s *Store) write(ctx context.Context, req secrets.WriteRequest) (secrets.Ve
 			}
 		}
 		return "", fmt.Errorf("vault: write %s: %w: current version %q, expected %q", p, secrets.ErrConflict, cur, req.IfVersion)
+	}
+	if raw {
+		if err := s.prepareRaw(ctx, p, m != nil, md, req.Record, cas); err != nil {
+			return "", err
+		}
 	}
 	sec, err := s.kv.Put(ctx, p, recordData(req.Target.Format, req.Record), api.WithCheckAndSet(cas))
 	if err != nil {
@@ -663,17 +866,18 @@ func (s *Store) write(ctx context.Context, req secrets.WriteRequest) (secrets.Ve
 		return "", fmt.Errorf("vault: write %s: the response holds no version", p)
 	}
 	ver := sec.VersionMetadata.Version
-	if err := s.putMetadata(ctx, p, req.Record, ver); err != nil {
-		// The data landed; a retry of this request completes the metadata.
+	if err := s.putMetadata(ctx, p, req.Target.Format, req.Record, ver, md); err != nil {
+		// The data landed (and for raw, with its metadata); a retry of
+		// this request completes the rest.
 		return "", err
 	}
 	return secrets.Version(strconv.Itoa(ver)), nil
 }
 
 // finishLanded checks whether the current version holds exactly req's key (a
-// retry whose first attempt wrote the data but not the metadata) and, if so,
-// writes the metadata.
-func (s *Store) finishLanded(ctx context.Context, req secrets.WriteRequest, ver int) (bool, error) {
+// retry whose first attempt wrote the data but not all the metadata) and, if
+// so, writes the metadata.
+func (s *Store) finishLanded(ctx context.Context, req secrets.WriteRequest, ver int, md map[string]string) (bool, error) {
 	sec, err := s.kv.GetVersion(ctx, req.Target.Path, ver)
 	if err != nil {
 		return false, mapErr("write", req.Target.Path, err)
@@ -690,10 +894,114 @@ func (s *Store) finishLanded(ctx context.Context, req secrets.WriteRequest, ver 
 			return false, nil
 		}
 	}
-	return true, s.putMetadata(ctx, req.Target.Path, req.Record, ver)
+	return true, s.putMetadata(ctx, req.Target.Path, req.Target.Format, req.Record, ver, md)
 }
 
-func (s *Store) putMetadata(ctx context.Context, p string, r secrets.Record, ver int) error {
+// prepareRaw patches the entry of version cas+1 for r before the data write,
+// pruning entries no reader needs any more: versions older than the previous
+// one, losers' entries of the current version, and all but the newest
+// maxPending entries of versions not written yet.
+// Without metadata yet (a first write) it creates it.
+func (s *Store) prepareRaw(ctx context.Context, p string, exists bool, md map[string]string, r secrets.Record, cas int) error {
+	e, err := newEntry(r)
+	if err != nil {
+		return fmt.Errorf("vault: write %s: %w", p, err)
+	}
+	own := entryKey(cas+1, fingerprint(r.APIKey))
+	patch := map[string]any{"managed-by": secrets.ManagedBy, own: e}
+	type pending struct{ key, at string }
+	var pend []pending
+	for k, v := range md {
+		ev, _, ok := parseEntryKey(k)
+		switch {
+		case !ok || k == own:
+		case ev < cas-1:
+			patch[k] = nil
+		case ev == cas && md["version"] == strconv.Itoa(cas):
+			// The flat copy names the record of version cas: the other
+			// entries of cas are racing writers' that lost.
+			var e entry
+			if json.Unmarshal([]byte(v), &e) != nil || e.KeyID != md["key_id"] || e.RotationID != md["rotation_id"] {
+				patch[k] = nil
+			}
+		case ev > cas:
+			var pe entry
+			_ = json.Unmarshal([]byte(v), &pe)
+			pend = append(pend, pending{k, pe.WrittenAt})
+		}
+	}
+	sort.Slice(pend, func(i, j int) bool { return pend[i].at > pend[j].at })
+	for i, pe := range pend {
+		if i >= maxPending-1 {
+			patch[pe.key] = nil
+		}
+	}
+	if n := keysAfter(md, patch); n > maxMetadataKeys {
+		return fmt.Errorf("vault: write %s: the path's custom metadata would hold %d keys, over Vault's limit of %d: remove keys mrbacd does not use", p, n, maxMetadataKeys)
+	}
+	if !exists {
+		err := s.createMetadata(ctx, p, patch)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, secrets.ErrPermissionDenied) {
+			return err
+		}
+		// Another writer created it since (a second create needs
+		// "update"), or the policy lacks "create": patch, and explain a 404.
+		if perr := s.patchMetadata(ctx, p, patch); perr != nil {
+			if errors.Is(perr, secrets.ErrNotFound) {
+				return fmt.Errorf("%w (the raw format's first write creates the metadata first: grant \"create\" on the metadata path)", err)
+			}
+			return perr
+		}
+		return nil
+	}
+	return s.patchMetadata(ctx, p, patch)
+}
+
+// keysAfter counts the keys md holds after a merge patch.
+func keysAfter(md map[string]string, patch map[string]any) int {
+	n := len(md)
+	for k, v := range patch {
+		_, had := md[k]
+		switch {
+		case v == nil && had:
+			n--
+		case v != nil && !had:
+			n++
+		}
+	}
+	return n
+}
+
+func (s *Store) createMetadata(ctx context.Context, p string, cm map[string]any) error {
+	vals := map[string]any{}
+	for k, v := range cm {
+		if v != nil {
+			vals[k] = v
+		}
+	}
+	// The KV helper's PutMetadata would also send max_versions and
+	// cas_required; only the custom metadata is ours to set.
+	_, err := s.client.Logical().WriteWithContext(ctx, s.mount+"/metadata/"+p, map[string]any{"custom_metadata": vals})
+	if err != nil {
+		return mapErr("write metadata", p, err)
+	}
+	return nil
+}
+
+func (s *Store) patchMetadata(ctx context.Context, p string, cm map[string]any) error {
+	if err := s.kv.PatchMetadata(ctx, p, api.KVMetadataPatchInput{CustomMetadata: cm}); err != nil {
+		return mapErr("write metadata", p, err)
+	}
+	return nil
+}
+
+// putMetadata writes the flat metadata of version ver after its data write;
+// for the raw format also (again) the entry of ver, and prunes entries older
+// than the previous version and the entries of ver left by writers who lost.
+func (s *Store) putMetadata(ctx context.Context, p string, f secrets.Format, r secrets.Record, ver int, md map[string]string) error {
 	cm := map[string]any{}
 	for k, v := range r.Metadata() {
 		if v == "" {
@@ -703,8 +1011,18 @@ func (s *Store) putMetadata(ctx context.Context, p string, r secrets.Record, ver
 		}
 	}
 	cm["version"] = strconv.Itoa(ver)
-	if err := s.kv.PatchMetadata(ctx, p, api.KVMetadataPatchInput{CustomMetadata: cm}); err != nil {
-		return mapErr("write metadata", p, err)
+	if f == secrets.FormatRaw {
+		e, err := newEntry(r)
+		if err != nil {
+			return fmt.Errorf("vault: write %s: %w", p, err)
+		}
+		own := entryKey(ver, fingerprint(r.APIKey))
+		cm[own] = e
+		for k := range md {
+			if ev, _, ok := parseEntryKey(k); ok && k != own && (ev < ver-1 || ev == ver) {
+				cm[k] = nil
+			}
+		}
 	}
-	return nil
+	return s.patchMetadata(ctx, p, cm)
 }

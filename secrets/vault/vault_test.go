@@ -32,7 +32,7 @@ import (
 // mrbacdPolicy is the documented least privilege, on the test prefix.
 const mrbacdPolicy = `
 path "secret/data/mrbacd-test/*" { capabilities = ["create", "update", "read"] }
-path "secret/metadata/mrbacd-test/*" { capabilities = ["read", "patch"] }
+path "secret/metadata/mrbacd-test/*" { capabilities = ["read", "patch", "create"] }
 `
 
 func newStore(t *testing.T, v *testenv.VaultServer, auth AuthOptions, logs *testenv.LogBuffer) *Store {
@@ -84,8 +84,108 @@ path "secret/metadata/elsewhere/*" { capabilities = ["read", "patch"] }`)
 			Restore:       func(t *testing.T) { v.Resume() },
 			OutageTimeout: time.Second,
 			Logs:          logs.String,
+			Crash: func(t *testing.T, n int) secrets.Store {
+				return crashingStore(t, v, v.Token(t, time.Hour, "mrbacd"), n, logs)
+			},
 		}
 	})
+}
+
+// crashingStore returns a store that dies after n requests changing the KV
+// mount (see storetest.CrashTransport).
+func crashingStore(t *testing.T, v *testenv.VaultServer, token string, n int, logs *testenv.LogBuffer) *Store {
+	t.Helper()
+	o := Options{Address: v.Addr, MaxRetries: -1, Auth: AuthOptions{Method: "token", Token: token},
+		wrapTransport: func(rt http.RoundTripper) http.RoundTripper {
+			return storetest.CrashTransport(rt, n, func(r *http.Request) bool {
+				return r.Method != http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/secret/")
+			})
+		}}
+	o.Logger = slog.New(slog.DiscardHandler)
+	if logs != nil {
+		o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	s, err := New(context.Background(), o)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// TestRawMetadataStaysBounded: writers that crash after patching the next
+// version's metadata, and writers that lose the CAS race, leave entries that
+// later writes prune, so the custom metadata stays far below Vault's 64 keys
+// and the record stays readable throughout.
+func TestRawMetadataStaysBounded(t *testing.T) {
+	v := testenv.Vault(t)
+	v.WritePolicy(t, "mrbacd", mrbacdPolicy)
+	tok := v.Token(t, time.Hour, "mrbacd")
+	s := newStore(t, v, AuthOptions{Method: "token", Token: tok}, nil)
+	ctx := context.Background()
+	tg := secrets.Target{Path: "mrbacd-test/bounded", Format: secrets.FormatRaw}
+	rec := func(i int) secrets.Record {
+		return secrets.Record{APIKey: fmt.Sprintf("sk-bounded-%d", i), KeyID: fmt.Sprintf("k%d", i), KeyName: "n",
+			RotationID: fmt.Sprintf("r%d", i), CreatedAt: time.Now().UTC().Truncate(time.Second)}
+	}
+	cur, err := s.Write(ctx, secrets.WriteRequest{Target: tg, Record: rec(0), Token: "r0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	maxKeys := 0
+	for round := 1; round <= 6; round++ {
+		// Ten writers die after their metadata patch (before the data)...
+		for i := 0; i < 10; i++ {
+			r := rec(round*100 + i)
+			_, err := crashingStore(t, v, tok, 1, nil).Write(ctx, secrets.WriteRequest{Target: tg, Record: r, IfVersion: cur, Token: r.RotationID})
+			if !errors.Is(err, storetest.ErrCrashed) {
+				t.Fatalf("crashing write err = %v", err)
+			}
+			got, err := s.Read(ctx, tg)
+			if err != nil || got.Version != cur {
+				t.Fatalf("Read after a crashed write = %v %q, %v; want version %s", got.Record, got.Version, err, cur)
+			}
+		}
+		// ...then four race, and one wins.
+		var wg sync.WaitGroup
+		vers, errs := make([]secrets.Version, 4), make([]error, 4)
+		for i := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := rec(round*100 + 50 + i)
+				vers[i], errs[i] = s.Write(ctx, secrets.WriteRequest{Target: tg, Record: r, IfVersion: cur, Token: r.RotationID})
+			}()
+		}
+		wg.Wait()
+		winner := -1
+		for i, err := range errs {
+			if err == nil {
+				winner = i
+			} else if !errors.Is(err, secrets.ErrConflict) {
+				t.Fatalf("round %d: racing write err = %v", round, err)
+			}
+		}
+		if winner < 0 {
+			t.Fatalf("round %d: no racing writer won: %v", round, errs)
+		}
+		cur = vers[winner]
+		r := rec(round*100 + 50 + winner)
+		got, err := s.Read(ctx, tg)
+		if err != nil || got.KeyID != r.KeyID || got.APIKey != r.APIKey || got.Version != cur {
+			t.Fatalf("round %d: Read = %v %q, %v; want %s", round, got.Record, got.Version, err, r.KeyID)
+		}
+		m, err := v.Client.KVv2("secret").GetMetadata(ctx, tg.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		maxKeys = max(maxKeys, len(m.CustomMetadata))
+	}
+	// managed-by, 5 flat keys, the current and previous versions' entries
+	// (and the losers' of the current version, pruned by the next write).
+	if maxKeys > 1+5+2+3 {
+		t.Fatalf("custom metadata grew to %d keys", maxKeys)
+	}
 }
 
 func TestSealedAndStopped(t *testing.T) {
@@ -174,9 +274,10 @@ func TestDeletedVersionIsNotFound(t *testing.T) {
 	}
 }
 
-// TestRawRetryCompletesMetadata simulates a writer that crashed between the
-// data and the metadata requests: readers get a retryable error, and the
-// retry of that write completes it instead of conflicting.
+// TestRawRetryCompletesMetadata simulates a writer of an older mrbacd
+// (data first, then flat metadata) that crashed between the two requests:
+// readers get a retryable error, and the retry of that write completes it
+// instead of conflicting.
 func TestRawRetryCompletesMetadata(t *testing.T) {
 	v := testenv.Vault(t)
 	s := newStore(t, v, AuthOptions{Method: "token", Token: v.RootToken}, nil)
@@ -618,5 +719,67 @@ func TestNoCredentialsInTextForms(t *testing.T) {
 				t.Errorf("a text form shows a credential: %s", text)
 			}
 		}
+	}
+}
+
+// TestRawFirstWriteNeedsMetadataCreate: without "create" on the metadata
+// path, a raw first write fails before storing anything, with an error that
+// names the missing capability; JSON first writes and raw replacements of an
+// existing path need only "patch".
+func TestRawFirstWriteNeedsMetadataCreate(t *testing.T) {
+	v := testenv.Vault(t)
+	v.WritePolicy(t, "nocreate", `path "secret/data/mrbacd-test/*" { capabilities = ["create", "update", "read"] }
+path "secret/metadata/mrbacd-test/*" { capabilities = ["read", "patch"] }`)
+	s := newStore(t, v, AuthOptions{Method: "token", Token: v.Token(t, time.Hour, "nocreate")}, nil)
+	root := newStore(t, v, AuthOptions{Method: "token", Token: v.RootToken}, nil)
+	ctx := context.Background()
+	rec := func(k string) secrets.Record {
+		return secrets.Record{APIKey: "sk-" + k, KeyID: k, RotationID: "r-" + k, CreatedAt: time.Now().UTC().Truncate(time.Second)}
+	}
+	tests := []struct {
+		name    string
+		format  secrets.Format
+		existed bool // the path holds a record (written by a privileged token)
+		wantErr bool
+	}{
+		{"raw first write", secrets.FormatRaw, false, true},
+		{"json first write", secrets.FormatJSON, false, false},
+		{"raw replacement", secrets.FormatRaw, true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tg := secrets.Target{Path: "mrbacd-test/" + strings.ReplaceAll(tc.name, " ", "-"), Format: tc.format}
+			ifv := secrets.NoVersion
+			if tc.existed {
+				var err error
+				if ifv, err = root.Write(ctx, secrets.WriteRequest{Target: tg, Record: rec("old"), Token: "r-old"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := rec("new")
+			_, err := s.Write(ctx, secrets.WriteRequest{Target: tg, Record: r, IfVersion: ifv, Token: r.RotationID})
+			if !tc.wantErr {
+				if err != nil {
+					t.Fatalf("Write: %v", err)
+				}
+				s.mustReadKey(t, tg, r)
+				return
+			}
+			if !errors.Is(err, secrets.ErrPermissionDenied) || !strings.Contains(err.Error(), `grant "create" on the metadata path`) {
+				t.Fatalf("Write err = %v, want permission denied naming the capability", err)
+			}
+			if _, err := root.Read(ctx, tg); !errors.Is(err, secrets.ErrNotFound) {
+				t.Fatalf("the failed write left something behind: Read err = %v", err)
+			}
+		})
+	}
+}
+
+// mustReadKey reads tg and checks it holds r.
+func (s *Store) mustReadKey(t *testing.T, tg secrets.Target, r secrets.Record) {
+	t.Helper()
+	got, err := s.Read(context.Background(), tg)
+	if err != nil || got.APIKey != r.APIKey || got.KeyID != r.KeyID || got.RotationID != r.RotationID {
+		t.Fatalf("Read = %v, %v; want %v", got.Record, err, r)
 	}
 }

@@ -4,5 +4,7 @@
 // the sandbox platform and asserts the rotation invariants I1–I4 (see
 // DESIGN.md). The checker shares no code with the engine beyond the store and
 // sandbox clients. MRBACD_KILLS sets the number of kills (default 54, spread
-// over the file, Vault and AWS stores).
+// over the file, Vault and AWS stores). Each store holds three managed keys:
+// two in the JSON value format and one in the raw format, whose metadata
+// Vault and AWS write in requests of their own.
 package kill

@@ -193,14 +193,19 @@ func (be *benchEnv) takeOverhead() []time.Duration {
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 // BenchmarkOverhead (issue 7 (b)): the latency the gateway adds at 1,000
-// requests/s, plain and streaming. Three paths take turns, three rounds
+// requests/s, plain and streaming. Four paths take turns, three rounds
 // each of MRBACD_BENCH_SECONDS/3, so drift in the machine's load hits all
 // alike: direct to the sandbox; through a bare reverse proxy
 // (httputil.ReverseProxy with the same tuned transport, no checks), the
-// floor any net/http proxy pays for the extra hop; and through the gateway.
+// cost of a standard net/http proxy; through a minimal hop (a handler that
+// reads the body, makes one round trip with the gateway's transport and
+// relays the answer, flushing each read: nothing but the extra hop), the
+// floor any net/http proxy pays on this machine; and through the gateway.
 // Reported: p50/p99 of each path, the gateway's added latency over direct
-// (added-*) and over the bare proxy (vs-proxy-*), and the gateway's own
-// measure of its overhead (self-*: total minus upstream wait).
+// (added-*), over the bare proxy (vs-proxy-*) and over the minimal hop
+// (vs-hop-*: the cost of the gateway's rules, accounting and metrics), and
+// the gateway's own measure of its overhead (self-*: total minus upstream
+// wait).
 func BenchmarkOverhead(b *testing.B) {
 	d := envSeconds("MRBACD_BENCH_SECONDS", 4, 60)
 	const rate = 1000
@@ -213,17 +218,19 @@ func BenchmarkOverhead(b *testing.B) {
 			be := newBenchEnv(b)
 			direct, via := be.targets()
 			bare := target{"proxy", be.bareProxy(b), "unused"}
+			hop := target{"hop", be.hopProxy(b), "unused"}
 			be.warm(stream)
 			be.run(bare, stream, 2000, 250*time.Millisecond)
+			be.run(hop, stream, 2000, 250*time.Millisecond)
 			lat := map[string][]time.Duration{}
 			var over []time.Duration
-			for i := 0; i < 9; i++ {
-				tg := []target{direct, bare, via}[i%3]
+			for i := 0; i < 12; i++ {
+				tg := []target{direct, bare, hop, via}[i%4]
 				be.takeOverhead()
 				r := be.run(tg, stream, rate, d/3)
 				switch {
-				case r.errors > 0 && tg.name == "proxy":
-					b.Logf("bare proxy: %d errors, first: %s", r.errors, r.firstErr)
+				case r.errors > 0 && (tg.name == "proxy" || tg.name == "hop"):
+					b.Logf("%s: %d errors, first: %s", tg.name, r.errors, r.firstErr)
 				case r.errors > 0:
 					b.Errorf("%s: %d errors, first: %s", tg.name, r.errors, r.firstErr)
 				}
@@ -239,23 +246,27 @@ func BenchmarkOverhead(b *testing.B) {
 				slices.Sort(l)
 			}
 			slices.Sort(over)
-			dl, pl, gl := lat["direct"], lat["proxy"], lat["gateway"]
+			dl, pl, hl, gl := lat["direct"], lat["proxy"], lat["hop"], lat["gateway"]
 			b.ReportMetric(us(pct(dl, 0.50)), "direct-p50-us")
 			b.ReportMetric(us(pct(dl, 0.99)), "direct-p99-us")
 			b.ReportMetric(us(pct(pl, 0.50)), "proxy-p50-us")
 			b.ReportMetric(us(pct(pl, 0.99)), "proxy-p99-us")
+			b.ReportMetric(us(pct(hl, 0.50)), "hop-p50-us")
+			b.ReportMetric(us(pct(hl, 0.99)), "hop-p99-us")
 			b.ReportMetric(us(pct(gl, 0.50)), "gateway-p50-us")
 			b.ReportMetric(us(pct(gl, 0.99)), "gateway-p99-us")
 			b.ReportMetric(us(pct(gl, 0.50)-pct(dl, 0.50)), "added-p50-us")
 			b.ReportMetric(us(pct(gl, 0.99)-pct(dl, 0.99)), "added-p99-us")
 			b.ReportMetric(us(pct(gl, 0.50)-pct(pl, 0.50)), "vs-proxy-p50-us")
 			b.ReportMetric(us(pct(gl, 0.99)-pct(pl, 0.99)), "vs-proxy-p99-us")
+			b.ReportMetric(us(pct(gl, 0.50)-pct(hl, 0.50)), "vs-hop-p50-us")
+			b.ReportMetric(us(pct(gl, 0.99)-pct(hl, 0.99)), "vs-hop-p99-us")
 			b.ReportMetric(us(pct(over, 0.50)), "self-p50-us")
 			b.ReportMetric(us(pct(over, 0.99)), "self-p99-us")
 			b.ReportMetric(0, "ns/op")
-			b.Logf("%s at %d req/s, %d/%d/%d requests: direct p50 %v p99 %v | bare proxy p50 %v p99 %v | gateway p50 %v p99 %v | gateway added over direct p50 %v p99 %v, over bare proxy p50 %v p99 %v | gateway self-measured overhead p50 %v p99 %v",
-				name, rate, len(dl), len(pl), len(gl), pct(dl, .5), pct(dl, .99), pct(pl, .5), pct(pl, .99), pct(gl, .5), pct(gl, .99),
-				pct(gl, .5)-pct(dl, .5), pct(gl, .99)-pct(dl, .99), pct(gl, .5)-pct(pl, .5), pct(gl, .99)-pct(pl, .99), pct(over, .5), pct(over, .99))
+			b.Logf("%s at %d req/s, %d/%d/%d/%d requests: direct p50 %v p99 %v | bare proxy p50 %v p99 %v | minimal hop p50 %v p99 %v | gateway p50 %v p99 %v | gateway added over direct p50 %v p99 %v, over bare proxy p50 %v p99 %v, over minimal hop p50 %v p99 %v | gateway self-measured overhead p50 %v p99 %v",
+				name, rate, len(dl), len(pl), len(hl), len(gl), pct(dl, .5), pct(dl, .99), pct(pl, .5), pct(pl, .99), pct(hl, .5), pct(hl, .99), pct(gl, .5), pct(gl, .99),
+				pct(gl, .5)-pct(dl, .5), pct(gl, .99)-pct(dl, .99), pct(gl, .5)-pct(pl, .5), pct(gl, .99)-pct(pl, .99), pct(gl, .5)-pct(hl, .5), pct(gl, .99)-pct(hl, .99), pct(over, .5), pct(over, .99))
 		})
 	}
 }
@@ -277,6 +288,62 @@ func (be *benchEnv) bareProxy(b *testing.B) string {
 		ErrorLog:      log.New(io.Discard, "", 0),
 	}
 	return startServer(b, rp)
+}
+
+// hopProxy serves the minimal hop: read the request body, one round trip
+// to the sandbox's chat route with the gateway's transport and the
+// upstream key, relay the status, content type and body, flushing each
+// read. No checks, no accounting, no metrics: the extra hop alone.
+func (be *benchEnv) hopProxy(b *testing.B) string {
+	u, err := url.Parse(be.sbURL + pathChat)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rt := NewTransport()
+	b.Cleanup(rt.CloseIdleConnections)
+	auth := []string{"Bearer " + be.upKey}
+	ct := []string{"application/json"}
+	bufs := sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+	return startServer(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		req := &http.Request{
+			Method: http.MethodPost, URL: u, Host: u.Host,
+			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header:        http.Header{"Authorization": auth, "Content-Type": ct},
+			Body:          io.NopCloser(bytes.NewReader(body)),
+			ContentLength: int64(len(body)),
+		}
+		resp, err := rt.RoundTrip(req.WithContext(r.Context()))
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.Header()["Content-Type"] = resp.Header["Content-Type"]
+		if resp.ContentLength >= 0 {
+			w.Header().Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+		}
+		w.WriteHeader(resp.StatusCode)
+		fl := w.(http.Flusher)
+		bp := bufs.Get().(*[]byte)
+		defer bufs.Put(bp)
+		buf := *bp
+		for {
+			n, err := resp.Body.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return
+				}
+				fl.Flush()
+			}
+			if err != nil {
+				return
+			}
+		}
+	}))
 }
 
 // BenchmarkMaxRate (issue 7 (c)): steps the rate up; at each step a direct

@@ -46,6 +46,23 @@
 // since their cost could not be bounded; a role with a USD guard refuses
 // models without a known price (403).
 //
+// # Request parsing
+//
+// A chat or embeddings body must be valid JSON (400 otherwise) and is then
+// scanned, not decoded, for its top-level model, max_tokens and stream; the
+// rest goes upstream byte for byte (when the role's max_tokens is injected,
+// it is inserted after the opening brace, or the object re-encoded when
+// max_tokens was null). Keys are matched
+// exactly after unescaping ("max_\u0074okens" is max_tokens). A key that
+// differs from one of the three only in case ("Model", "MAX_TOKENS"), or
+// one of the three given twice, is refused with 400: JSON parsers disagree
+// on such bodies (encoding/json matches keys case-insensitively and keeps
+// the last duplicate, others match exactly or keep the first), and the
+// gateway must check the very model and max_tokens the upstream will use.
+// The usage of an answer is read from its last "usage" object, scanned
+// without decoding the answer (encoding/json decodes it when it is anything
+// but flat integers).
+//
 // # Reload
 //
 // Gateway.Reload swaps clients, roles, prices, key locations and the body

@@ -18,7 +18,7 @@ type upKey struct {
 	apiKey  string
 	keyID   string
 	version secrets.Version
-	auth    string // "Bearer " + apiKey, built once
+	authHdr []string // the Authorization header value, "Bearer " + apiKey, built once
 }
 
 // errNoKey: the workspace's key could not be read yet.
@@ -94,7 +94,7 @@ func (k *keyCache) reload(ctx context.Context, stale *upKey) (*upKey, error) {
 		}
 		return old, nil
 	}
-	nk := &upKey{apiKey: v.APIKey, keyID: v.KeyID, version: v.Version, auth: "Bearer " + v.APIKey}
+	nk := &upKey{apiKey: v.APIKey, keyID: v.KeyID, version: v.Version, authHdr: []string{"Bearer " + v.APIKey}}
 	k.cur.Store(nk)
 	if old != nil {
 		k.log.Info("gateway upstream key changed", "workspace", k.workspace, "key_name", k.keyName,

@@ -1,6 +1,9 @@
 package gateway
 
 import (
+	"strconv"
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -11,6 +14,70 @@ type metrics struct {
 	usd      *prometheus.CounterVec   // client, workspace
 	overhead *prometheus.HistogramVec // route
 	upstream *prometheus.CounterVec   // workspace, event (key_refresh_401, retry)
+
+	// Children resolved once and reused: a request's metrics then cost a
+	// map lookup each instead of hashing and validating its label values.
+	overheadBy map[string]prometheus.Observer // route → child
+	reqs       sync.Map                       // reqLabels → prometheus.Counter
+	spend      sync.Map                       // spendLabels → *spendCounters
+}
+
+// routes are the overhead histogram's route label values.
+var routes = []string{"chat", "chat_stream", "embeddings", "models", "other"}
+
+type reqLabels struct {
+	client, model string
+	status        int
+}
+
+type spendLabels struct{ client, workspace string }
+
+type spendCounters struct{ tokens, usd prometheus.Counter }
+
+// observeOverhead records one request's own time under its route.
+func (m *metrics) observeOverhead(route string, seconds float64) {
+	o, ok := m.overheadBy[route]
+	if !ok {
+		o = m.overhead.WithLabelValues(route)
+	}
+	o.Observe(seconds)
+}
+
+// request counts one request.
+func (m *metrics) request(client, model string, status int) {
+	k := reqLabels{client, model, status}
+	c, ok := m.reqs.Load(k)
+	if !ok {
+		c, _ = m.reqs.LoadOrStore(k, m.requests.WithLabelValues(client, model, statusLabel(status)))
+	}
+	c.(prometheus.Counter).Inc()
+}
+
+// spent adds settled tokens and USD.
+func (m *metrics) spent(client, workspace string, tokens int64, usd float64) {
+	k := spendLabels{client, workspace}
+	c, ok := m.spend.Load(k)
+	if !ok {
+		c, _ = m.spend.LoadOrStore(k, &spendCounters{m.tokens.WithLabelValues(client, workspace), m.usd.WithLabelValues(client, workspace)})
+	}
+	sc := c.(*spendCounters)
+	sc.tokens.Add(float64(tokens))
+	sc.usd.Add(usd)
+}
+
+// statusLabels holds the status label of every HTTP status code.
+var statusLabels = func() (t [600]string) {
+	for i := 100; i < len(t); i++ {
+		t[i] = strconv.Itoa(i)
+	}
+	return t
+}()
+
+func statusLabel(code int) string {
+	if code >= 100 && code < len(statusLabels) {
+		return statusLabels[code]
+	}
+	return strconv.Itoa(code)
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -36,6 +103,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "mrbacd", Subsystem: "gateway", Name: "upstream_events_total",
 			Help: "Upstream key events by workspace: unauthorized (401 seen), retried (request retried with a refreshed key).",
 		}, []string{"workspace", "event"}),
+	}
+	m.overheadBy = make(map[string]prometheus.Observer, len(routes))
+	for _, r := range routes {
+		m.overheadBy[r] = m.overhead.WithLabelValues(r)
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.requests, m.tokens, m.usd, m.overhead, m.upstream} {

@@ -141,11 +141,10 @@ func (g *Gateway) finish(r *http.Request, w *respWriter, st *reqState, start tim
 		route = "chat_stream"
 	}
 	over := total - st.upstream
-	g.m.overhead.WithLabelValues(route).Observe(over.Seconds())
-	g.m.requests.WithLabelValues(client, st.model, strconv.Itoa(status)).Inc()
+	g.m.observeOverhead(route, over.Seconds())
+	g.m.request(client, st.model, status)
 	if st.p != nil && (st.tokens != 0 || st.usd != 0) {
-		g.m.tokens.WithLabelValues(client, ws).Add(float64(st.tokens))
-		g.m.usd.WithLabelValues(client, ws).Add(st.usd)
+		g.m.spent(client, ws, st.tokens, st.usd)
 	}
 	if g.onOverhead != nil {
 		g.onOverhead(route, total, st.upstream)
@@ -178,11 +177,17 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, st *reqState)
 			"request body of "+itoa(r.ContentLength)+" bytes exceeds the limit of "+itoa(maxBody))
 		return nil, false
 	}
-	n := r.ContentLength
-	if n <= 0 {
-		n = 512
+	if n := r.ContentLength; n >= 0 {
+		// Known length (within the limit, checked above): read exactly
+		// that, in one allocation; the server's body reader ends there.
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			writeError(w, http.StatusBadRequest, typeInvalid, "", "reading the request body failed")
+			return nil, false
+		}
+		return b, true
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, n+1))
+	buf := bytes.NewBuffer(make([]byte, 0, 1024))
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -203,45 +208,28 @@ type optInt struct {
 	v         int64
 }
 
-var errNotInt = errors.New("not a non-negative integer")
-
-// UnmarshalJSON accepts null or a non-negative integer.
-func (o *optInt) UnmarshalJSON(b []byte) error {
-	o.set = true
-	if string(b) == "null" {
-		o.null = true
-		return nil
-	}
-	v, err := strconv.ParseInt(string(b), 10, 64)
-	if err != nil || v < 0 {
-		return errNotInt
-	}
-	o.v = v
-	return nil
-}
-
 // chatRequest is what the gateway reads of a chat or embeddings body; the
 // rest goes upstream untouched.
 type chatRequest struct {
-	Model     string `json:"model"`
-	MaxTokens optInt `json:"max_tokens"`
-	Stream    bool   `json:"stream"`
+	Model     string
+	MaxTokens optInt
+	Stream    bool
 }
 
-// parseRequest decodes the fields the gateway needs or writes 400.
+// parseRequest reads the fields the gateway needs or writes 400. The body is
+// validated (json.Valid) and then scanned for its top-level model,
+// max_tokens and stream (scanRequest), not decoded.
 func parseRequest(w http.ResponseWriter, body []byte, req *chatRequest) bool {
-	if err := json.Unmarshal(body, req); err != nil {
-		msg := "request body is not valid JSON"
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.Is(err, errNotInt):
-			msg = "max_tokens must be a non-negative integer"
-		case errors.As(err, &te) && te.Field != "":
-			msg = "field " + te.Field + " has the wrong type (" + te.Value + ")"
-		case errors.As(err, &te):
-			msg = "request body must be a JSON object"
-		}
-		writeError(w, http.StatusBadRequest, typeInvalid, "invalid_json", msg)
+	if !json.Valid(body) {
+		writeError(w, http.StatusBadRequest, typeInvalid, "invalid_json", "request body is not valid JSON")
+		return false
+	}
+	f, msg := scanRequest(body)
+	if msg == "" {
+		msg = decodeRequest(f, req)
+	}
+	if msg != "" {
+		writeError(w, http.StatusBadRequest, typeInvalid, "invalid_json", string(msg))
 		return false
 	}
 	if req.Model == "" {
@@ -438,6 +426,29 @@ func (t timedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// readTimed appends r to buf until EOF or until buf holds limit bytes,
+// adding the time spent in Read to *d (time waiting on upstream).
+func readTimed(buf *bytes.Buffer, r io.Reader, limit int, d *time.Duration) error {
+	for buf.Len() < limit {
+		if buf.Available() == 0 {
+			buf.Grow(min(max(buf.Cap(), 4<<10), limit-buf.Len()))
+		}
+		b := buf.AvailableBuffer()
+		b = b[:min(cap(b), limit-buf.Len())]
+		s := time.Now()
+		n, err := r.Read(b)
+		*d += time.Since(s)
+		buf.Write(b[:n]) // b is buf's own free space: no copy beyond itself
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // plain relays a whole JSON answer and settles its usage.
 func (g *Gateway) plain(w *respWriter, st *reqState, resp *http.Response, res reservation, pr Price) {
 	buf := respBufPool.Get().(*bytes.Buffer)
@@ -450,7 +461,7 @@ func (g *Gateway) plain(w *respWriter, st *reqState, resp *http.Response, res re
 	if n := resp.ContentLength; n > 0 && n < maxUpstreamBody {
 		buf.Grow(int(n) + 1)
 	}
-	_, err := buf.ReadFrom(io.LimitReader(timedReader{resp.Body, &st.upstream}, maxUpstreamBody))
+	err := readTimed(buf, resp.Body, maxUpstreamBody, &st.upstream)
 	if err != nil {
 		st.p.ledger.release(res)
 		if errors.Is(err, context.Canceled) {
@@ -466,8 +477,8 @@ func (g *Gateway) plain(w *respWriter, st *reqState, resp *http.Response, res re
 		g.settleReserved(st, res)
 	}
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
+	h["Content-Type"] = hdrJSON
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
 	w.WriteHeader(resp.StatusCode)
 	w.Write(b)
 }
@@ -477,9 +488,11 @@ func (g *Gateway) plain(w *respWriter, st *reqState, resp *http.Response, res re
 // upstream broken) releases the reservation.
 func (g *Gateway) stream(w *respWriter, r *http.Request, st *reqState, resp *http.Response, res reservation, pr Price) {
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
+	h["Content-Type"] = hdrSSE
+	h["Cache-Control"] = hdrNoCache
+	h["X-Accel-Buffering"] = hdrNo
+	// The headers go out at once, as the upstream's did: a client with a
+	// response-header timeout must not wait for a slow first token.
 	w.WriteHeader(resp.StatusCode)
 	w.Flush()
 	bp := copyBufPool.Get().(*[]byte)
@@ -627,30 +640,42 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st *reqState, 
 	}
 }
 
+// Header values the gateway sets, shared by every request (net/http never
+// modifies a request's or handler's header values in place; their length
+// equals their capacity, so an append elsewhere copies).
+var (
+	hdrJSON    = []string{"application/json"}
+	hdrSSE     = []string{"text/event-stream"}
+	hdrUA      = []string{"mrbacd-gateway"}
+	hdrNoCache = []string{"no-cache"}
+	hdrNo      = []string{"no"}
+)
+
 // send performs one upstream round trip, adding its time to st.upstream.
 func (g *Gateway) send(ctx context.Context, st *reqState, method, path string, body []byte, stream bool, key *upKey) (*http.Response, error) {
 	u := g.urls[path]
-	req := &http.Request{
+	req := http.Request{
 		Method: method, URL: u, Host: u.Host,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: make(http.Header, 4),
 	}
 	if body != nil {
+		// A bytes.Reader (behind NopCloser) lets the transport write the
+		// headers and the body in one write.
 		req.Body = io.NopCloser(bytes.NewReader(body))
 		req.ContentLength = int64(len(body))
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-		req.Header["Content-Type"] = []string{"application/json"}
+		req.Header["Content-Type"] = hdrJSON
 	}
-	req.Header["Authorization"] = []string{key.auth}
+	req.Header["Authorization"] = key.authHdr
 	if stream {
-		req.Header["Accept"] = []string{"text/event-stream"}
+		req.Header["Accept"] = hdrSSE
 	} else {
-		req.Header["Accept"] = []string{"application/json"}
+		req.Header["Accept"] = hdrJSON
 	}
-	req.Header["User-Agent"] = []string{"mrbacd-gateway"}
-	req = req.WithContext(ctx)
+	req.Header["User-Agent"] = hdrUA
 	s := time.Now()
-	resp, err := g.rt.RoundTrip(req)
+	resp, err := g.rt.RoundTrip(req.WithContext(ctx))
 	st.upstream += time.Since(s)
 	return resp, err
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 )
 
 // findUsage returns the usage object of a JSON answer or chunk. It looks
@@ -11,6 +12,9 @@ import (
 // to decoding the whole document.
 func findUsage(doc []byte) (usage, bool) {
 	if obj := usageObject(doc); obj != nil {
+		if u, ok := scanUsage(obj); ok && json.Valid(obj) {
+			return u, true
+		}
 		var u usage
 		if json.Unmarshal(obj, &u) == nil {
 			return u, true
@@ -73,3 +77,69 @@ func usageObject(doc []byte) []byte {
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// scanUsage reads a usage object (as sliced by usageObject) without
+// encoding/json when it is the plain common case: keys without escapes,
+// the three token counts as non-negative integers, any other member a
+// number, string or literal. Anything else (nested values, keys differing
+// only in case from the three, floats, negative numbers) returns false and
+// the caller decodes the object with encoding/json.
+func scanUsage(obj []byte) (usage, bool) {
+	var u usage
+	i := skipSpace(obj, 1)
+	if i < len(obj) && obj[i] == '}' {
+		return u, true
+	}
+	for i < len(obj) {
+		if obj[i] != '"' {
+			return usage{}, false
+		}
+		ke := skipString(obj, i) // obj ends with '}': the key is inside it
+		key := obj[i+1 : ke-1]
+		if indexByte(key, '\\') >= 0 {
+			return usage{}, false
+		}
+		i = skipSpace(obj, ke)
+		if i >= len(obj) || obj[i] != ':' {
+			return usage{}, false
+		}
+		vs := skipSpace(obj, i+1)
+		if vs >= len(obj) || obj[vs] == '{' || obj[vs] == '[' {
+			return usage{}, false
+		}
+		ve := skipValue(obj, vs)
+		var dst *int64
+		switch k := unsafeString(key); k {
+		case "prompt_tokens":
+			dst = &u.PromptTokens
+		case "completion_tokens":
+			dst = &u.CompletionTokens
+		case "total_tokens":
+			dst = &u.TotalTokens
+		default:
+			if strings.EqualFold(k, "prompt_tokens") || strings.EqualFold(k, "completion_tokens") || strings.EqualFold(k, "total_tokens") {
+				return usage{}, false
+			}
+		}
+		if dst != nil {
+			v, ok := parseUint(obj[vs:ve])
+			if !ok {
+				return usage{}, false
+			}
+			*dst = v
+		}
+		i = skipSpace(obj, ve)
+		if i >= len(obj) {
+			return usage{}, false
+		}
+		switch obj[i] {
+		case '}':
+			return u, true
+		case ',':
+			i = skipSpace(obj, i+1)
+		default:
+			return usage{}, false
+		}
+	}
+	return usage{}, false
+}

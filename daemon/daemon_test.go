@@ -16,27 +16,10 @@ import (
 
 	"github.com/mrbacd/mrbacd/admin"
 	"github.com/mrbacd/mrbacd/config"
+	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/scheduler"
 )
-
-// syncBuf is a goroutine-safe log sink.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func writeConfig(t *testing.T, path, dir, extra string) {
 	t.Helper()
@@ -104,7 +87,7 @@ type harness struct {
 	cfg    string
 	dir    string
 	client *admin.Client
-	logs   *syncBuf
+	logs   *testenv.LogBuffer
 	tr     *testRunners
 }
 
@@ -123,7 +106,7 @@ func startWith(t *testing.T, extra string, adjust func(*Options)) *harness {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	cfgPath := filepath.Join(dir, "mrbacd.yaml")
 	writeConfig(t, cfgPath, dir, extra)
-	logs := &syncBuf{}
+	logs := &testenv.LogBuffer{}
 	logger, lv, err := NewLogger(logs, "json", "debug")
 	if err != nil {
 		t.Fatal(err)

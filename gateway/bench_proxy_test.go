@@ -2,12 +2,8 @@ package gateway
 
 import (
 	"bytes"
-	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"testing"
 )
 
@@ -29,19 +25,7 @@ func benchProxy(b *testing.B, stream bool) {
 	be := newBenchEnv(b)
 	be.gw.onOverhead = nil // the load benchmarks' hook; not part of a request's cost
 	body := []byte(chatBody("mistral-small-latest", 16, stream, "How fast is this gateway?"))
-	u, err := url.Parse(be.sbURL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	bare := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(u)
-			pr.Out.Header.Set("Authorization", "Bearer "+be.upKey)
-		},
-		Transport:     NewTransport(),
-		FlushInterval: -1,
-		ErrorLog:      log.New(io.Discard, "", 0),
-	}
+	bare := be.bareHandler(b)
 	for _, c := range []struct {
 		name  string
 		h     http.Handler

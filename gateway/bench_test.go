@@ -271,14 +271,19 @@ func BenchmarkOverhead(b *testing.B) {
 	}
 }
 
-// bareProxy serves a plain reverse proxy to the sandbox with the gateway's
-// transport and the upstream key: the cost of an extra net/http hop alone.
+// bareProxy serves bareHandler: the cost of an extra net/http hop alone.
 func (be *benchEnv) bareProxy(b *testing.B) string {
+	return startServer(b, be.bareHandler(b))
+}
+
+// bareHandler is a plain reverse proxy to the sandbox with the gateway's
+// transport and the upstream key.
+func (be *benchEnv) bareHandler(b *testing.B) *httputil.ReverseProxy {
 	u, err := url.Parse(be.sbURL)
 	if err != nil {
 		b.Fatal(err)
 	}
-	rp := &httputil.ReverseProxy{
+	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)
 			pr.Out.Header.Set("Authorization", "Bearer "+be.upKey)
@@ -287,7 +292,6 @@ func (be *benchEnv) bareProxy(b *testing.B) string {
 		FlushInterval: -1,
 		ErrorLog:      log.New(io.Discard, "", 0),
 	}
-	return startServer(b, rp)
 }
 
 // hopProxy serves the minimal hop: read the request body, one round trip

@@ -20,30 +20,13 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/mrbacd/mrbacd/config"
+	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 	"github.com/mrbacd/mrbacd/secrets"
 	"github.com/mrbacd/mrbacd/secrets/file"
 	"github.com/mrbacd/mrbacd/state"
 )
-
-// lockedBuf is a concurrency-safe log sink.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // testEnv is a real sandbox, a file store holding the workspace's key, a
 // journal and a gateway in front, all on 127.0.0.1.
@@ -59,7 +42,7 @@ type testEnv struct {
 	opts   Options
 	gw     *Gateway
 	url    string
-	logs   *lockedBuf
+	logs   *testenv.LogBuffer
 	reg    *prometheus.Registry
 	tokens map[string]string // client name → bearer token
 	post   []func(*Options)
@@ -111,7 +94,7 @@ func randomToken(prefix string) string {
 func newEnv(t testing.TB, opts ...envOption) *testEnv {
 	t.Helper()
 	ctx := context.Background()
-	e := &testEnv{t: t, logs: &lockedBuf{}, reg: prometheus.NewRegistry(), tokens: map[string]string{}}
+	e := &testEnv{t: t, logs: &testenv.LogBuffer{}, reg: prometheus.NewRegistry(), tokens: map[string]string{}}
 	e.sb = sandbox.New(sandbox.Options{AdminKey: randomToken("sk-admin-")})
 	e.secrets = append(e.secrets, e.sb.AdminKey())
 	e.opts.Roles = testRoles

@@ -326,17 +326,47 @@ func injectMaxTokens(body []byte, n int64, wasNull bool) ([]byte, error) {
 	return out, nil
 }
 
-// chat serves /v1/chat/completions.
-func (g *Gateway) chat(w *respWriter, r *http.Request, st *reqState) {
+// readRequest authenticates the caller, reads the bounded body and parses
+// it into req (chat and embeddings share the request shape). It writes the
+// error answer and returns false on failure.
+func (g *Gateway) readRequest(w *respWriter, r *http.Request, st *reqState, req *chatRequest) ([]byte, bool) {
 	if !g.authenticate(w, r, st) {
-		return
+		return nil, false
 	}
 	body, ok := g.readBody(w, r, st)
 	if !ok {
-		return
+		return nil, false
 	}
+	if !parseRequest(w, body, req) {
+		return nil, false
+	}
+	return body, true
+}
+
+// forwardReserved POSTs an admitted request upstream. When the request
+// fails or upstream answers with an error status, it releases the
+// reservation, writes the answer and returns false; otherwise the caller
+// settles the reservation and closes the response body.
+func (g *Gateway) forwardReserved(w *respWriter, r *http.Request, st *reqState, path string, body []byte, stream bool, res reservation) (*http.Response, bool) {
+	resp, ok := g.forward(w, r, st, http.MethodPost, path, body, stream)
+	if !ok {
+		st.p.ledger.release(res)
+		return nil, false
+	}
+	if resp.StatusCode/100 != 2 {
+		st.p.ledger.release(res)
+		g.relayError(w, st, resp)
+		resp.Body.Close()
+		return nil, false
+	}
+	return resp, true
+}
+
+// chat serves /v1/chat/completions.
+func (g *Gateway) chat(w *respWriter, r *http.Request, st *reqState) {
 	var req chatRequest
-	if !parseRequest(w, body, &req) {
+	body, ok := g.readRequest(w, r, st, &req)
+	if !ok {
 		return
 	}
 	st.stream = req.Stream
@@ -364,17 +394,11 @@ func (g *Gateway) chat(w *respWriter, r *http.Request, st *reqState) {
 	if !ok {
 		return
 	}
-	resp, ok := g.forward(w, r, st, http.MethodPost, pathChat, body, req.Stream)
+	resp, ok := g.forwardReserved(w, r, st, pathChat, body, req.Stream, res)
 	if !ok {
-		st.p.ledger.release(res)
 		return
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		st.p.ledger.release(res)
-		g.relayError(w, st, resp)
-		return
-	}
 	if req.Stream && strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		g.stream(w, r, st, resp, res, pr)
 		return
@@ -384,32 +408,20 @@ func (g *Gateway) chat(w *respWriter, r *http.Request, st *reqState) {
 
 // embeddings serves /v1/embeddings.
 func (g *Gateway) embeddings(w *respWriter, r *http.Request, st *reqState) {
-	if !g.authenticate(w, r, st) {
-		return
-	}
-	body, ok := g.readBody(w, r, st)
-	if !ok {
-		return
-	}
 	var req chatRequest
-	if !parseRequest(w, body, &req) {
+	body, ok := g.readRequest(w, r, st, &req)
+	if !ok {
 		return
 	}
 	res, pr, ok := g.admit(w, st, req.Model, -1, int64(len(body)))
 	if !ok {
 		return
 	}
-	resp, ok := g.forward(w, r, st, http.MethodPost, pathEmbeddings, body, false)
+	resp, ok := g.forwardReserved(w, r, st, pathEmbeddings, body, false, res)
 	if !ok {
-		st.p.ledger.release(res)
 		return
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		st.p.ledger.release(res)
-		g.relayError(w, st, resp)
-		return
-	}
 	g.plain(w, st, resp, res, pr)
 }
 

@@ -204,15 +204,22 @@ type ListWorkspacesOptions struct {
 	IsArchived     *bool
 }
 
+// pageQuery is the query of a paged admin listing: page (1-based) and
+// page_size, each left to the server's default when 0.
+func pageQuery(page, size int) url.Values {
+	q := url.Values{}
+	if page > 0 {
+		q.Set("page", strconv.Itoa(page))
+	}
+	if size > 0 {
+		q.Set("page_size", strconv.Itoa(size))
+	}
+	return q
+}
+
 // ListWorkspaces returns one page of workspaces.
 func (c *Client) ListWorkspaces(ctx context.Context, opts ListWorkspacesOptions) (WorkspacePage, error) {
-	q := url.Values{}
-	if opts.Page > 0 {
-		q.Set("page", strconv.Itoa(opts.Page))
-	}
-	if opts.PageSize > 0 {
-		q.Set("page_size", strconv.Itoa(opts.PageSize))
-	}
+	q := pageQuery(opts.Page, opts.PageSize)
 	if opts.Search != "" {
 		q.Set("search", opts.Search)
 	}
@@ -294,13 +301,7 @@ type ListUsersOptions struct {
 
 // ListUsers returns one page of members.
 func (c *Client) ListUsers(ctx context.Context, opts ListUsersOptions) (UserPage, error) {
-	q := url.Values{}
-	if opts.Page > 0 {
-		q.Set("page", strconv.Itoa(opts.Page))
-	}
-	if opts.PageSize > 0 {
-		q.Set("page_size", strconv.Itoa(opts.PageSize))
-	}
+	q := pageQuery(opts.Page, opts.PageSize)
 	if opts.Email != "" {
 		q.Set("email", opts.Email)
 	}

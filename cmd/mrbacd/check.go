@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/mrbacd/mrbacd/config"
@@ -33,14 +32,7 @@ func runCheck(_ context.Context, env *cmdEnv, args []string) int {
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
-		var ps config.Problems
-		if errors.As(err, &ps) {
-			for _, p := range ps {
-				fmt.Fprintln(env.stderr, p.String())
-			}
-		} else {
-			fmt.Fprintf(env.stderr, "mrbacd check: %v\n", err)
-		}
+		printConfigError(env, "mrbacd check", err)
 		return exitUsage
 	}
 	fmt.Fprintf(env.stdout, "ok: %s: %d workspace%s, %d key%s, %d role%s, %d gateway client%s\n",

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,23 +10,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 	"github.com/mrbacd/mrbacd/secrets"
 	"github.com/mrbacd/mrbacd/secrets/file"
 )
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // TestGatewayCommand runs `mrbacd gateway --config FILE` against the sandbox
 // with a file store: it serves, enforces the role, and exits 0 on cancel
@@ -65,7 +56,7 @@ gateway:
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var stdout, stderr syncBuf
+	var stdout, stderr testenv.LogBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(runCtx, &cmdEnv{stdout: &stdout, stderr: &stderr}, []string{"gateway", "--config", cfg, "--listen", "127.0.0.1:0"})

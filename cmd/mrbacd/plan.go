@@ -356,17 +356,7 @@ func planBudgetRun(ctx context.Context, cfg *config.Config, client *mistral.Clie
 // budgetPlanSummary is the budget job's summary line, counting the alerts
 // the next poll would send (the job's own dry-run summary cannot know).
 func budgetPlanSummary(r *budget.Report) string {
-	var spent, budgeted float64
-	for _, w := range r.Workspaces {
-		spent += w.SpendUSD
-		budgeted += w.BudgetUSD
-	}
-	send := 0
-	for _, a := range r.Alerts {
-		if a.First {
-			send++
-		}
-	}
+	spent, budgeted, send := r.Totals()
 	s := fmt.Sprintf("%s: $%.2f spent of $%.2f budgeted across %d workspaces; %d alerts, %d would be sent (the others were sent already)",
 		r.Month, spent, budgeted, len(r.Workspaces), len(r.Alerts), send)
 	if len(r.Errors) > 0 {

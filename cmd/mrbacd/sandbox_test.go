@@ -7,30 +7,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/mistral"
 )
-
-// lockedBuffer is a goroutine-safe writer for a command running in the background.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func TestSandboxUsage(t *testing.T) {
 	dir := t.TempDir()
@@ -66,10 +48,10 @@ func TestSandboxUsage(t *testing.T) {
 var listeningRE = regexp.MustCompile(`listening on (http://\S+)`)
 
 // startSandboxCmd runs `mrbacd sandbox` until the test ends and returns its URL.
-func startSandboxCmd(t *testing.T, args ...string) (url string, stderr *lockedBuffer) {
+func startSandboxCmd(t *testing.T, args ...string) (url string, stderr *testenv.LogBuffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out, errb := &lockedBuffer{}, &lockedBuffer{}
+	out, errb := &testenv.LogBuffer{}, &testenv.LogBuffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, &cmdEnv{stdout: out, stderr: errb}, append([]string{"sandbox", "--listen", "127.0.0.1:0"}, args...))

@@ -31,17 +31,24 @@ func loadConfig(env *cmdEnv, path string) (*config.Config, int) {
 	}
 	cfg, err := config.Load(path)
 	if err != nil {
-		var ps config.Problems
-		if errors.As(err, &ps) {
-			for _, p := range ps {
-				fmt.Fprintln(env.stderr, p.String())
-			}
-		} else {
-			fmt.Fprintf(env.stderr, "mrbacd: %v\n", err)
-		}
+		printConfigError(env, "mrbacd", err)
 		return nil, exitUsage
 	}
 	return cfg, exitOK
+}
+
+// printConfigError prints why a config did not load to stderr: every
+// problem (FILE:LINE:COL: field: message) on its own line, or else the
+// error after prefix ("mrbacd", "mrbacd check").
+func printConfigError(env *cmdEnv, prefix string, err error) {
+	var ps config.Problems
+	if errors.As(err, &ps) {
+		for _, p := range ps {
+			fmt.Fprintln(env.stderr, p.String())
+		}
+		return
+	}
+	fmt.Fprintf(env.stderr, "%s: %v\n", prefix, err)
 }
 
 // newLogger returns the slog logger the config asks for (text or json, its

@@ -434,18 +434,23 @@ func (j *Job) raise(ctx context.Context, log *slog.Logger, rep *Report) error {
 	return nil
 }
 
-func summary(r *Report) string {
-	var total, budget float64
+// Totals sums spend and budgets over the report's workspaces and counts
+// the alerts marked First (sent, or to be sent, for the first time).
+func (r *Report) Totals() (spendUSD, budgetUSD float64, first int) {
 	for _, w := range r.Workspaces {
-		total += w.SpendUSD
-		budget += w.BudgetUSD
+		spendUSD += w.SpendUSD
+		budgetUSD += w.BudgetUSD
 	}
-	first := 0
 	for _, a := range r.Alerts {
 		if a.First {
 			first++
 		}
 	}
+	return spendUSD, budgetUSD, first
+}
+
+func summary(r *Report) string {
+	total, budget, first := r.Totals()
 	s := fmt.Sprintf("%s: %s spent of %s budgeted across %d workspaces; %d alerts (%d new)",
 		r.Month, usd(total), usd(budget), len(r.Workspaces), len(r.Alerts), first)
 	if len(r.Errors) > 0 {

@@ -124,7 +124,7 @@ func TestFailures(t *testing.T) {
 		status int
 		times  int // 0: until cleared
 	}
-	tests := []struct {
+	type failureCase struct {
 		name   string
 		faults []fault
 		// storeOutage makes every store write fail as unavailable.
@@ -134,7 +134,8 @@ func TestFailures(t *testing.T) {
 		wantOutcome       string
 		wantInFlight      bool // stays journaled; a second run (faults cleared) finishes it
 		wantPublished     bool
-	}{
+	}
+	tests := []failureCase{
 		{name: "verification never succeeds", faults: []fault{{"GET /v1/models", 401, 0}}, wantOutcome: OutcomeFailed},
 		{name: "verification succeeds after warm-up", faults: []fault{{"GET /v1/models", 401, 2}}, wantOutcome: OutcomeRotated, wantPublished: true},
 		{name: "store unavailable at publish", storeOutage: true, wantOutcome: OutcomeFailed},
@@ -142,15 +143,7 @@ func TestFailures(t *testing.T) {
 	}
 	for _, route := range []string{"POST /v1/admin/api-keys", "GET /v1/admin/api-keys", "GET /v1/models", "DELETE /v1/admin/api-keys/{key_id}", "GET /v1/admin/workspaces"} {
 		for _, status := range []int{429, 500, 503} {
-			tests = append(tests, struct {
-				name              string
-				faults            []fault
-				storeOutage       bool
-				storeOutageWrites int
-				wantOutcome       string
-				wantInFlight      bool
-				wantPublished     bool
-			}{name: fmt.Sprintf("transient %d on %s", status, route), faults: []fault{{route, status, 2}},
+			tests = append(tests, failureCase{name: fmt.Sprintf("transient %d on %s", status, route), faults: []fault{{route, status, 2}},
 				wantOutcome: OutcomeRotated, wantPublished: true})
 			want := OutcomeFailed
 			inflight, published := false, false
@@ -166,15 +159,7 @@ func TestFailures(t *testing.T) {
 				// listing fails too, so the abort stays in flight.
 				inflight = true
 			}
-			tests = append(tests, struct {
-				name              string
-				faults            []fault
-				storeOutage       bool
-				storeOutageWrites int
-				wantOutcome       string
-				wantInFlight      bool
-				wantPublished     bool
-			}{name: fmt.Sprintf("persistent %d on %s", status, route), faults: []fault{{route, status, 0}},
+			tests = append(tests, failureCase{name: fmt.Sprintf("persistent %d on %s", status, route), faults: []fault{{route, status, 0}},
 				wantOutcome: want, wantInFlight: inflight, wantPublished: published})
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
@@ -22,24 +23,6 @@ import (
 	"github.com/mrbacd/mrbacd/secrets/file"
 	"github.com/mrbacd/mrbacd/state"
 )
-
-// syncBuffer collects logs from concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // env is a sandbox platform, a file store and a journal for one test.
 type env struct {
@@ -51,7 +34,7 @@ type env struct {
 	store  secrets.Store // what the engine writes through (may wrap files)
 	db     *state.DB
 	dbPath string
-	logs   *syncBuffer
+	logs   *testenv.LogBuffer
 	user   string
 	notes  *recorder
 	level  slog.Level // of the engine's logger (debug unless set)
@@ -79,7 +62,7 @@ func newEnv(t testing.TB) *env {
 	}
 	t.Cleanup(func() { db.Close() })
 	return &env{t: t, sb: sb, url: srv.URL, client: client, files: fs, store: fs, db: db, dbPath: dbPath,
-		logs: &syncBuffer{}, user: sb.Users()[0].ID, notes: &recorder{}, level: slog.LevelDebug}
+		logs: &testenv.LogBuffer{}, user: sb.Users()[0].ID, notes: &recorder{}, level: slog.LevelDebug}
 }
 
 func (e *env) spec(name string) KeySpec {

@@ -190,12 +190,31 @@ func (s *Server) workspaceJSON(ws *workspace) workspaceJSON {
 	return j
 }
 
-func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request, _ *keyRec, _ string) {
-	page, ok := queryInt(w, r, "page", 1, 1, 1<<30)
-	if !ok {
-		return
+// pageParams reads the page (1-based, default 1) and page_size (1 to 100,
+// default 25) query parameters of the paged admin listings; it writes the
+// validation error and returns false when one is invalid.
+func pageParams(w http.ResponseWriter, r *http.Request) (page, size int, ok bool) {
+	if page, ok = queryInt(w, r, "page", 1, 1, 1<<30); !ok {
+		return 0, 0, false
 	}
-	size, ok := queryInt(w, r, "page_size", 25, 1, 100)
+	if size, ok = queryInt(w, r, "page_size", 25, 1, 100); !ok {
+		return 0, 0, false
+	}
+	return page, size, true
+}
+
+// pageOf returns the given page of match, never nil (it encodes as []).
+func pageOf[T any](match []T, page, size int) []T {
+	start := min((page-1)*size, len(match))
+	end := min(start+size, len(match))
+	if items := match[start:end]; items != nil {
+		return items
+	}
+	return []T{}
+}
+
+func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request, _ *keyRec, _ string) {
+	page, size, ok := pageParams(w, r)
 	if !ok {
 		return
 	}
@@ -218,12 +237,7 @@ func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request, _ *keyRe
 		match = append(match, s.workspaceJSON(ws))
 	}
 	s.mu.RUnlock()
-	start := min((page-1)*size, len(match))
-	end := min(start+size, len(match))
-	items := match[start:end]
-	if items == nil {
-		items = []workspaceJSON{}
-	}
+	items := pageOf(match, page, size)
 	writeJSON(w, http.StatusOK, map[string]any{"total": len(match), "items": items, "object": "list", "page": page, "page_size": size})
 }
 
@@ -270,11 +284,7 @@ func (s *Server) archiveWorkspace(w http.ResponseWriter, r *http.Request, _ *key
 }
 
 func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, _ *keyRec, _ string) {
-	page, ok := queryInt(w, r, "page", 1, 1, 1<<30)
-	if !ok {
-		return
-	}
-	size, ok := queryInt(w, r, "page_size", 25, 1, 100)
+	page, size, ok := pageParams(w, r)
 	if !ok {
 		return
 	}
@@ -298,12 +308,7 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, _ *keyRec, _ 
 		match = append(match, member{u.ID, u.Email, u.Name, role})
 	}
 	s.mu.RUnlock()
-	start := min((page-1)*size, len(match))
-	end := min(start+size, len(match))
-	items := match[start:end]
-	if items == nil {
-		items = []member{}
-	}
+	items := pageOf(match, page, size)
 	writeJSON(w, http.StatusOK, map[string]any{"members": items, "invites": []any{}, "total": len(match), "page": page, "page_size": size})
 }
 

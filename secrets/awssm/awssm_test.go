@@ -175,34 +175,11 @@ func TestRawTagsStayBounded(t *testing.T) {
 			}
 		}
 		// Then three race, and one wins.
-		var wg sync.WaitGroup
-		vers, errs := make([]secrets.Version, 3), make([]error, 3)
-		for i := range 3 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r := rec(round*100 + 50 + i)
-				vers[i], errs[i] = s.Write(ctx, secrets.WriteRequest{Target: tg, Record: r, IfVersion: cur, Token: r.RotationID})
-			}()
+		recs := make([]secrets.Record, 3)
+		for i := range recs {
+			recs[i] = rec(round*100 + 50 + i)
 		}
-		wg.Wait()
-		winner := -1
-		for i, err := range errs {
-			if err == nil {
-				winner = i
-			} else if !errors.Is(err, secrets.ErrConflict) {
-				t.Fatalf("round %d: racing write err = %v", round, err)
-			}
-		}
-		if winner < 0 {
-			t.Fatalf("round %d: no racing writer won: %v", round, errs)
-		}
-		cur = vers[winner]
-		r := rec(round*100 + 50 + winner)
-		got, err := s.Read(ctx, tg)
-		if err != nil || got.KeyID != r.KeyID || got.APIKey != r.APIKey || got.Version != cur {
-			t.Fatalf("round %d: Read = %v %q, %v; want %s", round, got.Record, got.Version, err, r.KeyID)
-		}
+		cur = storetest.RaceWrites(ctx, t, fmt.Sprintf("round %d", round), s, tg, cur, recs)
 		d, err := raw.DescribeSecret(ctx, &secretsmanager.DescribeSecretInput{SecretId: aws.String(tg.Path)})
 		if err != nil {
 			t.Fatal(err)

@@ -644,3 +644,40 @@ func testCrashMidWrite(t *testing.T, s *suite) {
 		}
 	}
 }
+
+// RaceWrites writes recs to tg concurrently, each write conditional on
+// version cur, and returns the version of the one that won; it fails t
+// (messages start with where) unless every other write fails with
+// secrets.ErrConflict and a read then returns the winner's record at the
+// winner's version. Backend tests use it to race writers against their
+// own crash and pruning scenarios.
+func RaceWrites(ctx context.Context, t testing.TB, where string, s secrets.Store, tg secrets.Target, cur secrets.Version, recs []secrets.Record) secrets.Version {
+	t.Helper()
+	var wg sync.WaitGroup
+	vers, errs := make([]secrets.Version, len(recs)), make([]error, len(recs))
+	for i, r := range recs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			vers[i], errs[i] = s.Write(ctx, secrets.WriteRequest{Target: tg, Record: r, IfVersion: cur, Token: r.RotationID})
+		}()
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		if err == nil {
+			winner = i
+		} else if !errors.Is(err, secrets.ErrConflict) {
+			t.Fatalf("%s: racing write err = %v", where, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatalf("%s: no racing writer won: %v", where, errs)
+	}
+	r := recs[winner]
+	got, err := s.Read(ctx, tg)
+	if err != nil || got.KeyID != r.KeyID || got.APIKey != r.APIKey || got.Version != vers[winner] {
+		t.Fatalf("%s: Read = %v %q, %v; want %s", where, got.Record, got.Version, err, r.KeyID)
+	}
+	return vers[winner]
+}

@@ -147,34 +147,11 @@ func TestRawMetadataStaysBounded(t *testing.T) {
 			}
 		}
 		// ...then four race, and one wins.
-		var wg sync.WaitGroup
-		vers, errs := make([]secrets.Version, 4), make([]error, 4)
-		for i := range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r := rec(round*100 + 50 + i)
-				vers[i], errs[i] = s.Write(ctx, secrets.WriteRequest{Target: tg, Record: r, IfVersion: cur, Token: r.RotationID})
-			}()
+		recs := make([]secrets.Record, 4)
+		for i := range recs {
+			recs[i] = rec(round*100 + 50 + i)
 		}
-		wg.Wait()
-		winner := -1
-		for i, err := range errs {
-			if err == nil {
-				winner = i
-			} else if !errors.Is(err, secrets.ErrConflict) {
-				t.Fatalf("round %d: racing write err = %v", round, err)
-			}
-		}
-		if winner < 0 {
-			t.Fatalf("round %d: no racing writer won: %v", round, errs)
-		}
-		cur = vers[winner]
-		r := rec(round*100 + 50 + winner)
-		got, err := s.Read(ctx, tg)
-		if err != nil || got.KeyID != r.KeyID || got.APIKey != r.APIKey || got.Version != cur {
-			t.Fatalf("round %d: Read = %v %q, %v; want %s", round, got.Record, got.Version, err, r.KeyID)
-		}
+		cur = storetest.RaceWrites(ctx, t, fmt.Sprintf("round %d", round), s, tg, cur, recs)
 		m, err := v.Client.KVv2("secret").GetMetadata(ctx, tg.Path)
 		if err != nil {
 			t.Fatal(err)

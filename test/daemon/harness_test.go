@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/admin"
+	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 )
 
@@ -37,41 +38,14 @@ func TestMain(m *testing.M) {
 	}
 	// Readable by every uid: the peer-uid test runs ctl as nobody.
 	os.Chmod(dir, 0o755)
-	bin = filepath.Join(dir, "mrbacd")
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "the go command is needed to build mrbacd: %v\n", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	build := exec.Command(gobin, "build", "-o", bin, "github.com/mrbacd/mrbacd/cmd/mrbacd")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "building mrbacd: %v\n", err)
+	if bin, err = testenv.BuildMrbacd(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// lockedBuffer collects a child's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startSandbox serves a sandbox platform with one workspace and one user.
@@ -166,10 +140,10 @@ keys:
 // proc is a running `mrbacd run`.
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
-	stdout *lockedBuffer
+	stderr *testenv.LogBuffer
+	stdout *testenv.LogBuffer
 	// notify holds every sd_notify message, each followed by a "--" line.
-	notify  *lockedBuffer
+	notify  *testenv.LogBuffer
 	done    chan struct{}
 	code    int
 	started time.Time
@@ -188,7 +162,7 @@ func (e *env) start(extraEnv ...string) *proc {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	p := &proc{stderr: &lockedBuffer{}, stdout: &lockedBuffer{}, notify: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{stderr: &testenv.LogBuffer{}, stdout: &testenv.LogBuffer{}, notify: &testenv.LogBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, "run", "--config", e.cfgPath)
 	p.cmd.Env = append(append(os.Environ(), "MISTRAL_ADMIN_KEY="+adminKey, "NOTIFY_SOCKET="+notifyPath, "MRBACD_LOG_LEVEL="), extraEnv...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr

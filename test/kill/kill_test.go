@@ -39,17 +39,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "kill test:", err)
 		os.Exit(1)
 	}
-	bin = filepath.Join(dir, "mrbacd")
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "kill test: the go command is needed to build mrbacd:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	build := exec.Command(gobin, "build", "-o", bin, "../../cmd/mrbacd")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "kill test: building mrbacd:", err)
+	if bin, err = testenv.BuildMrbacd(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "kill test:", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}

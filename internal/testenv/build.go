@@ -1,0 +1,28 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+)
+
+// BuildMrbacd builds the mrbacd command into dir and returns the binary's
+// path, for tests that run the real binary (build it once, in TestMain).
+// The compiler's output goes to stderr.
+func BuildMrbacd(dir string) (string, error) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		return "", fmt.Errorf("the go command is needed to build mrbacd: %w", err)
+	}
+	bin := filepath.Join(dir, "mrbacd")
+	build := exec.Command(gobin, "build", "-o", bin, "github.com/mrbacd/mrbacd/cmd/mrbacd")
+	if root, err := repoRoot(); err == nil {
+		build.Dir = root
+	}
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return "", fmt.Errorf("building mrbacd: %w", err)
+	}
+	return bin, nil
+}

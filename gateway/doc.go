@@ -25,10 +25,12 @@
 // length in bytes, an upper bound for byte-level tokenizers since every token
 // covers at least one byte and the JSON syntax outweighs the per-message
 // control tokens) plus max_tokens, and the USD of that at the model's price.
-// A request that does not fit is refused with 429 and Retry-After. After the
-// answer the reservation is settled to the real usage (the body's usage, or
-// the last streamed chunk's); a failed or cancelled request releases it. So
-// the admitted total never exceeds a budget, whatever the concurrency.
+// A request that does not fit is refused with 429 and Retry-After: the time
+// until every exhausted limit frees (the window's end, or a second when only
+// requests in flight hold the room). After the answer the reservation is
+// settled to the real usage (the body's usage, or the last streamed chunk's);
+// a failed, cancelled or panicking request releases it. So the admitted total
+// never exceeds a budget, whatever the concurrency.
 // Windows roll over at UTC midnight (daily tokens and USD) and at the hour
 // (hourly USD); rpm is a sliding minute.
 //
@@ -59,6 +61,8 @@
 // on such bodies (encoding/json matches keys case-insensitively and keeps
 // the last duplicate, others match exactly or keep the first), and the
 // gateway must check the very model and max_tokens the upstream will use.
+// max_tokens 0 is refused with 400 too: the platform does not document what
+// 0 means, and were it "no limit" the gateway could not bound the answer.
 // The usage of an answer is read from its last "usage" object, scanned
 // without decoding the answer (encoding/json decodes it when it is anything
 // but flat integers).

@@ -353,7 +353,11 @@ func (g *Gateway) Flush(ctx context.Context) error {
 // server has drained; it is safe to call more than once.
 func (g *Gateway) Close(ctx context.Context) error {
 	g.closeOnce.Do(func() {
+		// Under reloadMu so a concurrent Reload either starts its pollers
+		// (wg.Add) before the Wait below or sees the gateway closed.
+		g.reloadMu.Lock()
 		g.cancel()
+		g.reloadMu.Unlock()
 		g.wg.Wait()
 		g.closeErr = g.Flush(ctx)
 		if t, ok := g.rt.(interface{ CloseIdleConnections() }); ok {

@@ -247,6 +247,11 @@ func decodeRequest(f reqFields, req *chatRequest) scanErr {
 			if !ok {
 				return "max_tokens must be a non-negative integer"
 			}
+			if n == 0 {
+				// The platform's meaning of 0 is undocumented; if it meant
+				// "no limit" the gateway could not bound the answer.
+				return "max_tokens must be at least 1"
+			}
 			req.MaxTokens.v = n
 		}
 	}

@@ -65,7 +65,8 @@ func TestScanRequest(t *testing.T) {
 		err       string // substring of the refusal; "" when accepted
 	}{
 		{"plain", `{"model":"m","max_tokens":16,"stream":true,"messages":[]}`, "m", 16, true, false, true, ""},
-		{"spaces", " \n{ \"model\" :\t\"m\" , \"max_tokens\" : 0 ,\"stream\":false } ", "m", 0, true, false, false, ""},
+		{"spaces", " \n{ \"model\" :\t\"m\" , \"max_tokens\" : 7 ,\"stream\":false } ", "m", 7, true, false, false, ""},
+		{"zero max_tokens", `{"model":"m","max_tokens":0}`, "", 0, false, false, false, "max_tokens must be at least 1"},
 		{"empty object", `{}`, "", 0, false, false, false, ""},
 		{"null max_tokens", `{"model":"m","max_tokens":null}`, "m", 0, true, true, false, ""},
 		{"null model and stream", `{"model":null,"stream":null}`, "", 0, false, false, false, ""},

@@ -75,15 +75,7 @@ func (l *ledger) reserve(now time.Time, r *role, tokens int64, usd float64) (res
 	defer l.mu.Unlock()
 	l.roll(now)
 	nowNS := now.UnixNano()
-	if r.RPM > 0 {
-		if len(l.rpmRing) != r.RPM {
-			l.rpmRing, l.rpmNext = make([]int64, r.RPM), 0
-		}
-		oldest := l.rpmRing[l.rpmNext]
-		if oldest != 0 && nowNS-oldest < int64(time.Minute) {
-			return reservation{}, &limitHit{name: "rpm", limit: itoa(int64(r.RPM)), retry: time.Duration(oldest + int64(time.Minute) - nowNS)}
-		}
-	}
+	// A request that alone exceeds a limit is refused for good (403).
 	switch {
 	case r.DailyTokens > 0 && tokens > r.DailyTokens:
 		return reservation{}, &limitHit{name: "daily_tokens", limit: itoa(r.DailyTokens), never: true}
@@ -92,14 +84,34 @@ func (l *ledger) reserve(now time.Time, r *role, tokens int64, usd float64) (res
 	case r.DailyUSD > 0 && usd > r.DailyUSD:
 		return reservation{}, &limitHit{name: "daily_usd", limit: ftoa(r.DailyUSD), never: true}
 	}
+	// Otherwise every exhausted limit is checked and the refusal names the
+	// one that frees last, so Retry-After is when the request can pass.
+	var hit *limitHit
+	worse := func(h *limitHit) {
+		if hit == nil || h.retry > hit.retry {
+			hit = h
+		}
+	}
+	if r.RPM > 0 {
+		if len(l.rpmRing) != r.RPM {
+			l.rpmRing, l.rpmNext = make([]int64, r.RPM), 0
+		}
+		oldest := l.rpmRing[l.rpmNext]
+		if oldest != 0 && nowNS-oldest < int64(time.Minute) {
+			worse(&limitHit{name: "rpm", limit: itoa(int64(r.RPM)), retry: time.Duration(oldest + int64(time.Minute) - nowNS)})
+		}
+	}
 	if r.DailyTokens > 0 && l.dayTokens+l.dayTokensRes+tokens > r.DailyTokens {
-		return reservation{}, l.hit("daily_tokens", itoa(r.DailyTokens), now, l.dayTokens+tokens > r.DailyTokens, untilDay)
+		worse(l.hit("daily_tokens", itoa(r.DailyTokens), now, l.dayTokens+tokens > r.DailyTokens, untilDay))
 	}
 	if r.HourlyUSD > 0 && l.hourUSD+l.hourUSDRes+usd > r.HourlyUSD {
-		return reservation{}, l.hit("hourly_usd", ftoa(r.HourlyUSD), now, l.hourUSD+usd > r.HourlyUSD, untilHour)
+		worse(l.hit("hourly_usd", ftoa(r.HourlyUSD), now, l.hourUSD+usd > r.HourlyUSD, untilHour))
 	}
 	if r.DailyUSD > 0 && l.dayUSD+l.dayUSDRes+usd > r.DailyUSD {
-		return reservation{}, l.hit("daily_usd", ftoa(r.DailyUSD), now, l.dayUSD+usd > r.DailyUSD, untilDay)
+		worse(l.hit("daily_usd", ftoa(r.DailyUSD), now, l.dayUSD+usd > r.DailyUSD, untilDay))
+	}
+	if hit != nil {
+		return reservation{}, hit
 	}
 	if r.RPM > 0 {
 		l.rpmRing[l.rpmNext] = nowNS
@@ -135,6 +147,7 @@ func (l *ledger) hit(name, limit string, now time.Time, windowFull bool, until f
 func (l *ledger) settle(res reservation, tokens int64, usd float64, onSettled func(settled)) settled {
 	s := settled{day: res.day, hour: res.hour, tokens: tokens, usd: usd}
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if res.day == l.day {
 		l.dayTokensRes -= res.tokens
 		l.dayUSDRes -= res.usd
@@ -148,7 +161,6 @@ func (l *ledger) settle(res reservation, tokens int64, usd float64, onSettled fu
 	if onSettled != nil {
 		onSettled(s)
 	}
-	l.mu.Unlock()
 	return s
 }
 

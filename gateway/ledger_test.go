@@ -75,6 +75,9 @@ func TestLedgerLimits(t *testing.T) {
 		{"rpm sliding minute", Role{RPM: 2}, []float64{0, 0, 0}, []time.Duration{0, 10 * time.Second, 20 * time.Second}, "rpm", 40 * time.Second},
 		{"request alone over daily tokens", Role{DailyTokens: 99}, []float64{0}, []time.Duration{0}, "daily_tokens", 0},
 		{"request alone over hourly usd", Role{HourlyUSD: 0.5}, []float64{0.6}, []time.Duration{0}, "hourly_usd", 0},
+		{"daily window outlasts rpm", Role{RPM: 2, DailyTokens: 350}, []float64{0, 0, 0, 0}, []time.Duration{-120 * time.Second, -40 * time.Second, -35 * time.Second, -30 * time.Second}, "daily_tokens", 60 * time.Second},
+		{"rpm outlasts the daily window", Role{RPM: 1, DailyTokens: 150}, []float64{0, 0}, []time.Duration{0, 0}, "rpm", time.Minute},
+		{"request alone over a limit beats rpm", Role{RPM: 1, HourlyUSD: 0.5}, []float64{0, 0.6}, []time.Duration{0, 0}, "hourly_usd", 0},
 		{"rpm frees after a minute", Role{RPM: 2}, []float64{0, 0, 0}, []time.Duration{0, 10 * time.Second, 61 * time.Second}, "", 0},
 	}
 	for _, tc := range tests {

@@ -35,6 +35,8 @@ type reqState struct {
 	tokens   int64
 	usd      float64
 	retried  bool
+	// resDone: the request's reservation was settled or released.
+	resDone bool
 }
 
 // respWriter records the status written.
@@ -294,13 +296,22 @@ func (g *Gateway) admit(w http.ResponseWriter, st *reqState, model string, maxTo
 func (g *Gateway) settle(st *reqState, res reservation, pr Price, u usage) {
 	usd := cost(pr, u.PromptTokens, u.CompletionTokens)
 	s := st.p.ledger.settle(res, u.total(), usd, st.p.queue)
-	st.tokens, st.usd = s.tokens, s.usd
+	st.tokens, st.usd, st.resDone = s.tokens, s.usd, true
 }
 
 // settleReserved charges the whole reservation (answer without usage).
 func (g *Gateway) settleReserved(st *reqState, res reservation) {
 	s := st.p.ledger.settle(res, res.tokens, res.usd, st.p.queue)
-	st.tokens, st.usd = s.tokens, s.usd
+	st.tokens, st.usd, st.resDone = s.tokens, s.usd, true
+}
+
+// release gives the reservation back (failed or cancelled request) unless
+// it was already settled or released.
+func (g *Gateway) release(st *reqState, res reservation) {
+	if !st.resDone {
+		st.p.ledger.release(res)
+		st.resDone = true
+	}
 }
 
 // injectMaxTokens returns body with max_tokens set to n: inserted after the
@@ -350,11 +361,11 @@ func (g *Gateway) readRequest(w *respWriter, r *http.Request, st *reqState, req 
 func (g *Gateway) forwardReserved(w *respWriter, r *http.Request, st *reqState, path string, body []byte, stream bool, res reservation) (*http.Response, bool) {
 	resp, ok := g.forward(w, r, st, http.MethodPost, path, body, stream)
 	if !ok {
-		st.p.ledger.release(res)
+		g.release(st, res)
 		return nil, false
 	}
 	if resp.StatusCode/100 != 2 {
-		st.p.ledger.release(res)
+		g.release(st, res)
 		g.relayError(w, st, resp)
 		resp.Body.Close()
 		return nil, false
@@ -394,6 +405,9 @@ func (g *Gateway) chat(w *respWriter, r *http.Request, st *reqState) {
 	if !ok {
 		return
 	}
+	// Every path settles or releases; this also covers a panic (net/http
+	// recovers it, ErrAbortHandler included), so no reservation leaks.
+	defer g.release(st, res)
 	resp, ok := g.forwardReserved(w, r, st, pathChat, body, req.Stream, res)
 	if !ok {
 		return
@@ -417,6 +431,7 @@ func (g *Gateway) embeddings(w *respWriter, r *http.Request, st *reqState) {
 	if !ok {
 		return
 	}
+	defer g.release(st, res) // also on a panic; see chat
 	resp, ok := g.forwardReserved(w, r, st, pathEmbeddings, body, false, res)
 	if !ok {
 		return
@@ -438,8 +453,12 @@ func (t timedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// readTimed appends r to buf until EOF or until buf holds limit bytes,
-// adding the time spent in Read to *d (time waiting on upstream).
+// errUpstreamTooLarge: a non-streamed upstream answer reached maxUpstreamBody.
+var errUpstreamTooLarge = errors.New("upstream answer too large")
+
+// readTimed appends r to buf until EOF, adding the time spent in Read to *d
+// (time waiting on upstream). An answer that reaches limit bytes before EOF
+// is errUpstreamTooLarge (never relayed truncated).
 func readTimed(buf *bytes.Buffer, r io.Reader, limit int, d *time.Duration) error {
 	for buf.Len() < limit {
 		if buf.Available() == 0 {
@@ -458,7 +477,7 @@ func readTimed(buf *bytes.Buffer, r io.Reader, limit int, d *time.Duration) erro
 			return err
 		}
 	}
-	return nil
+	return errUpstreamTooLarge
 }
 
 // plain relays a whole JSON answer and settles its usage.
@@ -475,7 +494,7 @@ func (g *Gateway) plain(w *respWriter, st *reqState, resp *http.Response, res re
 	}
 	err := readTimed(buf, resp.Body, maxUpstreamBody, &st.upstream)
 	if err != nil {
-		st.p.ledger.release(res)
+		g.release(st, res)
 		if errors.Is(err, context.Canceled) {
 			return
 		}
@@ -537,7 +556,7 @@ func (g *Gateway) stream(w *respWriter, r *http.Request, st *reqState, resp *htt
 	case complete:
 		g.settleReserved(st, res)
 	default:
-		st.p.ledger.release(res)
+		g.release(st, res)
 		if r.Context().Err() == nil {
 			g.log.Warn("gateway upstream stream broke", "client", st.p.name, "workspace", st.p.workspace, "model", st.model)
 		}

@@ -53,6 +53,7 @@ func TestRules(t *testing.T) {
 		{"invalid JSON", "analyst", "POST", pathChat, `{"model": "mistral-small-latest",`, 400, "invalid_json", "not valid JSON"},
 		{"not an object", "analyst", "POST", pathChat, `["a"]`, 400, "invalid_json", "JSON object"},
 		{"max_tokens wrong type", "analyst", "POST", pathChat, `{"model":"mistral-small-latest","max_tokens":"5","messages":[]}`, 400, "invalid_json", "max_tokens must be a non-negative integer"},
+		{"max_tokens zero", "analyst", "POST", pathChat, `{"model":"mistral-small-latest","max_tokens":0,"messages":[]}`, 400, "invalid_json", "max_tokens must be at least 1"},
 		{"max_tokens negative", "analyst", "POST", pathChat, `{"model":"mistral-small-latest","max_tokens":-1,"messages":[]}`, 400, "invalid_json", "max_tokens must be"},
 		{"missing model", "analyst", "POST", pathChat, `{"messages":[]}`, 400, "missing_model", "model is required"},
 		{"model in another case", "analyst", "POST", pathChat, `{"model":"mistral-small-latest","MODEL":"mistral-large-latest","max_tokens":5,"messages":[]}`, 400, "invalid_json", `key \"MODEL\" is ambiguous`},

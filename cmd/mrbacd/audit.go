@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,11 +24,15 @@ func init() {
 
 // newAuditJob wires the audit job: the platform, the stores' records, the
 // journal (findings already reported) and the outbox its digest goes to
-// (nil: no notification).
+// (nil: no notification). A nil journal leaves Job.Journal nil (a nil
+// *state.DB must not become a non-nil interface).
 func newAuditJob(cfg *config.Config, platform *mistral.Client, stores map[string]secrets.Store, journal *state.DB,
 	outbox *notify.Outbox, logger *slog.Logger) *audit.Job {
-	j := &audit.Job{Config: cfg, Platform: platform, Journal: journal, Logger: logger,
+	j := &audit.Job{Config: cfg, Platform: platform, Logger: logger,
 		Records: audit.StoreRecords{Stores: stores, Target: storeTarget}}
+	if journal != nil {
+		j.Journal = journal
+	}
 	if outbox != nil {
 		j.Notifier = audit.OutboxNotifier{Outbox: outbox}
 	}
@@ -114,7 +119,8 @@ type oneShotDeps struct {
 	platform *mistral.Client
 	stores   map[string]secrets.Store
 	journal  *state.DB
-	// outbox is nil in a dry run.
+	// journal is read-only in a dry run (nil when none exists yet); outbox
+	// is nil in a dry run.
 	outbox *notify.Outbox
 }
 
@@ -145,7 +151,12 @@ func oneShot(ctx context.Context, env *cmdEnv, s oneShotSpec) int {
 	}
 	d := oneShotDeps{cfg: cfg, log: log, platform: platform}
 	if !s.noStores {
-		stores, closeStores, err := openStores(ctx, cfg, log)
+		// A dry run creates nothing: the file store is opened as plan does.
+		open := openStores
+		if s.dryRun {
+			open = openPlanStores
+		}
+		stores, closeStores, err := open(ctx, cfg, log)
 		if err != nil {
 			fmt.Fprintf(env.stderr, "mrbacd %s: %v\n", s.name, err)
 			return exitFailed
@@ -153,11 +164,22 @@ func oneShot(ctx context.Context, env *cmdEnv, s oneShotSpec) int {
 		defer closeStores()
 		d.stores = stores
 	}
-	if d.journal, err = openJournal(ctx, cfg); err != nil {
+	if s.dryRun {
+		// Read-only, and only if it exists: a dry run records nothing.
+		d.journal, err = state.OpenReadOnly(ctx, cfg.State.Path)
+		if errors.Is(err, state.ErrNoJournal) {
+			d.journal, err = nil, nil
+		}
+	} else {
+		d.journal, err = openJournal(ctx, cfg)
+	}
+	if err != nil {
 		fmt.Fprintf(env.stderr, "mrbacd %s: %v\n", s.name, err)
 		return exitFailed
 	}
-	defer d.journal.Close()
+	if d.journal != nil {
+		defer d.journal.Close()
+	}
 	if !s.dryRun {
 		// With --json, stdout carries the report: stdout notifications go to stderr.
 		nenv := env
@@ -172,28 +194,28 @@ func oneShot(ctx context.Context, env *cmdEnv, s oneShotSpec) int {
 		d.outbox = newOutbox(d.journal, sender, log)
 	}
 
-	argDesc := "--config " + s.configPath
-	if s.dryRun {
-		argDesc += " --dry-run"
-	}
-	runID, err := d.journal.StartRun(ctx, s.name, "cli", argDesc)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "mrbacd %s: %v\n", s.name, err)
-		return exitFailed
+	var runID int64
+	if !s.dryRun {
+		if runID, err = d.journal.StartRun(ctx, s.name, "cli", "--config "+s.configPath); err != nil {
+			fmt.Fprintf(env.stderr, "mrbacd %s: %v\n", s.name, err)
+			return exitFailed
+		}
 	}
 	res, runErr := s.build(d).Run(ctx, jobs.Request{RunID: runID, Trigger: "cli", DryRun: s.dryRun})
-	status, errMsg := "ok", ""
-	switch {
-	case runErr != nil && ctx.Err() != nil:
-		status, errMsg = "canceled", runErr.Error()
-	case runErr != nil:
-		status, errMsg = "failed", runErr.Error()
-	case res.Failed:
-		status = "failed"
-	}
-	// The run's outcome must be recorded even if ctx was canceled.
-	if err := d.journal.FinishRun(context.WithoutCancel(ctx), runID, status, errMsg, res.Summary); err != nil {
-		log.Error("recording the run failed", "run_id", runID, "err", err)
+	if runID != 0 {
+		status, errMsg := state.RunOK, ""
+		switch {
+		case runErr != nil && ctx.Err() != nil:
+			status, errMsg = state.RunCanceled, runErr.Error()
+		case runErr != nil:
+			status, errMsg = state.RunFailed, runErr.Error()
+		case res.Failed:
+			status = state.RunFailed
+		}
+		// The run's outcome must be recorded even if ctx was canceled.
+		if err := d.journal.FinishRun(context.WithoutCancel(ctx), runID, status, errMsg, res.Summary); err != nil {
+			log.Error("recording the run failed", "run_id", runID, "err", err)
+		}
 	}
 	if d.outbox != nil {
 		flushNotifications(ctx, env, s.name, d.outbox)

@@ -22,7 +22,10 @@ func init() {
 // newBudgetJob wires the budget job: the platform, the journal (once-marks)
 // and the outbox its alerts go to (nil: no notification).
 func newBudgetJob(cfg *config.Config, platform *mistral.Client, journal *state.DB, outbox *notify.Outbox, logger *slog.Logger) *budget.Job {
-	j := &budget.Job{Config: cfg, Platform: platform, Journal: journal, Logger: logger}
+	j := &budget.Job{Config: cfg, Platform: platform, Logger: logger}
+	if journal != nil { // a nil *state.DB must not become a non-nil Journal
+		j.Journal = journal
+	}
 	if outbox != nil {
 		j.Notifier = budget.OutboxNotifier{Outbox: outbox}
 	}

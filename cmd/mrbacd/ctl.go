@@ -135,6 +135,9 @@ func (c *ctl) fail(err error, usageCodes ...int) int {
 	var ue *admin.UnreachableError
 	var ae *admin.APIError
 	switch {
+	case errors.Is(err, context.DeadlineExceeded): // --timeout (the client wraps it as unreachable)
+		fmt.Fprintf(c.env.stderr, "mrbacd ctl: no answer in time (--timeout): %v\n", err)
+		return exitUnreachable
 	case errors.As(err, &ue):
 		why := "is mrbacd running, and is this the right socket (--socket, --config, $" + SocketEnv + ")?"
 		if errors.Is(err, syscall.EACCES) || errors.Is(err, os.ErrPermission) {
@@ -157,9 +160,6 @@ func (c *ctl) fail(err error, usageCodes ...int) int {
 			}
 		}
 		return exitFailed
-	case errors.Is(err, context.DeadlineExceeded):
-		fmt.Fprintf(c.env.stderr, "mrbacd ctl: no answer in time: %v\n", err)
-		return exitUnreachable
 	default:
 		fmt.Fprintf(c.env.stderr, "mrbacd ctl: %v\n", err)
 		return exitFailed

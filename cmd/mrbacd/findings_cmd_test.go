@@ -90,6 +90,9 @@ func TestAuditAndBudgetCommands(t *testing.T) {
 	if n := len(slack.Messages()); n != 0 {
 		t.Fatalf("dry run sent %d Slack messages", n)
 	}
+	if _, err := os.Stat(filepath.Join(dir, "state.db")); !os.IsNotExist(err) {
+		t.Fatalf("audit --dry-run created the journal (stat: %v)", err)
+	}
 
 	// audit: the digest reaches Slack before the command exits.
 	out.Reset()

@@ -278,11 +278,7 @@ func planSchedules(ctx context.Context, cfg *config.Config, db *state.DB, now ti
 // which findings are already open.
 func planAuditRun(ctx context.Context, cfg *config.Config, client *mistral.Client, stores map[string]secrets.Store,
 	db *state.DB, log *slog.Logger) planAudit {
-	j := newAuditJob(cfg, client, stores, nil, nil, log)
-	j.Journal, j.Notifier = nil, nil // a nil *state.DB must not become a non-nil Journal
-	if db != nil {
-		j.Journal = db
-	}
+	j := newAuditJob(cfg, client, stores, db, nil, log)
 	res, err := j.Run(ctx, jobs.Request{Trigger: "plan", DryRun: true})
 	if err != nil {
 		return planAudit{Error: err.Error()}
@@ -323,7 +319,6 @@ func planAuditRun(ctx context.Context, cfg *config.Config, client *mistral.Clien
 // already this month.
 func planBudgetRun(ctx context.Context, cfg *config.Config, client *mistral.Client, db *state.DB, log *slog.Logger) planBudget {
 	j := newBudgetJob(cfg, client, nil, nil, log)
-	j.Journal, j.Notifier = nil, nil
 	res, err := j.Run(ctx, jobs.Request{Trigger: "plan", DryRun: true})
 	if err != nil {
 		return planBudget{Error: err.Error()}

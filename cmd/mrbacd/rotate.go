@@ -56,7 +56,12 @@ func runRotate(ctx context.Context, env *cmdEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "mrbacd rotate: %v\n", err)
 		return exitUsage
 	}
-	stores, closeStores, err := openStores(ctx, cfg, log)
+	// A dry run creates nothing: the file store is opened as plan does.
+	open := openStores
+	if *dryRun {
+		open = openPlanStores
+	}
+	stores, closeStores, err := open(ctx, cfg, log)
 	if err != nil {
 		fmt.Fprintf(env.stderr, "mrbacd rotate: %v\n", err)
 		return exitFailed

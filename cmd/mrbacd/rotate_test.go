@@ -83,6 +83,11 @@ func TestRotateAndPlanCommands(t *testing.T) {
 				if len(w.sb.Keys()) != 0 {
 					t.Fatal("dry run created keys")
 				}
+				for _, p := range []string{w.state, filepath.Join(filepath.Dir(w.state), "secrets")} {
+					if _, err := os.Stat(p); !os.IsNotExist(err) {
+						t.Fatalf("dry run created %s (stat: %v)", p, err)
+					}
+				}
 			}},
 		{"rotate bootstraps", []string{"rotate", "--config", w.cfgPath}, 0,
 			[]string{"rotated 2 of 2 keys", "bootstrapped"}, nil},

@@ -89,7 +89,10 @@ func runDaemon(ctx context.Context, env *cmdEnv, args []string) int {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				log.Info("SIGHUP: reloading the config", "config", *cfgPath)
-				d.Reload(context.Background(), "signal")
+				// Off the signal loop, so a SIGTERM during a slow reload (a
+				// store that takes long to open) is taken at once: Shutdown
+				// cancels the reload. Reloads are serialized by the daemon.
+				go d.Reload(context.Background(), "signal")
 				continue
 			}
 			log.Info("stopping on signal", "signal", sig.String())

@@ -238,7 +238,7 @@ func (j *Job) Run(ctx context.Context, req jobs.Request) (jobs.Result, error) {
 // unfiltered key listing: the admin API lists keys across workspaces), the
 // store records and the rotations in flight.
 func (j *Job) gather(ctx context.Context, rep *Report) (Inventory, error) {
-	inv := Inventory{Records: map[string]Record{}, InFlight: map[string]bool{}}
+	inv := Inventory{Records: map[string]Record{}, InFlight: map[string]bool{}, InFlightKeys: map[string]string{}}
 	var err error
 	if inv.Workspaces, err = j.Platform.ListAllWorkspaces(ctx); err != nil {
 		return inv, fmt.Errorf("audit: list workspaces: %w", err)
@@ -263,6 +263,11 @@ func (j *Job) gather(ctx context.Context, rep *Report) (Inventory, error) {
 		}
 		for _, r := range rots {
 			inv.InFlight[r.KeyName] = true
+			for _, id := range []string{r.OldKeyID, r.NewKeyID} {
+				if id != "" {
+					inv.InFlightKeys[id] = r.KeyName
+				}
+			}
 		}
 	}
 	return inv, nil

@@ -118,6 +118,10 @@ type Inventory struct {
 	// InFlight names keys: entries with a rotation in flight: their extra
 	// mrbacd-created keys are the rotation's, not drift.
 	InFlight map[string]bool
+	// InFlightKeys maps the old and new key ids of rotations in flight to
+	// their keys: entry: between publish and revoke the old key is still the
+	// entry's (whatever its name), not undeclared.
+	InFlightKeys map[string]string
 }
 
 // Policy holds the audit's thresholds.
@@ -282,6 +286,9 @@ func Evaluate(cfg *config.Config, pol Policy, inv Inventory, now time.Time) []Fi
 
 		entry, current := byRecordID[k.KeyID]
 		if !current {
+			entry = inv.InFlightKeys[k.KeyID]
+		}
+		if entry == "" {
 			for _, n := range names {
 				e := entries[n]
 				if ManagedName(n, k.Name) && declaredWS == e.Workspace && declaredWS != "" {

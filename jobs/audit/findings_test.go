@@ -69,9 +69,11 @@ func TestEvaluate(t *testing.T) {
 		keys     []mistral.Key // added to healthy()
 		records  map[string]Record
 		inFlight map[string]bool
-		ws       []mistral.Workspace // replaces evalWorkspaces when set
-		want     []string            // finding ids
-		sev      map[string]Severity // optional severity checks
+		// inFlightKeys maps key ids of rotations in flight to their entry.
+		inFlightKeys map[string]string
+		ws           []mistral.Workspace // replaces evalWorkspaces when set
+		want         []string            // finding ids
+		sev          map[string]Severity // optional severity checks
 	}
 	cases := []tc{
 		{name: "healthy keys raise nothing", want: nil},
@@ -142,6 +144,12 @@ func TestEvaluate(t *testing.T) {
 			keys:     []mistral.Key{{KeyID: "k-new", Name: "dev-team-key-20261127-0badf00d", WorkspaceID: "w-dev", CreatedAt: ts("2026-11-27")}},
 			inFlight: map[string]bool{"dev-team-key": true},
 			want:     nil},
+		{name: "rotation in flight after publish: the adopted old key is still the entry's",
+			records:      map[string]Record{"dev-team-key": {Found: true, KeyID: "k-dev"}, "ml-key": {Found: true, KeyID: "k-ml2"}},
+			keys:         []mistral.Key{{KeyID: "k-ml2", Name: "ml-key-20261127-aaaa1111", WorkspaceID: "w-ml", CreatedAt: ts("2026-11-27")}},
+			inFlight:     map[string]bool{"ml-key": true},
+			inFlightKeys: map[string]string{"k-ml": "ml-key", "k-ml2": "ml-key"},
+			want:         nil},
 		{name: "unreadable store: no drift judged for the entry",
 			records: map[string]Record{"dev-team-key": {Err: errors.New("vault sealed")}, "ml-key": {Found: true, KeyID: "k-ml"}},
 			want:    nil},
@@ -179,7 +187,8 @@ func TestEvaluate(t *testing.T) {
 			if c.cfg != nil {
 				c.cfg(cfg)
 			}
-			inv := Inventory{Workspaces: evalWorkspaces, Keys: append(healthy(), c.keys...), Records: healthyRecords(), InFlight: c.inFlight}
+			inv := Inventory{Workspaces: evalWorkspaces, Keys: append(healthy(), c.keys...), Records: healthyRecords(), InFlight: c.inFlight,
+				InFlightKeys: c.inFlightKeys}
 			if c.ws != nil {
 				inv.Workspaces = c.ws
 			}

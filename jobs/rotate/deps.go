@@ -145,8 +145,8 @@ type Options struct {
 	VerifyTimeout time.Duration
 	// PublishTimeout bounds the retries of a store that is unavailable at publish.
 	PublishTimeout time.Duration
-	// LeaseTTL is how long a per-key lease outlives a process that stops
-	// renewing it (renewed every third of it).
+	// LeaseTTL is how long the journal lease (LeaseName) outlives a process
+	// that stops renewing it (renewed every third of it).
 	LeaseTTL time.Duration
 	// MinBackoff is the first retry wait of verify and publish (default 100ms).
 	MinBackoff time.Duration

@@ -37,7 +37,9 @@
 // at propagate with a full wait; otherwise every platform key with the new
 // name is deleted and the rotation starts over at create under the same id
 // and name (Attempts counts these restarts). A rotation at publish resumes
-// the remaining wait; at reverify it revokes; at abort it deletes again.
+// the remaining wait; at reverify (journaled only with a failure after it,
+// such as a refused revoke) it re-verifies, then revokes; at abort it deletes
+// again.
 //
 // A failure after publish never rolls the store back: the rotation stays in
 // flight with its error (reported as failed in this run and to the
@@ -110,11 +112,13 @@
 // the same rotation; and within a process, runs claim the keys they work on.
 // A lease left by a killed process of this host (its pid no longer exists) is
 // taken over at once; any other must expire. A process that finds the lease
-// held by a live one reports every key busy and does nothing.
+// held by a live one reports every key busy and does nothing. A process that
+// cannot renew its lease (the journal erring) for two thirds of its TTL stops
+// its run, as one that lost it does, before another may take it over.
 //
-// The verify and reverify steps are not journaled: recovery treats begin,
-// create and verify alike, and a restart after reverify re-verifies, which
-// is cheap. Journal writes per rotation: begin, create, publish, done.
+// The verify and reverify steps are not journaled (except along with a
+// failure after them): recovery treats begin, create and verify alike, and
+// a restart after reverify re-verifies, which is cheap. Journal writes per rotation: begin, create, publish, done.
 //
 // On context cancellation a rotation stops before its next step; it stays
 // journaled and the next start resumes it.

@@ -246,13 +246,7 @@ func TestStoreUnreadableAtPublish(t *testing.T) {
 	eng := e.engine(Options{}, e.spec("k"))
 	fs.failWrites.Store(-1)
 	// Reads fail from the first write on (the due check read works).
-	e.store = fs
-	go func() {
-		for fs.writes.Load() == 0 {
-			time.Sleep(time.Millisecond)
-		}
-		fs.failReads.Store(true)
-	}()
+	fs.failReadsAfterWrite.Store(true)
 	_, reps := e.run(eng, jobs.Request{})
 	if len(reps) != 1 || reps[0].Outcome != OutcomeFailed || !reps[0].InFlight {
 		t.Fatalf("reports %+v", reps)
@@ -261,7 +255,7 @@ func TestStoreUnreadableAtPublish(t *testing.T) {
 		t.Fatal("old key no longer valid")
 	}
 	fs.failWrites.Store(0)
-	fs.failReads.Store(false)
+	fs.failReadsAfterWrite.Store(false)
 	_, reps = e.run(eng, jobs.Request{})
 	if len(reps) != 1 || reps[0].Outcome != OutcomeRotated || !reps[0].Resumed {
 		t.Fatalf("second run %+v", reps)

@@ -228,8 +228,9 @@ func (r *recorder) counts() (int, int) {
 type flakyStore struct {
 	secrets.Store
 	failWrites atomic.Int32 // writes left to fail; <0: all
-	failReads  atomic.Bool
-	writes     atomic.Int32
+	// failReadsAfterWrite makes reads fail once a write was tried.
+	failReadsAfterWrite atomic.Bool
+	writes              atomic.Int32
 }
 
 func (f *flakyStore) Write(ctx context.Context, req secrets.WriteRequest) (secrets.Version, error) {
@@ -244,7 +245,7 @@ func (f *flakyStore) Write(ctx context.Context, req secrets.WriteRequest) (secre
 }
 
 func (f *flakyStore) Read(ctx context.Context, t secrets.Target) (secrets.Versioned, error) {
-	if f.failReads.Load() {
+	if f.failReadsAfterWrite.Load() && f.writes.Load() > 0 {
 		return secrets.Versioned{}, errors.Join(secrets.ErrUnavailable, errors.New("test outage"))
 	}
 	return f.Store.Read(ctx, t)

@@ -64,11 +64,14 @@ func (e *Engine) unlockJournal() {
 }
 
 // renewLease renews the lease every third of its TTL until ctx ends; if the
-// lease was lost (another process took it after it expired), it stops the run.
+// lease was lost (another process took it after it expired), or renewals have
+// failed for two thirds of the TTL (it may expire before the next one, and
+// another process could then resume the same rotations), it stops the run.
 func (e *Engine) renewLease(ctx context.Context, stop context.CancelFunc, done chan<- struct{}) {
 	defer close(done)
 	tick := time.NewTicker(e.opts.LeaseTTL / 3)
 	defer tick.Stop()
+	renewed := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -76,12 +79,20 @@ func (e *Engine) renewLease(ctx context.Context, stop context.CancelFunc, done c
 		case <-tick.C:
 		}
 		ok, err := e.d.Journal.RenewLease(ctx, LeaseName, e.opts.Owner, e.opts.LeaseTTL)
-		if err == nil && !ok {
+		switch {
+		case err == nil && !ok:
 			e.log.Error("rotation lease lost: stopping this run; its rotations stay journaled")
 			stop()
 			return
-		}
-		if err != nil && ctx.Err() == nil {
+		case err == nil:
+			renewed = time.Now()
+		case ctx.Err() != nil:
+			return
+		case time.Since(renewed) >= e.opts.LeaseTTL*2/3:
+			e.log.Error("rotation lease not renewed in time: stopping this run; its rotations stay journaled", "err", err)
+			stop()
+			return
+		default:
 			e.log.Warn("renew the rotation lease", "err", err)
 		}
 	}

@@ -81,12 +81,19 @@ func (r *run) reloadResumed(t *task) bool {
 		r.fail(t, fmt.Errorf("journal: %w", err), true)
 		return false
 	}
-	t.rot = rot
 	if rot.Status != state.StatusInFlight {
+		t.rot = rot
 		t.rep.Outcome = OutcomeBusy
 		t.rep.Reason = "another process finished this rotation"
 		return false
 	}
+	if rot.Step == StepReverify {
+		// Journaled only along with a failure after it (a revoke refused).
+		// The store may have changed since (an operator rollback): never
+		// revoke on an earlier run's word, re-verify first (I3).
+		rot.Step = StepPublish
+	}
+	t.rot = rot
 	return true
 }
 

@@ -396,16 +396,14 @@ type checker struct {
 	reads      int
 	readErrs   int
 	violations []string
-	// firstSeen is when each key id was first seen in each target's store
-	// record; history is the sequence of key ids each target held.
-	firstSeen map[string]time.Time
-	history   map[string][]string
-	idOf      map[string]string // plaintext -> platform key id
+	// history is the sequence of key ids each target held.
+	history map[string][]string
+	idOf    map[string]string // plaintext -> platform key id
 }
 
 func startChecker(w *world) *checker {
 	c := &checker{w: w, quit: make(chan struct{}), done: make(chan struct{}),
-		firstSeen: map[string]time.Time{}, history: map[string][]string{}, idOf: map[string]string{}}
+		history: map[string][]string{}, idOf: map[string]string{}}
 	go c.loop()
 	return c
 }
@@ -435,7 +433,6 @@ func (c *checker) loop() {
 				c.mu.Unlock()
 				continue
 			}
-			seenAt := time.Now()
 			accepted := c.w.sb.Accepts(v.APIKey)
 			c.mu.Lock()
 			c.reads++
@@ -444,9 +441,6 @@ func (c *checker) loop() {
 			if id := c.keyIDOf(v.APIKey); id != "" && id != v.KeyID {
 				c.violations = append(c.violations, fmt.Sprintf("%s: torn record: version %s holds key %s with the metadata of key %q",
 					k.name, v.Version, id, v.KeyID))
-			}
-			if _, ok := c.firstSeen[v.KeyID]; !ok {
-				c.firstSeen[v.KeyID] = seenAt
 			}
 			h := c.history[k.name]
 			if len(h) == 0 || h[len(h)-1] != v.KeyID {

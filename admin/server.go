@@ -165,6 +165,11 @@ func removeStale(path string) error {
 		c.Close()
 		return fmt.Errorf("admin socket: another process answers on %s (is mrbacd already running?)", path)
 	}
+	// Only a refused connection proves nobody listens; a socket we may not
+	// connect to (EACCES) or that is too busy to answer in time may be live.
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("admin socket: %s exists and cannot be probed (%w); refusing to replace it", path, err)
+	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("admin socket: removing stale socket: %w", err)
 	}

@@ -107,8 +107,11 @@ type Daemon struct {
 
 	svcCtx    context.Context
 	svcCancel context.CancelFunc
-	svcWG     sync.WaitGroup
-	fatal     chan error // a server or service failed
+	// stopCtx is cancelled as Shutdown begins: a reload in progress gives up.
+	stopCtx    context.Context
+	stopCancel context.CancelFunc
+	svcWG      sync.WaitGroup
+	fatal      chan error // a server or service failed
 
 	reloadMu sync.Mutex // one reload at a time
 	mu       sync.RWMutex
@@ -219,6 +222,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		closers = append(closers, func() { d.metSrv.Shutdown(context.Background()) })
 	}
 	d.svcCtx, d.svcCancel = context.WithCancel(context.WithoutCancel(ctx))
+	d.stopCtx, d.stopCancel = context.WithCancel(context.Background())
 	return d, nil
 }
 
@@ -459,10 +463,13 @@ func (d *Daemon) health(ctx context.Context) error {
 
 // Reload reads and validates the config file again and swaps it in only if
 // it is valid and its components build; otherwise the old config keeps
-// running and the returned error (wrapping admin.ErrInvalid) says why.
-// trigger says who asked ("signal", "uid:N"). Changes that need a restart
-// (socket, metrics listener, journal path, notification sender) are listed
-// in Notes, with what Options.Reloaded reports of the services.
+// running and the returned error (wrapping admin.ErrInvalid, or
+// admin.ErrUnavailable once Shutdown began) says why.
+// Shutdown cancels a reload in progress (the ctx of Build), so a slow store
+// cannot hold the stop past its bound. trigger says who asked ("signal",
+// "uid:N"). Changes that need a restart (socket, metrics listener, journal
+// path, notification sender) are listed in Notes, with what
+// Options.Reloaded reports of the services.
 func (d *Daemon) Reload(ctx context.Context, trigger string) (admin.Reload, error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
@@ -470,8 +477,15 @@ func (d *Daemon) Reload(ctx context.Context, trigger string) (admin.Reload, erro
 		return admin.Reload{At: time.Now().UTC(), Trigger: trigger, Error: "the daemon is stopping"},
 			fmt.Errorf("%w: reload: the daemon is stopping", admin.ErrUnavailable)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(d.stopCtx, cancel)()
 	SdNotify(reloadingState())
-	defer SdNotify("READY=1\nSTATUS=serving")
+	defer func() {
+		if !d.stopping.Load() { // after STOPPING=1, systemd must not hear READY=1
+			SdNotify("READY=1\nSTATUS=serving")
+		}
+	}()
 
 	rec := admin.Reload{At: time.Now().UTC(), Trigger: trigger}
 	fail := func(err error) (admin.Reload, error) {
@@ -481,7 +495,11 @@ func (d *Daemon) Reload(ctx context.Context, trigger string) (admin.Reload, erro
 		d.mu.Unlock()
 		d.metrics.ObserveReload(false)
 		d.log.Error("reload refused; the old config keeps running", "trigger", trigger, "err", err)
-		return rec, fmt.Errorf("%w: reload refused, the old config keeps running: %w", admin.ErrInvalid, err)
+		kind := admin.ErrInvalid
+		if d.stopping.Load() { // cancelled by Shutdown, not an invalid config
+			kind = admin.ErrUnavailable
+		}
+		return rec, fmt.Errorf("%w: reload refused, the old config keeps running: %w", kind, err)
 	}
 	old := d.Config()
 	cfg, err := d.opts.Load(old.Path)
@@ -588,6 +606,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 
 func (d *Daemon) shutdown(ctx context.Context) error {
 	d.stopping.Store(true)
+	d.stopCancel()
 	SdNotify("STOPPING=1\nSTATUS=stopping")
 	d.log.Info("shutting down")
 	var errs []error

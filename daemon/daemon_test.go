@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -354,6 +355,48 @@ func TestShutdownCancelsRunsWithinBound(t *testing.T) {
 	r, err := d2.Journal().GetRun(ctx, run.ID)
 	if err != nil || r.Status != "canceled" || !strings.Contains(r.Error, "shutdown") {
 		t.Errorf("run after shutdown = %+v %v", r, err)
+	}
+}
+
+// TestShutdownCancelsAReloadInProgress: a reload whose Build hangs (a store
+// that does not answer) gives up as Shutdown begins, so the stop keeps its
+// bound and the reload is refused.
+func TestShutdownCancelsAReloadInProgress(t *testing.T) {
+	building := make(chan struct{})
+	h := startWith(t, "", func(o *Options) {
+		first := o.Build
+		var calls atomic.Int32
+		o.Build = func(ctx context.Context, env Env) (*Components, error) {
+			if calls.Add(1) == 1 {
+				return first(ctx, env)
+			}
+			close(building)
+			<-ctx.Done()
+			return nil, fmt.Errorf("opening stores: %w", ctx.Err())
+		}
+	})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := h.d.Reload(context.Background(), "signal")
+		errc <- err
+	}()
+	select {
+	case <-building:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reload never reached Build")
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.d.Shutdown(sctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, admin.ErrUnavailable) || !errors.Is(err, context.Canceled) {
+			t.Errorf("reload err = %v, want unavailable: cancelled by the shutdown", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reload still runs after Shutdown returned")
 	}
 }
 

@@ -5,9 +5,7 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"syscall"
 	"time"
-	"unsafe"
 )
 
 // SdNotify sends state (e.g. "READY=1") to systemd's notification socket
@@ -32,17 +30,6 @@ func SdNotify(state string) (bool, error) {
 		return false, fmt.Errorf("sd_notify: %w", err)
 	}
 	return true, nil
-}
-
-// monotonicUsec returns CLOCK_MONOTONIC in microseconds, as systemd wants in
-// MONOTONIC_USEC= next to RELOADING=1.
-func monotonicUsec() int64 {
-	var ts syscall.Timespec
-	const clockMonotonic = 1
-	if _, _, errno := syscall.Syscall(syscall.SYS_CLOCK_GETTIME, clockMonotonic, uintptr(unsafe.Pointer(&ts)), 0); errno != 0 {
-		return 0
-	}
-	return ts.Sec*1e6 + ts.Nsec/1e3
 }
 
 // reloadingState is the message sent when a reload begins.

@@ -382,15 +382,17 @@ func (s *Scheduler) trigger(name string, req jobs.Request, scheduled bool) (*Run
 		return nil, fmt.Errorf("run %q: %w", name, ErrUnknownJob)
 	}
 	if cur := s.running[name]; cur != nil {
+		// Read cur under the lock: its ID is set once its run is journaled.
+		err := fmt.Errorf("run %s: %w (starting, asked by %s)", name, ErrAlreadyRunning, cur.Trigger)
+		if cur.ID != 0 {
+			err = fmt.Errorf("run %s: %w (run %d, asked by %s, started %s)", name, ErrAlreadyRunning,
+				cur.ID, cur.Trigger, cur.Started.UTC().Format(time.RFC3339))
+		}
 		s.mu.Unlock()
 		if scheduled {
 			s.recordFire(name, now)
 		}
-		if cur.ID == 0 {
-			return nil, fmt.Errorf("run %s: %w (starting, asked by %s)", name, ErrAlreadyRunning, cur.Trigger)
-		}
-		return nil, fmt.Errorf("run %s: %w (run %d, asked by %s, started %s)", name, ErrAlreadyRunning,
-			cur.ID, cur.Trigger, cur.Started.UTC().Format(time.RFC3339))
+		return nil, err
 	}
 	r := &Run{Job: name, Trigger: req.Trigger, Started: now, done: make(chan struct{})}
 	s.running[name] = r // claim the slot before leaving the lock

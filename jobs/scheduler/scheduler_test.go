@@ -200,6 +200,50 @@ func TestNoOverlapAndUnknownJob(t *testing.T) {
 	}
 }
 
+// TestConcurrentTriggersStartOneRun: triggers racing for an idle job start
+// exactly one run; the others are refused while it is still being journaled
+// or running (under -race this also checks the refusal reads the run safely).
+func TestConcurrentTriggersStartOneRun(t *testing.T) {
+	db := openJournal(t)
+	release := make(chan struct{})
+	s, _ := newScheduler(t, db, nil, Job{Name: "audit", Runner: jobs.RunnerFunc(func(ctx context.Context, req jobs.Request) (jobs.Result, error) {
+		<-release
+		return jobs.Result{Summary: "done"}, nil
+	})})
+	const n = 8
+	var wg sync.WaitGroup
+	var started atomic.Int32
+	runs := make(chan *Run, n)
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := s.Trigger(context.Background(), "audit", jobs.Request{Trigger: "cli"})
+			if err != nil {
+				errs <- err
+				return
+			}
+			started.Add(1)
+			runs <- r
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if got := started.Load(); got != 1 {
+		t.Fatalf("%d runs started, want 1", got)
+	}
+	for err := range errs {
+		if !errors.Is(err, ErrAlreadyRunning) {
+			t.Errorf("refused trigger: %v, want ErrAlreadyRunning", err)
+		}
+	}
+	close(release)
+	if f := wait(t, <-runs); f.Status != StatusOK {
+		t.Errorf("run status %s", f.Status)
+	}
+}
+
 func TestStopCancelsRunsAndRefusesWork(t *testing.T) {
 	db := openJournal(t)
 	started := make(chan struct{})

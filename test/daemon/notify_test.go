@@ -34,8 +34,13 @@ func TestDaemonRotationNotifications(t *testing.T) {
 		out := p.stdout.String()
 		return strings.Contains(out, "Rotation of key-00 failed at verify") && strings.Contains(out, "Rotation of key-01 failed at verify")
 	})
-	// Delivery is in order: a message queued with the failures would be out by now.
-	time.Sleep(200 * time.Millisecond)
+	// Every message of the run is queued before ctl --wait returns: once the
+	// outbox is empty, a doubled report would be out.
+	base := "http://" + p.metricsAddr(t)
+	waitFor(t, 10*time.Second, "no notification pending", func() bool {
+		code, body := httpGet(t, base+"/metrics")
+		return code == 200 && strings.Contains(body, "mrbacd_notifications_pending 0")
+	})
 	out := p.stdout.String()
 	if strings.Contains(out, "Job rotate failed") {
 		t.Errorf("the key failures were reported twice (a generic job failure too):\n%s", out)

@@ -76,6 +76,9 @@ func (tr *testRunners) build(ctx context.Context, env Env) (*Components, error) 
 			}),
 		},
 		OnRunFinished: func(ctx context.Context, f scheduler.Finished) {
+			if f.Trigger == "cron" {
+				return // a default schedule's boundary may fall inside a test
+			}
 			tr.mu.Lock()
 			tr.finished = append(tr.finished, f)
 			tr.mu.Unlock()

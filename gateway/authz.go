@@ -7,44 +7,82 @@ import (
 	"unsafe"
 )
 
-// role is a compiled Role.
-type role struct {
-	name     string
+// modelSet is a compiled list of model patterns: an exact set, a prefix
+// list and an allow-all flag.
+type modelSet struct {
 	all      bool
 	exact    map[string]struct{}
 	prefixes []string
-	Role
 }
 
-func compileRole(name string, r Role) *role {
-	c := &role{name: name, exact: map[string]struct{}{}, Role: r}
-	for _, p := range r.Models {
+func compileModels(patterns []string) modelSet {
+	m := modelSet{exact: map[string]struct{}{}}
+	for _, p := range patterns {
 		switch {
 		case p == "*":
-			c.all = true
+			m.all = true
 		case strings.HasSuffix(p, "*"):
-			c.prefixes = append(c.prefixes, strings.TrimSuffix(p, "*"))
+			m.prefixes = append(m.prefixes, strings.TrimSuffix(p, "*"))
 		default:
-			c.exact[p] = struct{}{}
+			m.exact[p] = struct{}{}
 		}
 	}
-	return c
+	return m
 }
 
-// allows reports whether the role may use model (same rules as config.MatchModel).
-func (r *role) allows(model string) bool {
-	if r.all {
+// allows reports whether model matches a pattern (same rules as
+// config.MatchModel). It allocates nothing.
+func (m *modelSet) allows(model string) bool {
+	if m.all {
 		return true
 	}
-	if _, ok := r.exact[model]; ok {
+	if _, ok := m.exact[model]; ok {
 		return true
 	}
-	for _, p := range r.prefixes {
+	for _, p := range m.prefixes {
 		if strings.HasPrefix(model, p) {
 			return true
 		}
 	}
 	return false
+}
+
+// role is a compiled Role.
+type role struct {
+	name   string
+	models modelSet
+	Role
+}
+
+func compileRole(name string, r Role) *role {
+	return &role{name: name, models: compileModels(r.Models), Role: r}
+}
+
+// allows reports whether the role may use model.
+func (r *role) allows(model string) bool { return r.models.allows(model) }
+
+// workspace is a compiled Workspace with its shared rpm window. Every
+// principal of the workspace points at the same one.
+type workspace struct {
+	name string
+	// restricted is false when the workspace lists no models.
+	restricted bool
+	models     modelSet
+	rpm        *rpmWindow
+	Workspace
+}
+
+func compileWorkspace(name string, w Workspace, win *rpmWindow) *workspace {
+	if win == nil {
+		win = &rpmWindow{}
+	}
+	return &workspace{name: name, restricted: len(w.Models) > 0, models: compileModels(w.Models), rpm: win, Workspace: w}
+}
+
+// allows reports whether the workspace may use model (any model when it
+// lists none).
+func (w *workspace) allows(model string) bool {
+	return w == nil || !w.restricted || w.models.allows(model)
 }
 
 // principal is one client with everything its requests need.
@@ -53,6 +91,7 @@ type principal struct {
 	workspace string
 	hash      [32]byte
 	role      *role
+	ws        *workspace
 	ledger    *ledger
 	keys      *keyCache
 	// queue hands settled usage to the write-behind (nil without a journal).
@@ -66,6 +105,7 @@ const (
 	allowed denial = iota
 	denyUnknownToken
 	denyModel
+	denyWorkspaceModel
 	denyMaxTokens
 )
 
@@ -90,7 +130,7 @@ func (a *authorizer) lookup(token string) *principal {
 }
 
 // authorize is the whole authorization decision: token → principal → role
-// check of the model and of max_tokens (see check). It allocates nothing.
+// and workspace check of the model and of max_tokens (see check). It allocates nothing.
 func (a *authorizer) authorize(token, model string, maxTokens int64) (*principal, denial) {
 	p := a.lookup(token)
 	if p == nil {
@@ -99,13 +139,17 @@ func (a *authorizer) authorize(token, model string, maxTokens int64) (*principal
 	return p, p.check(model, maxTokens)
 }
 
-// check is the role part of the decision: the model must match the role's
-// patterns, and maxTokens (the request's max_tokens, or the role's maximum
+// check is the role and workspace part of the decision: the model must
+// match the role's patterns and, when the workspace lists models, the
+// workspace's too; and maxTokens (the request's max_tokens, or the role's maximum
 // when the request has none; negative when not applicable, as for
 // embeddings) must not exceed max_tokens_per_request. It allocates nothing.
 func (p *principal) check(model string, maxTokens int64) denial {
 	if !p.role.allows(model) {
 		return denyModel
+	}
+	if !p.ws.allows(model) {
+		return denyWorkspaceModel
 	}
 	if maxTokens > 0 && p.role.MaxTokensPerRequest > 0 && maxTokens > int64(p.role.MaxTokensPerRequest) {
 		return denyMaxTokens

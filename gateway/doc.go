@@ -5,8 +5,10 @@
 // base URL and its token. Each request is authenticated by its bearer token
 // (hashed with SHA-256 and looked up; the token itself is never kept nor
 // logged), held to its client's role (allowed models, max_tokens per
-// request, daily tokens, requests per minute, hourly and daily USD) and
-// forwarded with the managed key of the client's workspace, read from the
+// request, daily tokens, requests per minute, hourly and daily USD) and to
+// its workspace's limits (allowed models, requests per minute for the whole
+// workspace; the Mistral API cannot restrict a workspace's models, so the
+// gateway does) and forwarded with the managed key of the client's workspace, read from the
 // secret store that rotation writes.
 //
 // # Upstream keys
@@ -43,7 +45,13 @@
 // interval; rpm stays per instance).
 //
 // rpm counts chat and embeddings requests admitted in the last 60 seconds;
-// /v1/models is not counted. A role with a budget but no
+// /v1/models is not counted. There are two rpm limits, checked in the same
+// reservation: the role's, per client, and the workspace's (`workspaces:`
+// rpm), one sliding minute shared by every client of the workspace. Both
+// are per gateway instance: they live in memory only, so N instances admit
+// up to N times the configured rpm. Both count admissions: a request
+// refused by another limit takes no slot, while one admitted and then
+// failed or cancelled keeps its slot for the minute. A role with a budget but no
 // max_tokens_per_request refuses chat requests without max_tokens (400),
 // since their cost could not be bounded; a role with a USD guard refuses
 // models without a known price (403).
@@ -69,16 +77,22 @@
 //
 // # Reload
 //
-// Gateway.Reload swaps clients, roles, prices, key locations and the body
-// limit while serving (for SIGHUP): clients keep their counters by name,
-// workspaces keep their cached key when its location is unchanged, and a
-// failed reload changes nothing.
+// Gateway.Reload swaps clients, roles, workspace limits (models and rpm),
+// prices, key locations and the body limit while serving (for SIGHUP):
+// clients keep their counters by name, workspaces keep their rpm window by
+// name (restarted when the rpm changes) and their cached key when its
+// location is unchanged, and a failed reload changes nothing.
 //
 // # Authorization
+//
+// A model must be allowed by the client's role and, when the workspace
+// lists models (same patterns: a name, "*" or "prefix*"), by the workspace;
+// a refusal is 403 model_not_allowed whose message names the role or the
+// workspace that refused it. /v1/models lists only models both allow.
 //
 // The decision token → principal → model and max_tokens check
 // (Gateway.authorize) allocates nothing: principals sit in a map keyed by the
 // token's SHA-256, confirmed with a constant-time compare, and each role's
-// model patterns are compiled into an exact set, a prefix list and an
-// allow-all flag.
+// and workspace's model patterns are compiled into an exact set, a prefix
+// list and an allow-all flag.
 package gateway

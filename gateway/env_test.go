@@ -73,6 +73,33 @@ func withHandler(wrap func(http.Handler) http.Handler) envOption {
 	return func(e *testEnv) { e.sbURL = startServer(e.t, wrap(e.sb)) }
 }
 
+// withWorkspace adds a workspace with limits lim (sharing the test key) and
+// clients in it: client name → role name. e.do takes the client name.
+func withWorkspace(ws string, lim Workspace, clients map[string]string) envOption {
+	return func(e *testEnv) {
+		e.post = append(e.post, func(o *Options) {
+			if o.Workspaces == nil {
+				o.Workspaces = map[string]Workspace{}
+			}
+			o.Workspaces[ws] = lim
+			o.Upstreams[ws] = o.Upstreams[testWorkspace]
+			for name, roleName := range clients {
+				tok := randomToken("gw-" + name + "-")
+				e.tokens[name] = tok
+				e.secrets = append(e.secrets, tok)
+				o.Clients = append(o.Clients, Client{Name: name, Role: roleName, Workspace: ws, TokenSHA256: HashToken(tok)})
+			}
+		})
+	}
+}
+
+// opsWorkspace restricts models: ops-dev (role developer) and ops-all (role
+// unbounded) are its clients.
+func withOpsWorkspace() envOption {
+	return withWorkspace("ops-workspace", Workspace{Models: []string{"mistral-small-*", "mistral-large-latest", "mistral-embed"}},
+		map[string]string{"ops-dev": "developer", "ops-all": "unbounded"})
+}
+
 // withOptions changes the gateway's options after the defaults are set.
 func withOptions(f func(*Options)) envOption {
 	return func(e *testEnv) { e.post = append(e.post, f) }

@@ -51,6 +51,7 @@ type Gateway struct {
 type snapshot struct {
 	authz   authorizer
 	clients []*principal
+	wss     map[string]*workspace
 	keys    map[string]*keyCache
 	price   func(string) (Price, bool)
 	maxBody int64
@@ -136,6 +137,7 @@ func (g *Gateway) build(o Options, old *snapshot) (*snapshot, []*keyCache, error
 	sn := &snapshot{
 		authz:   authorizer{byHash: make(map[[32]byte]*principal, len(o.Clients))},
 		keys:    map[string]*keyCache{},
+		wss:     map[string]*workspace{},
 		price:   o.Price,
 		maxBody: o.MaxBodyBytes,
 	}
@@ -154,6 +156,16 @@ func (g *Gateway) build(o Options, old *snapshot) (*snapshot, []*keyCache, error
 	roles := map[string]*role{}
 	for name, r := range o.Roles {
 		roles[name] = compileRole(name, r)
+	}
+	for name, w := range o.Workspaces {
+		if w.RPM < 0 {
+			return nil, nil, fmt.Errorf("gateway: workspace %s: rpm %d is negative", name, w.RPM)
+		}
+		var win *rpmWindow // a workspace keeps its rpm window across reloads
+		if old != nil && old.wss[name] != nil {
+			win = old.wss[name].rpm
+		}
+		sn.wss[name] = compileWorkspace(name, w, win)
 	}
 	var fresh []*keyCache
 	names := map[string]bool{}
@@ -196,7 +208,12 @@ func (g *Gateway) build(o Options, old *snapshot) (*snapshot, []*keyCache, error
 		if op := oldByName[c.Name]; op != nil {
 			l = op.ledger
 		}
-		p := &principal{name: c.Name, workspace: c.Workspace, hash: c.TokenSHA256, role: r, ledger: l, keys: kc}
+		ws := sn.wss[c.Workspace]
+		if ws == nil {
+			ws = compileWorkspace(c.Workspace, Workspace{}, nil)
+			sn.wss[c.Workspace] = ws
+		}
+		p := &principal{name: c.Name, workspace: c.Workspace, hash: c.TokenSHA256, role: r, ws: ws, ledger: l, keys: kc}
 		if g.usage != nil {
 			sub := usageSubject(c.Name)
 			p.queue = func(s settled) { g.usage.add(sub, s) }
@@ -228,10 +245,11 @@ func (g *Gateway) startKeys(ctx context.Context, fresh []*keyCache) {
 	}
 }
 
-// Reload replaces the clients, roles, prices, upstream key locations and
-// body limit with o's, atomically for new requests (requests in flight
+// Reload replaces the clients, roles, workspace limits, prices, upstream key
+// locations and body limit with o's, atomically for new requests (requests in flight
 // finish under the old ones). Clients keep their counters by name, so a
-// reload neither resets nor loses budgets. The upstream URL, transport,
+// reload neither resets nor loses budgets; workspaces keep their rpm
+// window by name (restarted when their rpm changes). The upstream URL, transport,
 // journal, metrics, logger and intervals are fixed at New; o's values for
 // them are ignored. On error nothing changes.
 func (g *Gateway) Reload(ctx context.Context, o Options) error {

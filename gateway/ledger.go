@@ -7,7 +7,7 @@ import (
 
 // limitHit names the limit that refused a reservation.
 type limitHit struct {
-	name  string        // rpm, daily_tokens, hourly_usd, daily_usd
+	name  string        // rpm, workspace_rpm, daily_tokens, hourly_usd, daily_usd
 	limit string        // the configured value, for the message
 	retry time.Duration // until the window frees
 	// never: the request alone exceeds the limit; no window will admit it.
@@ -25,8 +25,35 @@ type ledger struct {
 	dayUSD, dayUSDRes       float64
 	hour                    int64 // hours since the Unix epoch
 	hourUSD, hourUSDRes     float64
-	rpmRing                 []int64 // admission times (Unix ns) of the last RPM requests
-	rpmNext                 int
+	rpm                     rpmWindow // the role's rpm, per client
+}
+
+// rpmWindow is a sliding minute: the admission times of the last RPM
+// requests in a ring. A client's sits in its ledger (under the ledger's
+// lock); a workspace's is shared by its clients and locked with mu.
+type rpmWindow struct {
+	mu   sync.Mutex // for a workspace's window only
+	ring []int64    // admission times (Unix ns) of the last RPM requests
+	next int
+}
+
+// wait returns how long until a request may be admitted under limit (0:
+// now). A changed limit restarts the window. Caller holds the lock.
+func (w *rpmWindow) wait(nowNS int64, limit int) time.Duration {
+	if len(w.ring) != limit {
+		w.ring, w.next = make([]int64, limit), 0
+	}
+	oldest := w.ring[w.next]
+	if oldest != 0 && nowNS-oldest < int64(time.Minute) {
+		return time.Duration(oldest + int64(time.Minute) - nowNS)
+	}
+	return 0
+}
+
+// admit records an admission; wait must have returned 0. Caller holds the lock.
+func (w *rpmWindow) admit(nowNS int64) {
+	w.ring[w.next] = nowNS
+	w.next = (w.next + 1) % len(w.ring)
 }
 
 // reservation is what one admitted request holds until it settles.
@@ -68,9 +95,12 @@ func (l *ledger) roll(now time.Time) {
 // requests in flight stand in the way.
 const retryAfterInFlight = time.Second
 
-// reserve admits a request of at most tokens / usd under r's limits, or says
-// which limit refuses it.
-func (l *ledger) reserve(now time.Time, r *role, tokens int64, usd float64) (reservation, *limitHit) {
+// reserve admits a request of at most tokens / usd under r's limits and the
+// workspace's rpm (ws may be nil), or says which limit refuses it. Like the
+// role's rpm, the workspace's counts admissions: a request admitted and then
+// failed or released still counts in its minute. Lock order: the client's
+// ledger, then the workspace's window.
+func (l *ledger) reserve(now time.Time, r *role, ws *workspace, tokens int64, usd float64) (reservation, *limitHit) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.roll(now)
@@ -93,12 +123,15 @@ func (l *ledger) reserve(now time.Time, r *role, tokens int64, usd float64) (res
 		}
 	}
 	if r.RPM > 0 {
-		if len(l.rpmRing) != r.RPM {
-			l.rpmRing, l.rpmNext = make([]int64, r.RPM), 0
+		if d := l.rpm.wait(nowNS, r.RPM); d > 0 {
+			worse(&limitHit{name: "rpm", limit: itoa(int64(r.RPM)), retry: d})
 		}
-		oldest := l.rpmRing[l.rpmNext]
-		if oldest != 0 && nowNS-oldest < int64(time.Minute) {
-			worse(&limitHit{name: "rpm", limit: itoa(int64(r.RPM)), retry: time.Duration(oldest + int64(time.Minute) - nowNS)})
+	}
+	if ws != nil && ws.RPM > 0 {
+		ws.rpm.mu.Lock()
+		defer ws.rpm.mu.Unlock()
+		if d := ws.rpm.wait(nowNS, ws.RPM); d > 0 {
+			worse(&limitHit{name: "workspace_rpm", limit: itoa(int64(ws.RPM)) + " (workspace " + ws.name + ")", retry: d})
 		}
 	}
 	if r.DailyTokens > 0 && l.dayTokens+l.dayTokensRes+tokens > r.DailyTokens {
@@ -114,8 +147,10 @@ func (l *ledger) reserve(now time.Time, r *role, tokens int64, usd float64) (res
 		return reservation{}, hit
 	}
 	if r.RPM > 0 {
-		l.rpmRing[l.rpmNext] = nowNS
-		l.rpmNext = (l.rpmNext + 1) % len(l.rpmRing)
+		l.rpm.admit(nowNS)
+	}
+	if ws != nil && ws.RPM > 0 {
+		ws.rpm.admit(nowNS)
 	}
 	l.dayTokensRes += tokens
 	l.dayUSDRes += usd

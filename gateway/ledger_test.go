@@ -20,7 +20,7 @@ func TestLedgerConcurrentBudget(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 50; i++ {
-				res, hit := l.reserve(now, r, 137, 0)
+				res, hit := l.reserve(now, r, nil, 137, 0)
 				if hit != nil {
 					continue
 				}
@@ -87,7 +87,7 @@ func TestLedgerLimits(t *testing.T) {
 			l := &ledger{}
 			var last *limitHit
 			for i, usd := range tc.steps {
-				res, hit := l.reserve(base.Add(tc.at[i]), r, 100, usd)
+				res, hit := l.reserve(base.Add(tc.at[i]), r, nil, 100, usd)
 				last = hit
 				if hit == nil {
 					l.settle(res, 100, usd, nil)
@@ -115,16 +115,16 @@ func TestLedgerInFlightRetry(t *testing.T) {
 	r := compileRole("r", Role{Models: []string{"*"}, DailyTokens: 150})
 	l := &ledger{}
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	res, hit := l.reserve(now, r, 100, 0)
+	res, hit := l.reserve(now, r, nil, 100, 0)
 	if hit != nil {
 		t.Fatal(hit.name)
 	}
-	_, hit = l.reserve(now, r, 100, 0)
+	_, hit = l.reserve(now, r, nil, 100, 0)
 	if hit == nil || hit.retry != retryAfterInFlight {
 		t.Fatalf("hit = %+v, want a short retry while a request is in flight", hit)
 	}
 	l.settle(res, 10, 0, nil)
-	if _, hit = l.reserve(now, r, 100, 0); hit != nil {
+	if _, hit = l.reserve(now, r, nil, 100, 0); hit != nil {
 		t.Fatalf("refused after settle freed room: %+v", hit)
 	}
 }

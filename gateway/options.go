@@ -58,6 +58,16 @@ type Role struct {
 	DailyUSD  float64
 }
 
+// Workspace is a workspace's own limits, on top of its clients' roles.
+type Workspace struct {
+	// Models are the workspace's allowed model patterns ("name", "*",
+	// "prefix*"); empty means no restriction beyond the roles'.
+	Models []string
+	// RPM caps the requests of all the workspace's clients together in any
+	// 60 seconds, per gateway instance; zero means no limit.
+	RPM int
+}
+
 // Client is one principal: a name, its role and workspace, and the SHA-256
 // of its bearer token.
 type Client struct {
@@ -96,6 +106,9 @@ type Options struct {
 	Clients []Client
 	// Roles by name.
 	Roles map[string]Role
+	// Workspaces holds workspace limits by name; a workspace not listed has
+	// none.
+	Workspaces map[string]Workspace
 	// Upstreams maps a workspace name to where its key is read.
 	Upstreams map[string]Upstream
 	// Price returns a model's price; nil or !ok means unknown. A role with a
@@ -133,7 +146,8 @@ type Deps struct {
 	Logger *slog.Logger
 }
 
-// FromConfig builds Options from a loaded config. Client tokens given by
+// FromConfig builds Options from a loaded config. Workspaces carry their
+// models and rpm. Client tokens given by
 // token_file or token_env are read and hashed here; the plaintext is not kept.
 // Each client's workspace gets the first keys: entry of that workspace as its
 // upstream key.
@@ -146,6 +160,7 @@ func FromConfig(cfg *config.Config, deps Deps) (Options, error) {
 		UpstreamURL:     cfg.Mistral.BaseURL,
 		MaxBodyBytes:    cfg.Gateway.MaxBodyBytes,
 		Roles:           make(map[string]Role, len(cfg.Roles)),
+		Workspaces:      make(map[string]Workspace, len(cfg.Workspaces)),
 		Upstreams:       map[string]Upstream{},
 		Usage:           deps.Usage,
 		Registerer:      deps.Registerer,
@@ -161,6 +176,9 @@ func FromConfig(cfg *config.Config, deps Deps) (Options, error) {
 			Models: append([]string(nil), r.Models...), MaxTokensPerRequest: r.MaxTokensPerRequest,
 			DailyTokens: r.DailyTokens, RPM: r.RPM, HourlyUSD: r.HourlyUSD, DailyUSD: r.DailyUSD,
 		}
+	}
+	for _, w := range cfg.Workspaces {
+		o.Workspaces[w.Name] = Workspace{Models: append([]string(nil), w.Models...), RPM: w.RPM}
 	}
 	for i, cl := range cfg.Gateway.Clients {
 		c := Client{Name: cl.Name, Role: cl.Role, Workspace: cl.Workspace}

@@ -39,7 +39,8 @@ func TestFromConfig(t *testing.T) {
 				{Name: "b", Role: "analyst", Workspace: "ml", TokenFile: tokFile},
 				{Name: "c", Role: "analyst", Workspace: "dev", TokenEnv: "GW_TEST_TOKEN"},
 			}},
-			Prices: map[string]config.ModelPrice{"mistral-small-latest": {InputPerM: 9, OutputPerM: 10}},
+			Prices:     map[string]config.ModelPrice{"mistral-small-latest": {InputPerM: 9, OutputPerM: 10}},
+			Workspaces: []config.Workspace{{Name: "dev", Models: []string{"mistral-*", "codestral-latest"}, RPM: 30}, {Name: "ml"}},
 		}
 	}
 	deps := Deps{Stores: map[string]KeyReader{"file": store}}
@@ -62,6 +63,12 @@ func TestFromConfig(t *testing.T) {
 	}
 	if r := o.Roles["analyst"]; r.DailyTokens != 1000 || r.RPM != 5 || r.HourlyUSD != 1 || r.DailyUSD != 2 || r.MaxTokensPerRequest != 500 {
 		t.Fatalf("role %+v", r)
+	}
+	if w := o.Workspaces["dev"]; w.RPM != 30 || strings.Join(w.Models, ",") != "mistral-*,codestral-latest" {
+		t.Fatalf("dev workspace limits %+v", w)
+	}
+	if w, ok := o.Workspaces["ml"]; !ok || w.RPM != 0 || len(w.Models) != 0 {
+		t.Fatalf("ml workspace limits %+v (listed %v), want none", w, ok)
 	}
 	if p, ok := o.Price("mistral-small-latest"); !ok || p.InputPerM != 9 {
 		t.Fatalf("config price not used: %+v", p)
@@ -117,6 +124,7 @@ func TestNewRejects(t *testing.T) {
 		{"bad upstream URL", func(o *Options) { o.UpstreamURL = "ftp://x" }, "http(s) URL"},
 		{"unknown role", func(o *Options) { o.Clients[0].Role = "x" }, `unknown role "x"`},
 		{"no key store", func(o *Options) { o.Upstreams = nil }, `workspace "w" has no upstream key`},
+		{"negative workspace rpm", func(o *Options) { o.Workspaces = map[string]Workspace{"w": {RPM: -1}} }, "workspace w: rpm -1 is negative"},
 		{"shared token", func(o *Options) {
 			o.Clients = append(o.Clients, Client{Name: "b", Role: "r", Workspace: "w", TokenSHA256: HashToken("t")})
 		}, "share a token"},

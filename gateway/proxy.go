@@ -260,14 +260,17 @@ func cost(pr Price, in, out int64) float64 {
 	return (float64(in)*pr.InputPerM + float64(out)*pr.OutputPerM) / 1e6
 }
 
-// admit makes the role decision (principal.check) and reserves the worst
+// admit makes the role and workspace decision (principal.check) and reserves the worst
 // case; it writes the refusal. maxTokens < 0: no output (embeddings).
 func (g *Gateway) admit(w http.ResponseWriter, st *reqState, model string, maxTokens int64, promptEst int64) (reservation, Price, bool) {
 	p := st.p
 	r := p.role
 	switch p.check(model, maxTokens) {
 	case denyModel:
-		writeError(w, http.StatusForbidden, typePermission, "model_not_allowed", "model not allowed")
+		writeError(w, http.StatusForbidden, typePermission, "model_not_allowed", "model not allowed: the role "+r.name+" does not allow it")
+		return reservation{}, Price{}, false
+	case denyWorkspaceModel:
+		writeError(w, http.StatusForbidden, typePermission, "model_not_allowed", "model not allowed: the workspace "+p.workspace+" does not allow it")
 		return reservation{}, Price{}, false
 	case denyMaxTokens:
 		st.model = model
@@ -284,7 +287,7 @@ func (g *Gateway) admit(w http.ResponseWriter, st *reqState, model string, maxTo
 		return reservation{}, Price{}, false
 	}
 	out := max(maxTokens, 0)
-	res, hit := p.ledger.reserve(g.now(), r, promptEst+out, cost(pr, promptEst, out))
+	res, hit := p.ledger.reserve(g.now(), r, p.ws, promptEst+out, cost(pr, promptEst, out))
 	if hit != nil {
 		writeRetry(w, hit)
 		return reservation{}, Price{}, false
@@ -723,7 +726,8 @@ type modelList struct {
 	Data   []json.RawMessage `json:"data"`
 }
 
-// models serves /v1/models filtered to the role's models.
+// models serves /v1/models filtered to the models both the role and the
+// workspace allow.
 func (g *Gateway) models(w *respWriter, r *http.Request, st *reqState) {
 	if !g.authenticate(w, r, st) {
 		return
@@ -754,7 +758,7 @@ func (g *Gateway) models(w *respWriter, r *http.Request, st *reqState) {
 		var id struct {
 			ID string `json:"id"`
 		}
-		if json.Unmarshal(m, &id) == nil && st.p.role.allows(id.ID) {
+		if json.Unmarshal(m, &id) == nil && st.p.role.allows(id.ID) && st.p.ws.allows(id.ID) {
 			out.Data = append(out.Data, m)
 		}
 	}

@@ -9,7 +9,8 @@ import (
 	"github.com/mrbacd/mrbacd/secrets"
 )
 
-// TestReload swaps clients, roles and the key location while serving:
+// TestReload swaps clients, roles, workspace limits and the key location
+// while serving:
 // counters survive, removed tokens stop working, added ones start, a moved
 // key is read from its new place, and a bad reload changes nothing.
 func TestReload(t *testing.T) {
@@ -34,8 +35,9 @@ func TestReload(t *testing.T) {
 	o := e.opts
 	o.Roles = map[string]Role{
 		"budget":   {Models: []string{"mistral-small-latest"}, MaxTokensPerRequest: 10, DailyTokens: 1000},
-		"newcomer": {Models: []string{"mistral-embed"}},
+		"newcomer": {Models: []string{"mistral-embed", "codestral-*"}},
 	}
+	o.Workspaces = map[string]Workspace{testWorkspace: {Models: []string{"mistral-small-latest", "mistral-embed"}, RPM: 4}}
 	newTok := randomToken("gw-newcomer-")
 	e.secrets = append(e.secrets, newTok)
 	o.Clients = []Client{
@@ -66,6 +68,10 @@ func TestReload(t *testing.T) {
 		{"kept client", "budget", pathChat, chatBody("mistral-small-latest", 10, false, "x"), 200},
 		{"added client", "newcomer", pathEmbeddings, `{"model":"mistral-embed","input":"x"}`, 200},
 		{"added client's role", "newcomer", pathChat, chatBody("mistral-small-latest", 5, false, "x"), 403},
+		{"new workspace models", "newcomer", pathChat, chatBody("codestral-latest", 5, false, "x"), 403},
+		{"third in the workspace's minute", "budget", pathChat, chatBody("mistral-small-latest", 10, false, "x"), 200},
+		{"fourth in the workspace's minute", "budget", pathChat, chatBody("mistral-small-latest", 10, false, "x"), 200},
+		{"new workspace rpm", "newcomer", pathEmbeddings, `{"model":"mistral-embed","input":"x"}`, 429},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -74,6 +80,13 @@ func TestReload(t *testing.T) {
 				t.Fatalf("%v status %d, want %d: %s", err, resp.StatusCode, tc.want, b)
 			}
 		})
+	}
+	// A reload keeps the workspace's rpm window.
+	if err := e.gw.Reload(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if resp, b, err := e.do(ctx, "budget", "POST", pathChat, chatBody("mistral-small-latest", 10, false, "x")); err != nil || resp.StatusCode != 429 || !strings.Contains(string(b), "workspace_rpm") {
+		t.Fatalf("after a second reload: %v %v %s, want 429", err, resp, b)
 	}
 	after, _, _, _ := e.principal("budget").ledger.snapshot()
 	if after <= before {

@@ -30,7 +30,7 @@ type chatAnswer struct {
 }
 
 func TestRules(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, withOpsWorkspace())
 	small := "mistral-small-latest"
 	tests := []struct {
 		name       string
@@ -45,7 +45,13 @@ func TestRules(t *testing.T) {
 		{"allowed", "analyst", "POST", pathChat, chatBody(small, 10, false, "hello"), 200, "", ""},
 		{"unknown token", "gw-unknown-token", "POST", pathChat, chatBody(small, 10, false, "hi"), 401, "invalid_token", "Unauthorized"},
 		{"no token", "", "POST", pathChat, chatBody(small, 10, false, "hi"), 401, "invalid_token", "Unauthorized"},
-		{"unlisted model", "analyst", "POST", pathChat, chatBody("mistral-large-latest", 10, false, "hi"), 403, "model_not_allowed", "model not allowed"},
+		{"unlisted model", "analyst", "POST", pathChat, chatBody("mistral-large-latest", 10, false, "hi"), 403, "model_not_allowed", "model not allowed: the role analyst"},
+		{"workspace refuses a model the role allows", "ops-dev", "POST", pathChat, chatBody("codestral-latest", 10, false, "hi"), 403, "model_not_allowed", "model not allowed: the workspace ops-workspace"},
+		{"workspace prefix and role allow", "ops-dev", "POST", pathChat, chatBody(small, 10, false, "hi"), 200, "", ""},
+		{"role refuses in a restricted workspace", "ops-dev", "POST", pathChat, chatBody("mistral-large-latest", 10, false, "hi"), 403, "model_not_allowed", "model not allowed: the role developer"},
+		{"workspace allows what an open role asks", "ops-all", "POST", pathChat, chatBody("mistral-large-latest", 10, false, "hi"), 200, "", ""},
+		{"workspace refuses an open role", "ops-all", "POST", pathChat, chatBody("ministral-8b-latest", 10, false, "hi"), 403, "model_not_allowed", "the workspace ops-workspace does not allow it"},
+		{"workspace refuses embeddings model", "ops-dev", "POST", pathEmbeddings, `{"model":"codestral-embed","input":"a"}`, 403, "model_not_allowed", "the workspace ops-workspace"},
 		{"max_tokens over the role's", "analyst", "POST", pathChat, chatBody(small, 51, false, "hi"), 403, "max_tokens_per_request", "max_tokens_per_request of 50"},
 		{"max_tokens at the role's", "analyst", "POST", pathChat, chatBody(small, 50, false, "hi"), 200, "", ""},
 		{"prefix wildcard", "developer", "POST", pathChat, chatBody("codestral-latest", 10, false, "hi"), 200, "", ""},
@@ -242,9 +248,72 @@ func TestLimits429(t *testing.T) {
 	}
 }
 
-// TestModelsFiltered: /v1/models lists only the role's models.
+// TestWorkspaceRPM: a workspace's rpm is one sliding minute shared by all
+// its clients, checked with the role's; other workspaces are unaffected.
+func TestWorkspaceRPM(t *testing.T) {
+	e := newEnv(t,
+		withWorkspace("team-a", Workspace{RPM: 2}, map[string]string{"a1": "unbounded", "a2": "unbounded", "a-limited": "limited"}),
+		withWorkspace("team-b", Workspace{RPM: 2}, map[string]string{"b1": "unbounded"}))
+	body := chatBody("mistral-small-latest", 5, false, "hi")
+	tests := []struct {
+		name   string
+		client string
+		want   int
+	}{
+		{"first of team-a", "a1", 200},
+		{"second of team-a, other client", "a2", 200},
+		{"third of team-a in the minute", "a1", 429},
+		{"the other client of team-a too", "a2", 429},
+		{"a client whose role rpm has room", "a-limited", 429},
+		{"team-b unaffected", "b1", 200},
+		{"team-b's own second", "b1", 200},
+		{"team-b's own third", "b1", 429},
+		{"workspace without limits", "unbounded", 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, b, err := e.do(context.Background(), tc.client, "POST", pathChat, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.want, b)
+			}
+			if tc.want != 429 {
+				return
+			}
+			var eb errBody
+			if json.Unmarshal(b, &eb) != nil || eb.Code == nil || *eb.Code != "workspace_rpm" || eb.Type != "rate_limited" {
+				t.Fatalf("429 body %s, want code workspace_rpm", b)
+			}
+			if !strings.Contains(string(b), "workspace team-") {
+				t.Fatalf("429 body %s does not name the workspace", b)
+			}
+			if ra := retryAfter(t, resp); ra < 55*time.Second || ra > time.Minute {
+				t.Fatalf("Retry-After %v, want within (55s, 1m]", ra)
+			}
+		})
+	}
+	// A refusal takes no slot of the role's rpm: a-limited (role rpm 3) was
+	// refused by its workspace, so its own window is empty.
+	for _, p := range e.gw.snap.Load().clients {
+		if p.name != "a-limited" {
+			continue
+		}
+		p.ledger.mu.Lock()
+		for _, at := range p.ledger.rpm.ring {
+			if at != 0 {
+				t.Errorf("a request refused by the workspace rpm took a slot of the role's")
+			}
+		}
+		p.ledger.mu.Unlock()
+	}
+}
+
+// TestModelsFiltered: /v1/models lists only the models both the role and
+// the workspace allow.
 func TestModelsFiltered(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, withOpsWorkspace())
 	tests := []struct {
 		role string
 		want []string
@@ -252,6 +321,8 @@ func TestModelsFiltered(t *testing.T) {
 		{"analyst", []string{"mistral-embed", "mistral-small-latest"}},
 		{"developer", []string{"codestral-embed", "codestral-latest", "mistral-embed", "mistral-small-latest"}},
 		{"spender", []string{"mistral-large-latest"}},
+		{"ops-dev", []string{"mistral-embed", "mistral-small-latest"}},
+		{"ops-all", []string{"mistral-embed", "mistral-large-latest", "mistral-small-2506", "mistral-small-latest"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.role, func(t *testing.T) {

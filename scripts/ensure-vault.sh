@@ -34,7 +34,9 @@ main() {
   fi
   echo "building vault $version into $bin (first time only: ~4 GB of modules, several minutes)" >&2
   tmp="$bin.tmp.$$"
-  trap 'rm -f "$tmp"' EXIT
+  # Expanded now: the EXIT trap runs after main returns, when its locals are gone.
+  # shellcheck disable=SC2064
+  trap "rm -f '$tmp'" EXIT
   (cd "$here/tools/vault" && GOFLAGS=-mod=mod go build -mod=mod -o "$tmp" .)
   "$tmp" version >/dev/null
   mv "$tmp" "$bin"

@@ -81,7 +81,7 @@ const DefaultMaxPageSize = 100
 // > 0, a new key expires at most MaxDays days after its creation day, so a
 // key asked without expiration, or with a later one, gets that day.
 type KeyPolicy struct {
-	MaxDays int `json:"max_days"`
+	MaxDays int `json:"max_days" yaml:"max_days"`
 }
 
 // Workspace is a sandbox workspace.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/mistral"
+	"github.com/mrbacd/mrbacd/mistral/contract"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 )
 
@@ -39,7 +40,9 @@ func newEnvWith(t *testing.T, so sandbox.Options, edit func(*mistral.Options)) *
 	t.Helper()
 	sb := sandbox.New(so)
 	sb.SetNow(testNow)
-	ts := httptest.NewServer(sb)
+	// The client's requests and the sandbox's answers are checked against
+	// the spec in every test.
+	ts := httptest.NewServer(contract.Install(t, sb, true))
 	t.Cleanup(ts.Close)
 	logs := &testenv.LogBuffer{}
 	opts := mistral.Options{
@@ -383,7 +386,7 @@ usage:
 	if org.Totals()["mistral-small-latest"].PromptTokens != wantSmall.PromptTokens+5 {
 		t.Errorf("org usage = %+v", org.Totals())
 	}
-	if _, err := e.client.Usage(ctx, mistral.UsageQuery{Month: 11, Year: 2026, WorkspaceID: "nope"}); !errors.Is(err, mistral.ErrNotFound) {
+	if _, err := e.client.Usage(ctx, mistral.UsageQuery{Month: 11, Year: 2026, WorkspaceID: "00000000-0000-4000-8000-000000000000"}); !errors.Is(err, mistral.ErrNotFound) {
 		t.Errorf("unknown workspace usage: %v", err)
 	}
 	if _, err := e.client.Usage(ctx, mistral.UsageQuery{Month: 13, Year: 2026}); err == nil {
@@ -448,7 +451,7 @@ func TestAuthErrors(t *testing.T) {
 			return err
 		}, mistral.ErrUnauthorized},
 		{"create in unknown workspace", func() error {
-			_, err := e.client.CreateKey(ctx, mistral.CreateKeyRequest{Name: "x", WorkspaceUUID: "nope", UserID: e.user})
+			_, err := e.client.CreateKey(ctx, mistral.CreateKeyRequest{Name: "x", WorkspaceUUID: "00000000-0000-4000-8000-000000000000", UserID: e.user})
 			return err
 		}, mistral.ErrNotFound},
 		{"create with past expiration", func() error {
@@ -480,6 +483,7 @@ func TestErrorBodiesOverHTTP(t *testing.T) {
 		{403, "-", mistral.ErrForbidden, "403 forbidden: Forbidden"},
 		{422, `{"detail": [{"loc": ["body", "name"], "msg": "Field required", "type": "missing"}]}`, mistral.ErrValidation, "body.name: Field required (missing)"},
 		{422, `{"object": "error", "message": {"detail": [{"loc": ["body", "x"], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}]}, "type": "invalid_request_error", "param": null, "code": null}`, mistral.ErrValidation, "body.x: Extra inputs"},
+		{422, `{"object": "error", "message": "{\"detail\": [{\"loc\": [\"body\", \"y\"], \"msg\": \"Field required\", \"type\": \"missing\"}]}", "type": "invalid_request_error", "param": null, "code": null}`, mistral.ErrValidation, "422 validation: body.y: Field required (missing)"},
 		{429, `{"message": "Requests rate limit exceeded"}`, mistral.ErrRateLimited, "Requests rate limit exceeded"},
 		{429, `{"object": "error", "message": "Rate limit exceeded", "type": "rate_limited", "code": "1300"}`, mistral.ErrRateLimited, "Rate limit exceeded"},
 		{500, "-", mistral.ErrServer, "500 server: Internal Server Error"},

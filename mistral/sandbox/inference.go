@@ -244,7 +244,7 @@ func (s *Server) limitReached(w http.ResponseWriter) bool {
 func (s *Server) chat(w http.ResponseWriter, r *http.Request, rec *keyRec, pattern string) {
 	var b chatBody
 	if ds := decodeStrict(r, &b); ds != nil {
-		writeWrappedValidation(w, ds...)
+		writeValidation(w, ds...)
 		return
 	}
 	var ds []detail
@@ -374,7 +374,7 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, rec *keyRec,
 		Metadata       json.RawMessage `json:"metadata"`
 	}
 	if ds := decodeStrict(r, &b); ds != nil {
-		writeWrappedValidation(w, ds...)
+		writeValidation(w, ds...)
 		return
 	}
 	var ds []detail

@@ -201,14 +201,6 @@ func writeValidation(w http.ResponseWriter, ds ...detail) {
 	writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"detail": ds})
 }
 
-// writeWrappedValidation answers 422 in the wrapped shape seen on inference.
-func writeWrappedValidation(w http.ResponseWriter, ds ...detail) {
-	writeJSON(w, http.StatusUnprocessableEntity, map[string]any{
-		"object": "error", "message": map[string]any{"detail": ds},
-		"type": "invalid_request_error", "param": nil, "code": nil,
-	})
-}
-
 // writeErrorObject answers with the {"object":"error",...} shape.
 func writeErrorObject(w http.ResponseWriter, status int, msg, typ, code string) {
 	var c any

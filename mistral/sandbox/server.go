@@ -1,6 +1,7 @@
 // Package sandbox is an in-memory Mistral platform: an http.Handler that
-// speaks the paths, methods and JSON shapes of mistral-api.md (admin API
-// and inference), for tests, the demo and benchmarks.
+// speaks the paths, methods and JSON shapes of Mistral's published OpenAPI
+// spec (admin API and inference; see package contract, whose checker the
+// tests put in front of it), for tests, the demo and benchmarks.
 //
 // Created keys work on inference at once; deleted or expired keys get 401;
 // last_used is set on use; chat and embedding calls add to the workspace's
@@ -24,10 +25,15 @@
 //   - Token counts are deterministic (CountTokens, ChatUsage); chat and
 //     embeddings add to the key's workspace under usage category
 //     "completion". Past a reached spend limit they answer 429 code 1300.
-//   - On chat and embeddings, a body that does not decode (an unknown
-//     field, a wrong type, bad JSON) gets 422 in the wrapped shape
-//     ({"object":"error","message":{"detail":[...]}}); missing fields and
-//     bad values get the plain {"detail":[...]} shape, as admin routes do.
+//   - Every 422 has the spec's shape, {"detail":[{"loc","msg","type"}]}.
+//     The other shapes seen from the platform (wrapped in an error object,
+//     or the list as the JSON text of "message") are for faults to inject.
+//   - Paged listings serve at most Options.MaxPageSize items a page, and
+//     an organization key policy (KeyPolicy) may shorten a new key's
+//     expiration. Changes are recorded in the audit log
+//     (GET /v1/admin/audit-logs), attributed to the admin key used, or
+//     to the person for changes made in the "console" (SetKeyPolicy,
+//     SetWorkspaceSpendLimit, RateLimitRule, DeleteKeyAs, AddKey).
 package sandbox
 
 import (

@@ -1,5 +1,6 @@
 // Package mistral is the HTTP client for the Mistral AI platform: the admin
-// API (API keys, workspaces, users, usage, spend limit, rate limit) and
+// API (API keys, workspaces, users, usage, spend limit, rate limit, audit
+// logs) and
 // inference (models, chat completions plain and streaming, embeddings).
 //
 // Errors from the platform are *APIError values that callers branch on with

@@ -36,12 +36,11 @@ var tools = []string{"bash", "sh", "env", "dirname", "mkdir", "flock", "pgrep", 
 // machine is a fresh machine: an empty home and tool cache, and a PATH
 // holding only the tools and, unless withoutGo, the stand-in go.
 type machine struct {
-	t      *testing.T
-	home   string
-	cache  string
-	goLog  string
-	path   string
-	extEnv []string
+	t     *testing.T
+	home  string
+	cache string
+	goLog string
+	path  string
 }
 
 func newMachine(t *testing.T, withGo bool) *machine {

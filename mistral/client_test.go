@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -13,8 +12,8 @@ import (
 
 	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/mistral"
-	"github.com/mrbacd/mrbacd/mistral/contract"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
+	"github.com/mrbacd/mrbacd/mistral/sandbox/sandboxtest"
 )
 
 type env struct {
@@ -42,8 +41,7 @@ func newEnvWith(t *testing.T, so sandbox.Options, edit func(*mistral.Options)) *
 	sb.SetNow(testNow)
 	// The client's requests and the sandbox's answers are checked against
 	// the spec in every test.
-	ts := httptest.NewServer(contract.Install(t, sb, true))
-	t.Cleanup(ts.Close)
+	ts := sandboxtest.Serve(t, sb, true)
 	logs := &testenv.LogBuffer{}
 	opts := mistral.Options{
 		BaseURL: ts.URL, AdminKey: mistral.Secret(sb.AdminKey()),

@@ -59,6 +59,7 @@ func (s *Server) routes() {
 	add("GET /sandbox/keys", controlRoute, s.ctlKeys)
 	add("GET /sandbox/stats", controlRoute, s.ctlStats)
 	add("DELETE /sandbox/stats", controlRoute, s.ctlResetStats)
+	add("POST /sandbox/console", controlRoute, s.ctlConsole)
 	add("/", openRoute, func(w http.ResponseWriter, _ *http.Request, _ *keyRec, _ string) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Not Found"})
 	})

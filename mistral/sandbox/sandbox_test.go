@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,8 +17,8 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/mistral"
-	"github.com/mrbacd/mrbacd/mistral/contract"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
+	"github.com/mrbacd/mrbacd/mistral/sandbox/sandboxtest"
 )
 
 var testNow = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
@@ -34,8 +33,7 @@ func start(t *testing.T, seed *sandbox.Seed) *harness {
 	t.Helper()
 	sb := sandbox.New(sandbox.Options{Seed: seed, Now: func() time.Time { return testNow }})
 	// Every answer of the tests using start is checked against the spec.
-	ts := httptest.NewServer(contract.Install(t, sb, false))
-	t.Cleanup(ts.Close)
+	ts := sandboxtest.Serve(t, sb, false)
 	return &harness{t: t, sb: sb, url: ts.URL}
 }
 
@@ -273,6 +271,7 @@ func TestErrorShapes(t *testing.T) {
 		{"create bad expiration", "POST", "/v1/admin/api-keys", h.admin(), `{"name":"x","workspace_uuid":"w","user_id":"u","expiration":"tomorrow"}`, 422, `{"detail":[{"loc":["body","expiration"]*`},
 		{"delete unknown", "DELETE", "/v1/admin/api-keys/nope", h.admin(), "", 404, `{"detail":"API key not found"}`},
 		{"bad limit", "GET", "/v1/admin/api-keys?limit=abc", h.admin(), "", 422, `{"detail":[{"loc":["query","limit"]*`},
+		{"usage bad zone", "GET", "/v1/admin/usage?api_zone=mars", h.admin(), "", 422, `{"detail":[{"loc":["query","api_zone"]*`},
 		{"usage bad month", "GET", "/v1/admin/usage?month=13&year=2026", h.admin(), "", 422, `{"detail":[{"loc":["query","month"],"msg":"Input should be an integer between 1 and 12","type":"value_error"}]}`},
 		{"unknown route", "GET", "/v1/nope", h.admin(), "", 404, `{"detail":"Not Found"}`},
 		{"control without key", "GET", "/sandbox/events", "", "", 401, `{"message":"Unauthorized"*`},

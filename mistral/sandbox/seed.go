@@ -19,12 +19,13 @@ import (
 //
 //	admin_key: sk-admin-...            # else MISTRAL_ADMIN_KEY, else random
 //	now: 2026-11-27T12:00:00Z          # optional frozen clock
-//	workspaces: [{uuid: ..., name: dev-workspace}]
-//	users: [{id: ..., email: ops@example.com}]
+//	workspaces: [{uuid: ..., name: dev-workspace, spend_limit: 250}]
+//	users: [{id: ..., email: ops@example.com, role: A}]
 //	keys: [{name: dev-team-key, key: PLAINTEXT, workspace: dev-workspace,
 //	        created_at: 2026-08-01T00:00:00Z, last_used: 2026-11-20, expiration_date: 2027-01-01}]
 //	usage: [{workspace: dev-workspace, month: "2026-11", model: mistral-small-latest,
-//	         prompt_tokens: 1000, completion_tokens: 200}]
+//	         prompt_tokens: 1000, completion_tokens: 200}]  # category: completion (default),
+//	                                # chat, ocr, ..., libraries_api.tokens, vibe_code.completion, ...
 //	spend_limit: {amount: 500, no_monthly_limit: false}
 //	key_policy: {max_days: 30}          # new keys expire within 30 days
 //

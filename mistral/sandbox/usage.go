@@ -85,6 +85,11 @@ func (s *Server) parseUsageQuery(w http.ResponseWriter, r *http.Request) (time.T
 		}
 		year = n
 	}
+	switch q.Get("api_zone") {
+	case "", "global", "us", "eu":
+	default:
+		ds = append(ds, detail{Loc: []string{"query", "api_zone"}, Msg: "Input should be 'global', 'us' or 'eu'", Type: "enum"})
+	}
 	if len(ds) > 0 {
 		writeValidation(w, ds...)
 		return time.Time{}, false

@@ -322,7 +322,7 @@ func TestModelsFiltered(t *testing.T) {
 		{"developer", []string{"codestral-embed", "codestral-latest", "mistral-embed", "mistral-small-latest"}},
 		{"spender", []string{"mistral-large-latest"}},
 		{"ops-dev", []string{"mistral-embed", "mistral-small-latest"}},
-		{"ops-all", []string{"mistral-embed", "mistral-large-latest", "mistral-small-2506", "mistral-small-latest"}},
+		{"ops-all", []string{"mistral-embed", "mistral-large-latest", "mistral-small-2603", "mistral-small-latest"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.role, func(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
+	"github.com/mrbacd/mrbacd/mistral/sandbox/sandboxtest"
 )
 
 type env struct {
@@ -31,10 +31,17 @@ var testNow = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 // short backoffs; edit tweaks the client options.
 func newEnv(t *testing.T, seed *sandbox.Seed, edit func(*mistral.Options)) *env {
 	t.Helper()
-	sb := sandbox.New(sandbox.Options{Seed: seed})
+	return newEnvWith(t, sandbox.Options{Seed: seed}, edit)
+}
+
+// newEnvWith is newEnv with the sandbox's options.
+func newEnvWith(t *testing.T, so sandbox.Options, edit func(*mistral.Options)) *env {
+	t.Helper()
+	sb := sandbox.New(so)
 	sb.SetNow(testNow)
-	ts := httptest.NewServer(sb)
-	t.Cleanup(ts.Close)
+	// The client's requests and the sandbox's answers are checked against
+	// the spec in every test.
+	ts := sandboxtest.Serve(t, sb, true)
 	logs := &testenv.LogBuffer{}
 	opts := mistral.Options{
 		BaseURL: ts.URL, AdminKey: mistral.Secret(sb.AdminKey()),
@@ -96,9 +103,9 @@ func TestKeyLifecycle(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !plaintextRE.MatchString(k.Key.Reveal()) || k.KeyID == "" || k.Name != "dev-team-key.r1" ||
-				k.ExpirationDate == nil || *k.ExpirationDate != exp || k.WorkspaceID != e.ws || k.WorkspaceName != sandbox.DefaultWorkspaceName ||
-				!k.CreatedAt.Equal(testNow) || k.LastUsed != nil || !k.CanDelete || k.Product != "API" || k.CreatedBy != e.user ||
-				k.HiddenKey != k.Key.Reveal()[:4]+"..."+k.Key.Reveal()[28:] || k.Actions.Delete == nil {
+				k.ExpirationDate == nil || *k.ExpirationDate != exp || k.WorkspaceID != e.ws ||
+				!k.CreatedAt.Equal(testNow) || k.LastUsed != nil ||
+				k.HiddenKey != k.Key.Reveal()[:4]+"..."+k.Key.Reveal()[28:] || k.Actions == nil || k.Actions.Delete == nil || k.Actions.Delete.Status != "available" {
 				t.Fatalf("created key = %+v", k)
 			}
 			models, err := e.client.ListModels(ctx, k.Key)
@@ -117,6 +124,10 @@ func TestKeyLifecycle(t *testing.T) {
 			keys, err := e.client.ListAllKeys(ctx, "dev-team-key.r1")
 			if err != nil || len(keys) != 1 || keys[0].KeyID != k.KeyID || !keys[0].Key.IsZero() {
 				t.Fatalf("list = %+v, %v", keys, err)
+			}
+			if l := keys[0]; l.WorkspaceName != sandbox.DefaultWorkspaceName || l.CanDelete == nil || !*l.CanDelete || l.Product != "API" ||
+				l.CreatedBy != sandbox.DefaultUserEmail || l.WorkspaceID != e.ws {
+				t.Errorf("listed key = %+v", l)
 			}
 			if keys[0].LastUsed == nil || *keys[0].LastUsed != mistral.DateOf(testNow) {
 				t.Errorf("last_used = %v, want %v", keys[0].LastUsed, mistral.DateOf(testNow))
@@ -179,11 +190,54 @@ func TestListKeysPaging(t *testing.T) {
 	if err != nil || len(exact) != 1 {
 		t.Fatalf("ListAllKeys exact: %d, %v", len(exact), err)
 	}
-	if got := e.sb.Stats()["GET /v1/admin/api-keys"]; got != int64(len(tests))+3+1 {
-		t.Errorf("list calls = %d, want %d (3 pages for 250 keys)", got, len(tests)+4)
+	// 250 keys: pages of 100, 100, 50 and the empty one; the exact name:
+	// one page and the empty one.
+	if got := e.sb.Stats()["GET /v1/admin/api-keys"]; got != int64(len(tests))+4+2 {
+		t.Errorf("list calls = %d, want %d", got, len(tests)+6)
 	}
-	if _, err := e.client.ListKeys(ctx, mistral.ListKeysOptions{Limit: 5000}); !errors.Is(err, mistral.ErrValidation) {
-		t.Errorf("limit 5000: %v, want ErrValidation", err)
+	if keys, err := e.client.ListKeys(ctx, mistral.ListKeysOptions{Limit: 5000}); err != nil || len(keys) != sandbox.DefaultMaxPageSize {
+		t.Errorf("limit 5000: %d keys, %v; want the server's cap %d", len(keys), err, sandbox.DefaultMaxPageSize)
+	}
+}
+
+// TestListsReadWholeUnderPageCap: a server serving at most 7 items a page,
+// whatever is asked, still has every listing read whole.
+func TestListsReadWholeUnderPageCap(t *testing.T) {
+	e := newEnvWith(t, sandbox.Options{MaxPageSize: 7}, nil)
+	ctx := context.Background()
+	for i := range 40 {
+		if _, err := e.sb.AddKey(fmt.Sprintf("k-%02d", i), "", nil); err != nil {
+			t.Fatal(err)
+		}
+		e.sb.AddWorkspace(fmt.Sprintf("ws-%02d", i))
+		e.sb.AddUser(fmt.Sprintf("u%02d@example.com", i), "")
+	}
+	keys, err := e.client.ListAllKeys(ctx, "")
+	if err != nil || len(keys) != 40 {
+		t.Errorf("keys: %d, %v; want 40", len(keys), err)
+	}
+	if got := e.sb.Stats()["GET /v1/admin/api-keys"]; got != 7 { // 6 pages (7*5+5) and the empty one
+		t.Errorf("key pages read = %d, want 7", got)
+	}
+	ws, err := e.client.ListAllWorkspaces(ctx)
+	if err != nil || len(ws) != 41 {
+		t.Errorf("workspaces: %d, %v; want 41", len(ws), err)
+	}
+	users, err := e.client.ListAllUsers(ctx)
+	if err != nil || len(users) != 41 {
+		t.Errorf("users: %d, %v; want 41", len(users), err)
+	}
+	for range 30 {
+		e.createKey(t, "")
+	}
+	events, err := e.client.AuditLogs(ctx, mistral.AuditQuery{})
+	if err != nil || len(events) != 70 { // 40 console creates, 30 API creates
+		t.Errorf("audit events: %d, %v; want 70", len(events), err)
+	}
+	for i := 1; i < len(events); i++ {
+		if !events[i].Time.After(events[i-1].Time) || events[i].ID <= events[i-1].ID {
+			t.Fatalf("audit events out of order at %d: %+v then %+v", i, events[i-1], events[i])
+		}
 	}
 }
 
@@ -194,6 +248,9 @@ func TestWorkspacesAndUsers(t *testing.T) {
 		e.sb.AddWorkspace(fmt.Sprintf("team-%02d", i))
 	}
 	p, err := e.client.ListWorkspaces(ctx, mistral.ListWorkspacesOptions{Page: 2, PageSize: 25})
+	if err == nil && p.Items[0].MembersCount == nil {
+		t.Error("members_count not read")
+	}
 	if err != nil || p.Total != 31 || len(p.Items) != 6 || p.Page != 2 || p.PageSize != 25 || p.Object != "list" {
 		t.Fatalf("page 2 = %+v, %v", p, err)
 	}
@@ -206,26 +263,32 @@ func TestWorkspacesAndUsers(t *testing.T) {
 		t.Errorf("search team-1: %d, want 10", p.Total)
 	}
 	ws, err := e.client.CreateWorkspace(ctx, mistral.CreateWorkspaceRequest{Name: "ml-workspace", AdminUserID: e.user, Description: "ML"})
-	if err != nil || ws.UUID == "" || ws.Name != "ml-workspace" {
+	if err != nil || ws.UUID == "" || ws.Name != "ml-workspace" || ws.Description != "ML" || ws.RawRole != "A" || len(ws.RawRoles) != 1 {
 		t.Fatalf("create workspace: %+v, %v", ws, err)
 	}
-	if _, err := e.client.CreateWorkspace(ctx, mistral.CreateWorkspaceRequest{Name: "ml-workspace"}); !errors.Is(err, mistral.ErrBadRequest) {
+	if _, err := e.client.CreateWorkspace(ctx, mistral.CreateWorkspaceRequest{Name: "ml-workspace", AdminUserID: e.user}); !errors.Is(err, mistral.ErrBadRequest) {
 		t.Errorf("duplicate workspace: %v", err)
+	}
+	if _, err := e.client.CreateWorkspace(ctx, mistral.CreateWorkspaceRequest{Name: "no-admin"}); err == nil {
+		t.Error("a workspace without admin_user_id was sent")
 	}
 	if err := e.client.ArchiveWorkspace(ctx, ws.UUID); err != nil {
 		t.Fatal(err)
 	}
-	yes := true
-	p, _ = e.client.ListWorkspaces(ctx, mistral.ListWorkspacesOptions{IsArchived: &yes})
-	if p.Total != 1 || p.Items[0].UUID != ws.UUID || !p.Items[0].IsArchived {
-		t.Errorf("archived = %+v", p)
+	p, _ = e.client.ListWorkspaces(ctx, mistral.ListWorkspacesOptions{IncludeArchived: true, Search: "ml-"})
+	if p.Total != 1 || p.Items[0].UUID != ws.UUID {
+		t.Errorf("with archived = %+v", p)
+	}
+	if all, _ := e.client.ListAllWorkspaces(ctx); len(all) != 31 {
+		t.Errorf("the archived workspace is listed without is_archived: %d", len(all))
 	}
 	if err := e.client.ArchiveWorkspace(ctx, ws.UUID); !errors.Is(err, mistral.ErrNotFound) {
 		t.Errorf("archive twice: %v", err)
 	}
 	e.sb.AddUser("ops@example.com", "Ops")
 	up, err := e.client.ListUsers(ctx, mistral.ListUsersOptions{Email: "ops@"})
-	if err != nil || up.Total != 1 || len(up.Members) != 1 || up.Members[0].Email != "ops@example.com" || up.Invites == nil {
+	if err != nil || up.Total != 1 || len(up.Members) != 1 || up.Members[0].Email != "ops@example.com" || up.Invites == nil ||
+		up.Members[0].UUID == "" || up.Members[0].RawRole != "M" || len(up.Members[0].RawRoles) != 1 || up.Members[0].CreatedAt.IsZero() {
 		t.Fatalf("users = %+v, %v", up, err)
 	}
 	up, _ = e.client.ListUsers(ctx, mistral.ListUsersOptions{Page: 1, PageSize: 1})
@@ -308,10 +371,11 @@ usage:
 	if tot["codestral-latest"] != (mistral.ModelUsage{PromptTokens: 1000, CompletionTokens: 100}) || tot["mistral-embed"].PromptTokens != 4 {
 		t.Errorf("usage = %+v", tot)
 	}
-	if u.Currency != "USD" || u.StartDate != "2026-11-01" || u.EndDate != "2026-11-30" || len(u.Prices) != len(mistral.DefaultPrices()) {
+	if u.Currency != "USD" || !u.StartDate.Equal(time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)) || u.EndDate.Day() != 30 ||
+		len(u.PriceData) != 2*len(mistral.DefaultPrices()) {
 		t.Errorf("usage header = %+v", u)
 	}
-	for _, c := range []string{"completion", "chat", "ocr", "fine_tuning", "audio"} {
+	for _, c := range []string{"completion", "chat", "ocr", "fine_tuning.training", "audio", "libraries_api.tokens", "vibe_code.completion"} {
 		if _, ok := u.Categories[c]; !ok {
 			t.Errorf("category %s missing", c)
 		}
@@ -320,7 +384,7 @@ usage:
 	if org.Totals()["mistral-small-latest"].PromptTokens != wantSmall.PromptTokens+5 {
 		t.Errorf("org usage = %+v", org.Totals())
 	}
-	if _, err := e.client.Usage(ctx, mistral.UsageQuery{Month: 11, Year: 2026, WorkspaceID: "nope"}); !errors.Is(err, mistral.ErrNotFound) {
+	if _, err := e.client.Usage(ctx, mistral.UsageQuery{Month: 11, Year: 2026, WorkspaceID: "00000000-0000-4000-8000-000000000000"}); !errors.Is(err, mistral.ErrNotFound) {
 		t.Errorf("unknown workspace usage: %v", err)
 	}
 	if _, err := e.client.Usage(ctx, mistral.UsageQuery{Month: 13, Year: 2026}); err == nil {
@@ -332,10 +396,10 @@ func TestSpendAndRateLimit(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	ctx := context.Background()
 	sl, err := e.client.SpendLimit(ctx)
-	if err != nil || sl.Currency != "USD" || !sl.Limits["completion"].NoMonthlyLimit {
+	if err != nil || sl.Limits.Currency != "USD" || !sl.Limits.Completion.NoMonthlyLimit || sl.Limits.LastPaymentFailure {
 		t.Fatalf("spend limit = %+v, %v", sl, err)
 	}
-	if err := e.client.SetSpendLimit(ctx, 0.000001, false); err != nil {
+	if err := e.client.SetSpendLimit(ctx, 1, false); err != nil {
 		t.Fatal(err)
 	}
 	k := e.createKey(t, "k")
@@ -343,14 +407,18 @@ func TestSpendAndRateLimit(t *testing.T) {
 	if _, err := e.client.ChatCompletion(ctx, k.Key, mistral.ChatRequest{Model: "mistral-large-latest", Messages: msgs}); err != nil {
 		t.Fatal(err)
 	}
+	// $1.50 of mistral-large-latest passes the $1 limit.
+	if err := e.sb.AddUsage(sandbox.UsageRecord{Model: "mistral-large-latest", PromptTokens: 3_000_000}); err != nil {
+		t.Fatal(err)
+	}
 	sl, _ = e.client.SpendLimit(ctx)
-	c := sl.Limits["completion"]
-	if c.NoMonthlyLimit || !c.MonthlyLimitReached || c.UsageLimit == nil || *c.UsageLimit != 0.000001 || c.Usage <= 0 {
+	c := sl.Categories()["completion"]
+	if c.NoMonthlyLimit || !c.MonthlyLimitReached || c.UsageLimit == nil || *c.UsageLimit != 1 || c.Usage <= 1 {
 		t.Fatalf("after spending: %+v", c)
 	}
 	_, err = e.client.ChatCompletion(ctx, k.Key, mistral.ChatRequest{Model: "mistral-large-latest", Messages: msgs})
 	var ae *mistral.APIError
-	if !errors.Is(err, mistral.ErrRateLimited) || !errors.As(err, &ae) || ae.Code != "1300" {
+	if !errors.Is(err, mistral.ErrRateLimited) || !errors.As(err, &ae) || ae.Code != "1300" || ae.Type != "rate_limited" {
 		t.Fatalf("over the limit: %v", err)
 	}
 	if err := e.client.SetSpendLimit(ctx, -1, false); err == nil {
@@ -381,7 +449,7 @@ func TestAuthErrors(t *testing.T) {
 			return err
 		}, mistral.ErrUnauthorized},
 		{"create in unknown workspace", func() error {
-			_, err := e.client.CreateKey(ctx, mistral.CreateKeyRequest{Name: "x", WorkspaceUUID: "nope", UserID: e.user})
+			_, err := e.client.CreateKey(ctx, mistral.CreateKeyRequest{Name: "x", WorkspaceUUID: "00000000-0000-4000-8000-000000000000", UserID: e.user})
 			return err
 		}, mistral.ErrNotFound},
 		{"create with past expiration", func() error {
@@ -413,6 +481,7 @@ func TestErrorBodiesOverHTTP(t *testing.T) {
 		{403, "-", mistral.ErrForbidden, "403 forbidden: Forbidden"},
 		{422, `{"detail": [{"loc": ["body", "name"], "msg": "Field required", "type": "missing"}]}`, mistral.ErrValidation, "body.name: Field required (missing)"},
 		{422, `{"object": "error", "message": {"detail": [{"loc": ["body", "x"], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}]}, "type": "invalid_request_error", "param": null, "code": null}`, mistral.ErrValidation, "body.x: Extra inputs"},
+		{422, `{"object": "error", "message": "{\"detail\": [{\"loc\": [\"body\", \"y\"], \"msg\": \"Field required\", \"type\": \"missing\"}]}", "type": "invalid_request_error", "param": null, "code": null}`, mistral.ErrValidation, "422 validation: body.y: Field required (missing)"},
 		{429, `{"message": "Requests rate limit exceeded"}`, mistral.ErrRateLimited, "Requests rate limit exceeded"},
 		{429, `{"object": "error", "message": "Rate limit exceeded", "type": "rate_limited", "code": "1300"}`, mistral.ErrRateLimited, "Rate limit exceeded"},
 		{500, "-", mistral.ErrServer, "500 server: Internal Server Error"},

@@ -1,6 +1,9 @@
 // Package mistral is the HTTP client for the Mistral AI platform: the admin
-// API (API keys, workspaces, users, usage, spend limit, rate limit) and
-// inference (models, chat completions plain and streaming, embeddings).
+// API (API keys, workspaces, users, usage, spend limit, rate limit, audit
+// logs) and inference (models, chat completions plain and streaming,
+// embeddings), as Mistral's published OpenAPI spec describes them (see
+// package contract). Every paged listing is read until a page comes back
+// empty, since a server may serve fewer items than asked.
 //
 // Errors from the platform are *APIError values that callers branch on with
 // errors.Is (ErrUnauthorized, ErrForbidden, ErrNotFound, ErrValidation,

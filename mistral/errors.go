@@ -215,6 +215,7 @@ func parseAPIError(status int, header http.Header, body []byte, method, path str
 			e.Message = excerpt(string(body))
 		}
 	}
+	e.Details = uniqueDetails(e.Details)
 	e.Message = scrubKeyLike(e.Message)
 	for i := range e.Details {
 		e.Details[i].Msg = scrubKeyLike(e.Details[i].Msg)
@@ -269,6 +270,14 @@ func (e *APIError) fillValue(v json.RawMessage, depth int) {
 	}
 	var s string
 	if err := json.Unmarshal(v, &s); err == nil {
+		// A message may be the JSON of a detail list or object, encoded
+		// as a string: read what it holds.
+		if t := strings.TrimSpace(s); strings.HasPrefix(t, "{") || strings.HasPrefix(t, "[") {
+			if json.Valid([]byte(t)) {
+				e.fillValue(json.RawMessage(t), depth+1)
+				return
+			}
+		}
 		if e.Message == "" {
 			e.Message = excerpt(s)
 		}
@@ -349,4 +358,21 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 		}
 	}
 	return 0
+}
+
+// uniqueDetails drops repeated details: a body may carry the same list
+// both as "detail" and inside "message".
+func uniqueDetails(ds []ValidationDetail) []ValidationDetail {
+	if len(ds) < 2 {
+		return ds
+	}
+	seen := map[string]bool{}
+	out := ds[:0]
+	for _, d := range ds {
+		if k := d.String(); !seen[k] {
+			seen[k] = true
+			out = append(out, d)
+		}
+	}
+	return out
 }

@@ -166,3 +166,42 @@ func TestScrubKeyLike(t *testing.T) {
 		}
 	}
 }
+
+// TestValidationShapesOnce: the three 422 bodies seen from the platform
+// (the spec's detail list, the list wrapped in an error object, and the
+// list sent as the JSON text of the message), and one carrying the list
+// twice, each give every detail once, in the message too.
+func TestValidationShapesOnce(t *testing.T) {
+	const list = `[{"loc": ["body", "model"], "msg": "Field required", "type": "missing"}, {"loc": ["body", "messages", 0, "user", "name"], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}]`
+	quoted := strings.ReplaceAll(list, `"`, `\"`)
+	tests := []struct {
+		name, body string
+	}{
+		{"detail list", `{"detail": ` + list + `}`},
+		{"wrapped", `{"object": "error", "message": {"detail": ` + list + `}, "type": "invalid_request_error", "param": null, "code": null}`},
+		{"message as JSON text", `{"object": "error", "message": "{\"detail\": ` + quoted + `}", "type": "invalid_request_error", "param": null, "code": null}`},
+		{"list twice", `{"message": {"detail": ` + list + `}, "detail": ` + list + `}`},
+	}
+	want := []string{"body.model: Field required (missing)", "body.messages.0.user.name: Extra inputs are not permitted (extra_forbidden)"}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := parseAPIError(422, http.Header{}, []byte(tt.body), "POST", "/v1/chat/completions", time.Now())
+			var got []string
+			for _, d := range e.Details {
+				got = append(got, d.String())
+			}
+			if strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Errorf("Details = %q, want %q", got, want)
+			}
+			msg := e.Error()
+			for _, w := range want {
+				if n := strings.Count(msg, w); n != 1 {
+					t.Errorf("%q appears %d times in %q", w, n, msg)
+				}
+			}
+			if !errors.Is(e, ErrValidation) || strings.Contains(msg, "{") {
+				t.Errorf("error = %q", msg)
+			}
+		})
+	}
+}

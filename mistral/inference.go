@@ -22,7 +22,10 @@ type Model struct {
 	MaxContextLength int            `json:"max_context_length"`
 	Aliases          []string       `json:"aliases"`
 	Deprecation      *string        `json:"deprecation"`
-	Type             string         `json:"type"`
+	// DeprecationReplacementModel names the model to move to, if any.
+	DeprecationReplacementModel *string  `json:"deprecation_replacement_model"`
+	DefaultModelTemperature     *float64 `json:"default_model_temperature"`
+	Type                        string   `json:"type"`
 }
 
 // ListModels lists the models key may use. It is the cheap call that
@@ -94,6 +97,19 @@ type ChatRequest struct {
 	ToolChoice     json.RawMessage `json:"tool_choice,omitempty"`
 	SafePrompt     *bool           `json:"safe_prompt,omitempty"`
 	Stream         bool            `json:"stream"`
+	// The fields below are those of the spec's ChatCompletionRequest that
+	// mrbacd passes through; the platform refuses any other.
+	PresencePenalty   *float64        `json:"presence_penalty,omitempty"`
+	FrequencyPenalty  *float64        `json:"frequency_penalty,omitempty"`
+	N                 *int            `json:"n,omitempty"`
+	Prediction        json.RawMessage `json:"prediction,omitempty"`
+	ParallelToolCalls *bool           `json:"parallel_tool_calls,omitempty"`
+	PromptMode        *string         `json:"prompt_mode,omitempty"`
+	Metadata          json.RawMessage `json:"metadata,omitempty"`
+	ReasoningEffort   *string         `json:"reasoning_effort,omitempty"`
+	Guardrails        json.RawMessage `json:"guardrails,omitempty"`
+	PromptCacheKey    *string         `json:"prompt_cache_key,omitempty"`
+	ServiceTier       *string         `json:"service_tier,omitempty"`
 }
 
 // TokenUsage counts the tokens of one call.

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Price is a model's list price in USD per million tokens.
@@ -44,25 +45,54 @@ type ModelUsage struct {
 	CompletionTokens int64 `json:"completion_tokens"`
 }
 
-// Usage is a month of usage, per category ("completion", "chat", "ocr",
-// ...) per model. The platform leaves the inner shape untyped, so it is
-// parsed defensively; Raw keeps the whole answer.
+// PriceData is one entry of a usage answer's price list. The spec does not
+// say how a billing metric maps to a model, so the budget prices usage
+// with the config's prices and keeps these for reference.
+type PriceData struct {
+	EventType     string `json:"event_type"`
+	BillingMetric string `json:"billing_metric"`
+	BillingGroup  string `json:"billing_group"`
+	APIZone       string `json:"api_zone"`
+	ServiceTier   string `json:"service_tier"`
+	// Price is the unit price; PriceText keeps it as sent (a number or a
+	// decimal string).
+	Price     float64 `json:"-"`
+	PriceText string  `json:"-"`
+}
+
+// Usage is a month of usage (UsageOUTJSON), per category per model. The
+// platform leaves the per-model inner shape untyped, so it is parsed
+// defensively; Raw keeps the whole answer.
 type Usage struct {
-	StartDate      string
-	EndDate        string
-	Currency       string
-	CurrencySymbol string
-	Prices         []Price
-	// Categories maps category → model → tokens.
+	// StartDate and EndDate bound the period (date-time in the spec; a
+	// bare date is read as midnight UTC).
+	StartDate, EndDate time.Time
+	Currency           string
+	CurrencySymbol     string
+	// VibeUsage is the month's Vibe usage amount.
+	VibeUsage float64
+	// PriceData is the answer's price list as sent.
+	PriceData []PriceData
+	// Prices are the entries of the price list that name a model with
+	// input and output prices (older answers); usually empty.
+	Prices []Price
+	// Categories maps category → model → tokens. Nested categories are
+	// named "parent.child": "libraries_api.tokens", "vibe_code.completion",
+	// "fine_tuning.training".
 	Categories map[string]map[string]ModelUsage
 	Raw        json.RawMessage
 }
 
-// Totals sums the categories per model.
+// TokenCategories are the categories counted in tokens of inference
+// priced per model, which Totals sums. The others count pages, seconds,
+// characters, connector calls, training tokens or Vibe usage.
+var TokenCategories = []string{"completion", "chat", "libraries_api.tokens"}
+
+// Totals sums the token categories (TokenCategories) per model.
 func (u Usage) Totals() map[string]ModelUsage {
 	out := map[string]ModelUsage{}
-	for _, models := range u.Categories {
-		for m, mu := range models {
+	for _, c := range TokenCategories {
+		for m, mu := range u.Categories[c] {
 			t := out[m]
 			t.PromptTokens += mu.PromptTokens
 			t.CompletionTokens += mu.CompletionTokens
@@ -72,7 +102,7 @@ func (u Usage) Totals() map[string]ModelUsage {
 	return out
 }
 
-// Models returns the models with usage, sorted.
+// Models returns the models with token usage, sorted.
 func (u Usage) Models() []string {
 	t := u.Totals()
 	out := make([]string, 0, len(t))
@@ -111,12 +141,16 @@ func (c *Client) Usage(ctx context.Context, q UsageQuery) (Usage, error) {
 	return u, nil
 }
 
+// nestedCategories are the categories whose object holds sub-categories.
+var nestedCategories = map[string]bool{"libraries_api": true, "vibe_code": true, "fine_tuning": true}
+
 // ParseUsage reads a usage answer. The top level must be an object; every
-// object-valued field other than the known ones is a category. Inside a
-// category, per-model data may sit under "models"/"data"/"by_model" or
-// directly, as an object keyed by model or a list of entries naming their
-// model; token counts are read from prompt/input and completion/output
-// fields holding numbers or lists of {value|tokens|quantity}.
+// object-valued field other than the known ones is a category, and those
+// of nestedCategories hold sub-categories. Inside a category, per-model
+// data sits under "models" (or "data"/"by_model", or directly) as an
+// object keyed by model or a list of entries naming their model; token
+// counts are read from prompt/input and completion/output fields holding
+// numbers or lists of {value|tokens|quantity}.
 func ParseUsage(raw []byte) (Usage, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &top); err != nil {
@@ -126,23 +160,60 @@ func ParseUsage(raw []byte) (Usage, error) {
 	for k, v := range top {
 		switch k {
 		case "start_date":
-			u.StartDate = jsonScalar(v)
+			u.StartDate = usageTime(v)
 		case "end_date":
-			u.EndDate = jsonScalar(v)
+			u.EndDate = usageTime(v)
 		case "currency":
 			u.Currency = jsonScalar(v)
 		case "currency_symbol":
 			u.CurrencySymbol = jsonScalar(v)
+		case "vibe_usage":
+			u.VibeUsage = priceNumber(v)
 		case "prices":
-			u.Prices = parsePrices(v)
-		case "object", "id", "month", "year", "workspace_id":
+			u.PriceData, u.Prices = parsePrices(v)
+		case "object", "id", "month", "year", "workspace_id", "date", "previous_month", "next_month":
 		default:
-			if models := parseCategory(v); models != nil {
+			if nestedCategories[k] {
+				parseNested(u.Categories, k, v)
+			} else if models := parseCategory(v); models != nil {
 				u.Categories[k] = models
 			}
 		}
 	}
 	return u, nil
+}
+
+// parseNested reads a category of sub-categories ("libraries_api":
+// {"pages", "tokens", "audio_seconds"}). fine_tuning's "storage" maps a
+// model to a number, not to usage, and is left in Raw.
+func parseNested(cats map[string]map[string]ModelUsage, name string, v json.RawMessage) {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(v, &obj) != nil {
+		return
+	}
+	if _, ok := obj["models"]; ok { // an older flat shape
+		if models := parseCategory(v); models != nil {
+			cats[name] = models
+		}
+		return
+	}
+	for sub, sv := range obj {
+		if name == "fine_tuning" && sub == "storage" {
+			continue
+		}
+		if models := parseCategory(sv); models != nil {
+			cats[name+"."+sub] = models
+		}
+	}
+}
+
+// usageTime reads a date-time (or a bare date); zero when unreadable.
+func usageTime(v json.RawMessage) time.Time {
+	var t flexTime
+	if json.Unmarshal(v, &t) != nil {
+		return time.Time{}
+	}
+	return time.Time(t)
 }
 
 func parseCategory(v json.RawMessage) map[string]ModelUsage {
@@ -262,37 +333,56 @@ func firstScalar(m map[string]json.RawMessage, fields ...string) string {
 	return ""
 }
 
-func parsePrices(v json.RawMessage) []Price {
+// parsePrices reads the price list: PriceData entries, and for entries
+// that name a model (older answers) a Price.
+func parsePrices(v json.RawMessage) ([]PriceData, []Price) {
 	var list []map[string]json.RawMessage
 	if err := json.Unmarshal(v, &list); err != nil {
-		return nil
+		return nil, nil
 	}
-	var out []Price
+	var data []PriceData
+	var prices []Price
 	for _, e := range list {
+		if _, ok := e["billing_metric"]; ok {
+			pd := PriceData{
+				EventType: firstScalar(e, "event_type"), BillingMetric: firstScalar(e, "billing_metric"),
+				BillingGroup: firstScalar(e, "billing_group"), APIZone: firstScalar(e, "api_zone"),
+				ServiceTier: firstScalar(e, "service_tier"), PriceText: firstScalar(e, "price"),
+			}
+			pd.Price = priceNumber(e["price"])
+			data = append(data, pd)
+			continue
+		}
 		p := Price{Model: firstScalar(e, "model", "model_name", "name")}
 		if p.Model == "" {
 			continue
 		}
 		p.InputPerMillion = priceField(e, "input_per_million", "input_price", "input", "price_input", "prompt")
 		p.OutputPerMillion = priceField(e, "output_per_million", "output_price", "output", "price_output", "completion")
-		out = append(out, p)
+		prices = append(prices, p)
 	}
-	return out
+	return data, prices
 }
 
 func priceField(m map[string]json.RawMessage, fields ...string) float64 {
 	for _, f := range fields {
 		if v, ok := m[f]; ok {
-			var x float64
-			if json.Unmarshal(v, &x) == nil {
-				return x
-			}
-			var s string
-			if json.Unmarshal(v, &s) == nil {
-				if x, err := strconv.ParseFloat(s, 64); err == nil {
-					return x
-				}
-			}
+			return priceNumber(v)
+		}
+	}
+	return 0
+}
+
+// priceNumber reads a number or a decimal string; 0 otherwise.
+func priceNumber(v json.RawMessage) float64 {
+	var x float64
+	if json.Unmarshal(v, &x) == nil {
+		return x
+	}
+	var s string
+	if json.Unmarshal(v, &s) == nil {
+		if x, err := strconv.ParseFloat(strings.TrimSpace(s), 64); err == nil {
+			return x
 		}
 	}
 	return 0

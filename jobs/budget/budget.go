@@ -288,15 +288,16 @@ func (j *Job) Run(ctx context.Context, req jobs.Request) (jobs.Result, error) {
 		rep.Errors = append(rep.Errors, fmt.Sprintf("organization spend limit: %v", err))
 		log.Error("budget spend limit failed", "err", err)
 	} else {
-		cats := make([]string, 0, len(sl.Limits))
-		for c := range sl.Limits {
+		limits := sl.Categories()
+		cats := make([]string, 0, len(limits))
+		for c := range limits {
 			cats = append(cats, c)
 		}
 		sort.Strings(cats)
 		for _, c := range cats {
-			e := sl.Limits[c]
+			e := limits[c]
 			ol := OrgLimit{Category: c, UsageUSD: e.Usage, LimitUSD: e.UsageLimit, NoMonthlyLimit: e.NoMonthlyLimit,
-				Reached: e.MonthlyLimitReached, Currency: sl.Currency}
+				Reached: e.MonthlyLimitReached, Currency: sl.Limits.Currency}
 			rep.OrgLimits = append(rep.OrgLimits, ol)
 			if ol.Reached {
 				rep.Alerts = append(rep.Alerts, Alert{Kind: AlertOrgLimit, Severity: "critical", Month: month,

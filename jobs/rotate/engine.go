@@ -566,7 +566,7 @@ func (r *run) workspaceID(ctx context.Context, spec KeySpec) (string, error) {
 		return "", fmt.Errorf("resolve workspace %q: %w", spec.Workspace, err)
 	}
 	for _, w := range all {
-		if w.Name == spec.Workspace && !w.IsArchived {
+		if w.Name == spec.Workspace { // the listing holds no archived workspace
 			r.ws[spec.Workspace] = w.UUID
 			return w.UUID, nil
 		}

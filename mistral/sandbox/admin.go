@@ -2,63 +2,76 @@ package sandbox
 
 import (
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
-	"time"
+	"unicode/utf8"
 
 	"github.com/mrbacd/mrbacd/mistral"
 )
 
-// keyJSON is the admin API's Key object.
+// keyActions is APIKeyActions: no rotate endpoint exists, delete does.
+type keyActions struct {
+	Rotate map[string]any `json:"rotate"`
+	Delete map[string]any `json:"delete"`
+}
+
+var defaultKeyActions = keyActions{
+	Rotate: map[string]any{"status": "unavailable", "reason": nil},
+	Delete: map[string]any{"status": "available"},
+}
+
+// keyJSON is APIKeyOUT, the answer to a create.
 type keyJSON struct {
 	KeyID          string        `json:"key_id"`
 	Key            *string       `json:"key"`
-	Name           string        `json:"name"`
+	Name           *string       `json:"name"`
 	HiddenKey      string        `json:"hidden_key"`
 	CreatedAt      string        `json:"created_at"`
 	ExpirationDate *mistral.Date `json:"expiration_date"`
-	WorkspaceID    string        `json:"workspace_id"`
-	WorkspaceName  string        `json:"workspace_name"`
-	CreatedBy      string        `json:"created_by"`
-	Product        string        `json:"product"`
-	LastUsed       *mistral.Date `json:"last_used"`
-	CanDelete      bool          `json:"can_delete"`
 	Actions        keyActions    `json:"actions"`
 }
 
-type actionStatus struct {
-	Status string  `json:"status"`
-	Reason *string `json:"reason,omitempty"`
+// keyExtendedJSON is APIKeyExtendedOUT, an entry of the key listing.
+type keyExtendedJSON struct {
+	keyJSON
+	WorkspaceID   string        `json:"workspace_id"`
+	WorkspaceName string        `json:"workspace_name"`
+	CreatedBy     string        `json:"created_by"`
+	Product       string        `json:"product"`
+	LastUsed      *mistral.Date `json:"last_used"`
+	CanDelete     bool          `json:"can_delete"`
 }
 
-type keyActions struct {
-	Rotate actionStatus `json:"rotate"`
-	Delete struct {
-		Status string  `json:"status"`
-		Reason *string `json:"reason"`
-	} `json:"delete"`
-}
-
-// toJSON renders rec. Caller holds mu.
+// toJSON renders rec as APIKeyOUT. Caller holds mu.
 func (r *keyRec) toJSON(withPlaintext bool) keyJSON {
-	k := keyJSON{
-		KeyID: r.ID, Name: r.Name, HiddenKey: r.HiddenKey,
-		CreatedAt:      r.CreatedAt.UTC().Format("2006-01-02T15:04:05.000000Z07:00"),
-		ExpirationDate: r.Expiration, WorkspaceID: r.WorkspaceID, WorkspaceName: r.ws.Name,
-		CreatedBy: r.CreatedBy, Product: r.Product, LastUsed: r.LastUsed, CanDelete: true,
+	k := keyJSON{KeyID: r.ID, HiddenKey: r.HiddenKey, Actions: defaultKeyActions,
+		CreatedAt: r.CreatedAt.UTC().Format("2006-01-02T15:04:05.000000Z07:00"), ExpirationDate: r.Expiration}
+	if r.Name != "" {
+		n := r.Name
+		k.Name = &n
 	}
 	if withPlaintext {
 		p := r.Plaintext
 		k.Key = &p
 	}
-	k.Actions.Rotate.Status = "unavailable"
-	k.Actions.Delete.Status = "available"
 	return k
 }
 
+// extendedJSON renders rec as APIKeyExtendedOUT; created_by is the
+// creator's email, as the platform shows it. Caller holds mu.
+func (s *Server) extendedJSON(r *keyRec) keyExtendedJSON {
+	by := r.CreatedBy
+	for _, u := range s.users {
+		if u.ID == r.CreatedBy {
+			by = u.Email
+		}
+	}
+	return keyExtendedJSON{keyJSON: r.toJSON(false), WorkspaceID: r.WorkspaceID, WorkspaceName: r.ws.Name,
+		CreatedBy: by, Product: r.Product, LastUsed: r.LastUsed, CanDelete: true}
+}
+
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ *keyRec, _ string) {
-	limit, ok := queryInt(w, r, "limit", 100, 1, 1000)
+	limit, ok := queryInt(w, r, "limit", 100, 0, 1<<30)
 	if !ok {
 		return
 	}
@@ -66,12 +79,13 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ *keyRec, _ s
 	if !ok {
 		return
 	}
+	limit = min(limit, s.maxPage)
 	name := strings.ToLower(r.URL.Query().Get("name"))
 	s.mu.RLock()
-	out := make([]keyJSON, 0, min(limit, len(s.keys)))
+	out := make([]keyExtendedJSON, 0, min(limit, len(s.keys)))
 	skipped := 0
 	for _, k := range s.keys {
-		if k.Deleted || (name != "" && !strings.Contains(strings.ToLower(k.Name), name)) {
+		if k.Deleted || (name != "" && !strings.Contains(strings.ToLower(k.Name), name) && !strings.HasSuffix(strings.ToLower(k.Plaintext), name)) {
 			continue
 		}
 		if skipped < offset {
@@ -81,7 +95,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ *keyRec, _ s
 		if len(out) == limit {
 			break
 		}
-		out = append(out, k.toJSON(false))
+		out = append(out, s.extendedJSON(k))
 	}
 	s.mu.RUnlock()
 	writeJSON(w, http.StatusOK, map[string]any{"keys": out})
@@ -94,17 +108,11 @@ type createKeyBody struct {
 	UserID        *string `json:"user_id"`
 }
 
-func (s *Server) createKey(w http.ResponseWriter, r *http.Request, _ *keyRec, pattern string) {
-	var b createKeyBody
-	if ds := decodeStrict(r, &b); ds != nil {
-		writeValidation(w, ds...)
-		return
-	}
+// check returns the 422 details of b and the expiration it asks for.
+func (b createKeyBody) check(today mistral.Date) ([]detail, *mistral.Date) {
 	var ds []detail
-	if b.Name == nil {
-		ds = append(ds, missing("name"))
-	} else if strings.TrimSpace(*b.Name) == "" || len(*b.Name) > 256 {
-		ds = append(ds, detail{Loc: []string{"body", "name"}, Msg: "String should have between 1 and 256 characters", Type: "string_length"})
+	if b.Name != nil && utf8.RuneCountInString(*b.Name) > mistral.MaxKeyNameLength {
+		ds = append(ds, detail{Loc: []string{"body", "name"}, Msg: "String should have at most 255 characters", Type: "string_too_long"})
 	}
 	if b.WorkspaceUUID == nil {
 		ds = append(ds, missing("workspace_uuid"))
@@ -118,12 +126,22 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, _ *keyRec, pa
 		switch {
 		case err != nil || len(*b.Expiration) != len("2006-01-02"):
 			ds = append(ds, detail{Loc: []string{"body", "expiration"}, Msg: "Input should be a valid date in the format YYYY-MM-DD", Type: "date_from_datetime_parsing"})
-		case d.Before(s.today()):
+		case d.Before(today):
 			ds = append(ds, detail{Loc: []string{"body", "expiration"}, Msg: "Expiration date must not be in the past", Type: "value_error"})
 		default:
 			exp = &d
 		}
 	}
+	return ds, exp
+}
+
+func (s *Server) createKey(w http.ResponseWriter, r *http.Request, _ *keyRec, pattern string) {
+	var b createKeyBody
+	if ds := decodeStrict(r, &b); ds != nil {
+		writeValidation(w, ds...)
+		return
+	}
+	ds, exp := b.check(s.today())
 	if len(ds) > 0 {
 		writeValidation(w, ds...)
 		return
@@ -140,18 +158,34 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, _ *keyRec, pa
 		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Workspace not found"})
 		return
 	}
-	found := false
-	for _, u := range s.users {
-		found = found || u.ID == *b.UserID
-	}
-	if !found {
+	if s.userByID(*b.UserID) == nil {
 		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "User not found"})
 		return
 	}
-	rec := &keyRec{ws: ws, KeyState: KeyState{Name: *b.Name, WorkspaceID: ws.UUID, CreatedBy: *b.UserID, CreatedAt: s.Now().UTC(), Expiration: exp}}
+	if p := s.keyPolicy; p.MaxDays > 0 {
+		if last := s.today().AddDays(p.MaxDays); exp == nil || exp.After(last) {
+			exp = &last
+		}
+	}
+	name := ""
+	if b.Name != nil {
+		name = *b.Name
+	}
+	rec := &keyRec{ws: ws, KeyState: KeyState{Name: name, WorkspaceID: ws.UUID, CreatedBy: *b.UserID, CreatedAt: s.Now().UTC(), Expiration: exp}}
 	s.insertKey(rec)
 	s.event(EventCreate, rec, pattern, "")
+	s.auditKey(actorOf(r), "api_key.create", rec)
 	writeJSON(w, http.StatusOK, rec.toJSON(true))
+}
+
+// userByID returns the member with this id, nil when none. Caller holds mu.
+func (s *Server) userByID(id string) *User {
+	for _, u := range s.users {
+		if u.ID == id {
+			return u
+		}
+	}
+	return nil
 }
 
 func (s *Server) deleteKey(w http.ResponseWriter, r *http.Request, _ *keyRec, pattern string) {
@@ -166,41 +200,52 @@ func (s *Server) deleteKey(w http.ResponseWriter, r *http.Request, _ *keyRec, pa
 	rec.Deleted = true
 	rec.DeletedAt = s.Now().UTC()
 	s.event(EventDelete, rec, pattern, "")
+	s.auditKey(actorOf(r), "api_key.delete", rec)
 	writeJSON(w, http.StatusOK, map[string]string{"detail": "API key deleted successfully"})
 }
 
+// workspaceJSON is WorkspaceOUT.
 type workspaceJSON struct {
-	UUID         string `json:"uuid"`
-	Name         string `json:"name"`
-	Description  string `json:"description"`
-	MembersCount int    `json:"members_count"`
-	IsDefault    bool   `json:"is_default"`
-	IsArchived   bool   `json:"is_archived"`
+	UUID         string  `json:"uuid"`
+	Name         string  `json:"name"`
+	Description  *string `json:"description"`
+	Icon         *string `json:"icon"`
+	MembersCount int     `json:"members_count"`
 	SpendLimit   struct {
 		Value          *float64 `json:"value"`
 		Currency       string   `json:"currency"`
 		NoMonthlyLimit bool     `json:"no_monthly_limit"`
 	} `json:"spend_limit"`
+	IsDefault bool `json:"is_default"`
 }
 
+// workspaceJSON renders ws. Caller holds mu.
 func (s *Server) workspaceJSON(ws *workspace) workspaceJSON {
-	j := workspaceJSON{UUID: ws.UUID, Name: ws.Name, Description: ws.Description, MembersCount: len(s.users), IsDefault: ws.IsDefault, IsArchived: ws.IsArchived}
+	j := workspaceJSON{UUID: ws.UUID, Name: ws.Name, MembersCount: len(s.users), IsDefault: ws.IsDefault}
+	desc := ws.Description
+	j.Description = &desc
 	j.SpendLimit.Currency = "USD"
-	j.SpendLimit.NoMonthlyLimit = true
+	if ws.SpendLimit != nil {
+		v := *ws.SpendLimit
+		j.SpendLimit.Value = &v
+	} else {
+		j.SpendLimit.NoMonthlyLimit = true
+	}
 	return j
 }
 
-// pageParams reads the page (1-based, default 1) and page_size (1 to 100,
-// default 25) query parameters of the paged admin listings; it writes the
-// validation error and returns false when one is invalid.
-func pageParams(w http.ResponseWriter, r *http.Request) (page, size int, ok bool) {
+// pageParams reads the page (1-based, default 1) and page_size (default
+// 25) query parameters of the paged admin listings, the size capped at the
+// server's maximum; it writes the validation error and returns false when
+// one is invalid.
+func (s *Server) pageParams(w http.ResponseWriter, r *http.Request) (page, size int, ok bool) {
 	if page, ok = queryInt(w, r, "page", 1, 1, 1<<30); !ok {
 		return 0, 0, false
 	}
-	if size, ok = queryInt(w, r, "page_size", 25, 1, 100); !ok {
+	if size, ok = queryInt(w, r, "page_size", 25, 1, 1<<30); !ok {
 		return 0, 0, false
 	}
-	return page, size, true
+	return page, min(size, s.maxPage), true
 }
 
 // pageOf returns the given page of match, never nil (it encodes as []).
@@ -214,24 +259,24 @@ func pageOf[T any](match []T, page, size int) []T {
 }
 
 func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request, _ *keyRec, _ string) {
-	page, size, ok := pageParams(w, r)
+	page, size, ok := s.pageParams(w, r)
 	if !ok {
 		return
 	}
 	search := strings.ToLower(r.URL.Query().Get("search"))
-	archived := false
+	includeArchived := false
 	if v := r.URL.Query().Get("is_archived"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
 			writeValidation(w, detail{Loc: []string{"query", "is_archived"}, Msg: "Input should be a valid boolean", Type: "bool_parsing"})
 			return
 		}
-		archived = b
+		includeArchived = b
 	}
 	s.mu.RLock()
 	var match []workspaceJSON
 	for _, ws := range s.workspaces {
-		if ws.IsArchived != archived || (search != "" && !strings.Contains(strings.ToLower(ws.Name), search)) {
+		if (ws.IsArchived && !includeArchived) || (search != "" && !strings.Contains(strings.ToLower(ws.Name), search)) {
 			continue
 		}
 		match = append(match, s.workspaceJSON(ws))
@@ -242,9 +287,36 @@ func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request, _ *keyRe
 }
 
 type createWorkspaceBody struct {
-	Name        *string `json:"name"`
-	AdminUserID string  `json:"admin_user_id"`
-	Description string  `json:"description"`
+	Name             *string `json:"name"`
+	Description      string  `json:"description"`
+	Icon             string  `json:"icon"`
+	AddAllOrgMembers bool    `json:"add_all_org_members"`
+	AdminUserID      *string `json:"admin_user_id"`
+}
+
+func (b createWorkspaceBody) check() []detail {
+	var ds []detail
+	tooLong := func(field string, n int) detail {
+		return detail{Loc: []string{"body", field}, Msg: "String should have at most " + strconv.Itoa(n) + " characters", Type: "string_too_long"}
+	}
+	switch {
+	case b.Name == nil:
+		ds = append(ds, missing("name"))
+	case strings.TrimSpace(*b.Name) == "":
+		ds = append(ds, detail{Loc: []string{"body", "name"}, Msg: "String should have at least 1 character", Type: "string_too_short"})
+	case utf8.RuneCountInString(*b.Name) > 255:
+		ds = append(ds, tooLong("name", 255))
+	}
+	if utf8.RuneCountInString(b.Description) > 255 {
+		ds = append(ds, tooLong("description", 255))
+	}
+	if utf8.RuneCountInString(b.Icon) > 2 {
+		ds = append(ds, tooLong("icon", 2))
+	}
+	if b.AdminUserID == nil {
+		ds = append(ds, missing("admin_user_id"))
+	}
+	return ds
 }
 
 func (s *Server) createWorkspace(w http.ResponseWriter, r *http.Request, _ *keyRec, _ string) {
@@ -253,12 +325,16 @@ func (s *Server) createWorkspace(w http.ResponseWriter, r *http.Request, _ *keyR
 		writeValidation(w, ds...)
 		return
 	}
-	if b.Name == nil || strings.TrimSpace(*b.Name) == "" {
-		writeValidation(w, missing("name"))
+	if ds := b.check(); len(ds) > 0 {
+		writeValidation(w, ds...)
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.userByID(*b.AdminUserID) == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "User not found"})
+		return
+	}
 	for _, x := range s.workspaces {
 		if x.Name == *b.Name && !x.IsArchived {
 			writeErrorObject(w, http.StatusConflict, "A workspace with this name already exists", "conflict", "")
@@ -266,7 +342,15 @@ func (s *Server) createWorkspace(w http.ResponseWriter, r *http.Request, _ *keyR
 		}
 	}
 	ws := s.addWorkspace("", *b.Name, b.Description)
-	writeJSON(w, http.StatusOK, s.workspaceJSON(ws))
+	s.record(actorOf(r), "workspace.create", "WORKSPACE", map[string]string{"workspace_uuid": ws.UUID, "name": ws.Name}, nil, ws.UUID)
+	out := struct {
+		workspaceJSON
+		RawRoles []string `json:"raw_roles"`
+		RawRole  string   `json:"raw_role"`
+	}{s.workspaceJSON(ws), []string{"A"}, "A"}
+	icon := b.Icon
+	out.Icon = &icon
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) archiveWorkspace(w http.ResponseWriter, r *http.Request, _ *keyRec, _ string) {
@@ -276,6 +360,7 @@ func (s *Server) archiveWorkspace(w http.ResponseWriter, r *http.Request, _ *key
 	for _, ws := range s.workspaces {
 		if ws.UUID == id && !ws.IsArchived {
 			ws.IsArchived = true
+			s.record(actorOf(r), "workspace.delete", "WORKSPACE", map[string]string{"workspace_uuid": ws.UUID, "name": ws.Name}, nil, ws.UUID)
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
@@ -283,127 +368,38 @@ func (s *Server) archiveWorkspace(w http.ResponseWriter, r *http.Request, _ *key
 	writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Workspace not found"})
 }
 
+// memberJSON is AdminOrganizationMemberOUT.
+type memberJSON struct {
+	UUID          string   `json:"uuid"`
+	OidID         *string  `json:"oid_id"`
+	Name          string   `json:"name"`
+	Email         string   `json:"email"`
+	IsSSOOutsider bool     `json:"is_sso_outsider"`
+	Workspaces    []any    `json:"workspaces"`
+	Subscriptions []any    `json:"subscriptions"`
+	RawRoles      []string `json:"raw_roles"`
+	RawRole       string   `json:"raw_role"`
+	CreatedAt     string   `json:"created_at"`
+}
+
 func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, _ *keyRec, _ string) {
-	page, size, ok := pageParams(w, r)
+	page, size, ok := s.pageParams(w, r)
 	if !ok {
 		return
 	}
 	email := strings.ToLower(r.URL.Query().Get("email"))
-	type member struct {
-		ID    string `json:"id"`
-		Email string `json:"email"`
-		Name  string `json:"name"`
-		Role  string `json:"role"`
-	}
 	s.mu.RLock()
-	var match []member
-	for i, u := range s.users {
+	var match []memberJSON
+	for _, u := range s.users {
 		if email != "" && !strings.Contains(strings.ToLower(u.Email), email) {
 			continue
 		}
-		role := "member"
-		if i == 0 {
-			role = "admin"
-		}
-		match = append(match, member{u.ID, u.Email, u.Name, role})
+		match = append(match, memberJSON{UUID: u.ID, Name: u.Name, Email: u.Email, Workspaces: []any{}, Subscriptions: []any{},
+			RawRoles: []string{u.Role}, RawRole: u.Role, CreatedAt: u.CreatedAt.UTC().Format("2006-01-02T15:04:05.000000Z07:00")})
 	}
 	s.mu.RUnlock()
 	items := pageOf(match, page, size)
 	writeJSON(w, http.StatusOK, map[string]any{"members": items, "invites": []any{}, "total": len(match), "page": page, "page_size": size})
-}
-
-// usageCategories are always present in a usage answer, even when empty.
-var usageCategories = []string{"completion", "chat", "ocr", "fine_tuning", "audio", "connectors", "libraries_api"}
-
-type usageValue struct {
-	UsageType string `json:"usage_type"`
-	Value     int64  `json:"value"`
-}
-
-type modelUsageJSON struct {
-	Input  []usageValue `json:"input"`
-	Output []usageValue `json:"output"`
-}
-
-type priceJSON struct {
-	Model       string  `json:"model"`
-	InputPrice  float64 `json:"input_price"`
-	OutputPrice float64 `json:"output_price"`
-	Unit        string  `json:"unit"`
-}
-
-func (s *Server) getUsage(w http.ResponseWriter, r *http.Request, _ *keyRec, _ string) {
-	q := r.URL.Query()
-	var ds []detail
-	month, err := strconv.Atoi(q.Get("month"))
-	if q.Get("month") == "" {
-		ds = append(ds, detail{Loc: []string{"query", "month"}, Msg: "Field required", Type: "missing"})
-	} else if err != nil || month < 1 || month > 12 {
-		ds = append(ds, detail{Loc: []string{"query", "month"}, Msg: "Input should be an integer between 1 and 12", Type: "value_error"})
-	}
-	year, err := strconv.Atoi(q.Get("year"))
-	if q.Get("year") == "" {
-		ds = append(ds, detail{Loc: []string{"query", "year"}, Msg: "Field required", Type: "missing"})
-	} else if err != nil || year < 2000 || year > 9999 {
-		ds = append(ds, detail{Loc: []string{"query", "year"}, Msg: "Input should be a valid year", Type: "value_error"})
-	}
-	if len(ds) > 0 {
-		writeValidation(w, ds...)
-		return
-	}
-	wsID := q.Get("workspace_id")
-	key := time.Date(year, time.Month(month), 1, 0, 0, 0, 0, time.UTC)
-	monthKey := key.Format("2006-01")
-	cats := map[string]map[string]*modelUsageJSON{}
-	for _, c := range usageCategories {
-		cats[c] = map[string]*modelUsageJSON{}
-	}
-	s.mu.RLock()
-	if wsID != "" {
-		found := false
-		for _, ws := range s.workspaces {
-			found = found || ws.UUID == wsID
-		}
-		if !found {
-			s.mu.RUnlock()
-			writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Workspace not found"})
-			return
-		}
-	}
-	for k, t := range s.usage {
-		if k.month != monthKey || (wsID != "" && k.ws != wsID) {
-			continue
-		}
-		c := cats[k.category]
-		if c == nil {
-			c = map[string]*modelUsageJSON{}
-			cats[k.category] = c
-		}
-		m := c[k.model]
-		if m == nil {
-			m = &modelUsageJSON{Input: []usageValue{{"prompt_tokens", 0}}, Output: []usageValue{{"completion_tokens", 0}}}
-			c[k.model] = m
-		}
-		m.Input[0].Value += t.prompt
-		m.Output[0].Value += t.completion
-	}
-	prices := make([]priceJSON, 0, len(s.prices))
-	for _, p := range s.prices {
-		prices = append(prices, priceJSON{p.Model, p.InputPerMillion, p.OutputPerMillion, "per_million_tokens"})
-	}
-	s.mu.RUnlock()
-	sort.Slice(prices, func(i, j int) bool { return prices[i].Model < prices[j].Model })
-	out := map[string]any{
-		"start_date":      key.Format(time.DateOnly),
-		"end_date":        key.AddDate(0, 1, -1).Format(time.DateOnly),
-		"currency":        "USD",
-		"currency_symbol": "$",
-		"prices":          prices,
-	}
-	for c, models := range cats {
-		out[c] = map[string]any{"models": models}
-	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) spendLimitJSON() map[string]any {
@@ -415,16 +411,19 @@ func (s *Server) spendLimitJSON() map[string]any {
 	if s.noLimit {
 		limit = nil
 	}
-	return map[string]any{
-		"limits": map[string]any{"completion": map[string]any{
-			"monthly_limit_reached": !s.noLimit && used >= s.spendLimit,
+	return map[string]any{"limits": map[string]any{
+		"completion": map[string]any{
+			"monthly_limit_reached": !s.noLimit && used >= float64(s.spendLimit),
 			"no_monthly_limit":      s.noLimit,
 			"usage":                 used,
+			"vibe_usage":            0,
+			"total_usage":           used,
 			"usage_limit":           limit,
-			"max_usage_limit":       100000,
-		}},
-		"currency": "USD",
-	}
+		},
+		"currency":                        "USD",
+		"last_payment_failure":            false,
+		"last_payment_failure_protection": nil,
+	}}
 }
 
 func (s *Server) getSpendLimit(w http.ResponseWriter, _ *http.Request, _ *keyRec, _ string) {
@@ -433,8 +432,8 @@ func (s *Server) getSpendLimit(w http.ResponseWriter, _ *http.Request, _ *keyRec
 
 func (s *Server) setSpendLimit(w http.ResponseWriter, r *http.Request, _ *keyRec, _ string) {
 	var b struct {
-		Amount         *float64 `json:"amount"`
-		NoMonthlyLimit bool     `json:"no_monthly_limit"`
+		Amount         *int64 `json:"amount"`
+		NoMonthlyLimit bool   `json:"no_monthly_limit"`
 	}
 	if ds := decodeStrict(r, &b); ds != nil {
 		writeValidation(w, ds...)
@@ -450,6 +449,8 @@ func (s *Server) setSpendLimit(w http.ResponseWriter, r *http.Request, _ *keyRec
 	}
 	s.mu.Lock()
 	s.spendLimit, s.noLimit = *b.Amount, b.NoMonthlyLimit
+	s.record(actorOf(r), "billing.monthly_limit.updated", "MONTHLY_LIMIT", map[string]string{"organization_uuid": s.orgUUID},
+		map[string]string{"amount": strconv.FormatInt(*b.Amount, 10), "no_monthly_limit": strconv.FormatBool(b.NoMonthlyLimit)}, "")
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, s.spendLimitJSON())
 }

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 //	GET    /sandbox/keys           → {"keys": [KeyState as JSON]}
 //	GET    /sandbox/stats          → {"requests": {"GET /v1/models": N}}
 //	DELETE /sandbox/stats          → 204
+//	POST   /sandbox/console        ConsoleChange → 204 (a person's change, audited)
 //	GET    /sandbox/healthz        → {"status": "ok"} (no auth)
 
 func (s *Server) ctlGetClock(w http.ResponseWriter, _ *http.Request, _ *keyRec, _ string) {
@@ -141,5 +143,83 @@ func (s *Server) ctlStats(w http.ResponseWriter, _ *http.Request, _ *keyRec, _ s
 
 func (s *Server) ctlResetStats(w http.ResponseWriter, _ *http.Request, _ *keyRec, _ string) {
 	s.ResetStats()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// ConsoleChange is a change a person makes in the platform's console (not
+// through the API), which the audit log attributes to them: exactly one of
+// the change fields is set. User names the person by email or id (the
+// first user when empty).
+type ConsoleChange struct {
+	User                string                `json:"user,omitempty"`
+	KeyPolicy           *KeyPolicy            `json:"key_policy,omitempty"`
+	WorkspaceSpendLimit *WorkspaceLimitChange `json:"workspace_spend_limit,omitempty"`
+	RateLimitRule       *RateLimitRuleChange  `json:"rate_limit_rule,omitempty"`
+	DeleteKey           string                `json:"delete_key,omitempty"`
+}
+
+// WorkspaceLimitChange sets a workspace's (uuid or name) monthly limit;
+// a nil Value removes it.
+type WorkspaceLimitChange struct {
+	Workspace string   `json:"workspace"`
+	Value     *float64 `json:"value"`
+}
+
+// RateLimitRuleChange creates, updates or deletes a rate-limit rule.
+type RateLimitRuleChange struct {
+	Action string            `json:"action"`
+	ID     string            `json:"id"`
+	Meta   map[string]string `json:"meta,omitempty"`
+}
+
+// Console applies ch as its person would in the console.
+func (s *Server) Console(ch ConsoleChange) error {
+	s.mu.RLock()
+	var actor *Actor
+	for _, u := range s.users {
+		if ch.User == "" || u.Email == ch.User || u.ID == ch.User {
+			a := UserActor(*u)
+			actor = &a
+			break
+		}
+	}
+	s.mu.RUnlock()
+	if actor == nil {
+		return fmt.Errorf("sandbox: console: no user %q", ch.User)
+	}
+	n := 0
+	for _, set := range []bool{ch.KeyPolicy != nil, ch.WorkspaceSpendLimit != nil, ch.RateLimitRule != nil, ch.DeleteKey != ""} {
+		if set {
+			n++
+		}
+	}
+	switch {
+	case n != 1:
+		return fmt.Errorf("sandbox: console: want exactly one change, got %d", n)
+	case ch.KeyPolicy != nil:
+		if ch.KeyPolicy.MaxDays < 0 {
+			return fmt.Errorf("sandbox: console: key_policy.max_days must not be negative")
+		}
+		s.SetKeyPolicy(*actor, *ch.KeyPolicy)
+		return nil
+	case ch.WorkspaceSpendLimit != nil:
+		return s.SetWorkspaceSpendLimit(*actor, ch.WorkspaceSpendLimit.Workspace, ch.WorkspaceSpendLimit.Value)
+	case ch.RateLimitRule != nil:
+		return s.RateLimitRule(*actor, ch.RateLimitRule.Action, ch.RateLimitRule.ID, ch.RateLimitRule.Meta)
+	default:
+		return s.DeleteKeyAs(*actor, ch.DeleteKey)
+	}
+}
+
+func (s *Server) ctlConsole(w http.ResponseWriter, r *http.Request, _ *keyRec, _ string) {
+	var ch ConsoleChange
+	if ds := decodeStrict(r, &ch); ds != nil {
+		writeValidation(w, ds...)
+		return
+	}
+	if err := s.Console(ch); err != nil {
+		writeValidation(w, detail{Loc: []string{"body"}, Msg: err.Error(), Type: "value_error"})
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -92,6 +92,11 @@ func (c *Control) Advance(ctx context.Context, d time.Duration) error {
 	return c.call(ctx, "POST", "/sandbox/clock", map[string]string{"advance": d.String()}, nil)
 }
 
+// Console applies a person's change in the console (see ConsoleChange).
+func (c *Control) Console(ctx context.Context, ch ConsoleChange) error {
+	return c.call(ctx, "POST", "/sandbox/console", ch, nil)
+}
+
 // InjectFault adds a fault.
 func (c *Control) InjectFault(ctx context.Context, f Fault) error {
 	return c.call(ctx, "POST", "/sandbox/faults", f, nil)

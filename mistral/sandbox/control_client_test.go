@@ -55,6 +55,33 @@ func TestControlClient(t *testing.T) {
 	if err := ctl.ResetStats(ctx); err != nil {
 		t.Fatal(err)
 	}
+	limit := 75.0
+	changes := []sandbox.ConsoleChange{
+		{KeyPolicy: &sandbox.KeyPolicy{MaxDays: 30}},
+		{User: sandbox.DefaultUserEmail, WorkspaceSpendLimit: &sandbox.WorkspaceLimitChange{Workspace: sandbox.DefaultWorkspaceName, Value: &limit}},
+		{RateLimitRule: &sandbox.RateLimitRuleChange{Action: "delete", ID: "r-9"}},
+		{DeleteKey: k.ID},
+	}
+	for _, ch := range changes {
+		if err := ctl.Console(ctx, ch); err != nil {
+			t.Fatalf("console %+v: %v", ch, err)
+		}
+	}
+	log := sb.AuditLog()
+	var events []string
+	for _, e := range log[1:] { // after the key's creation
+		events = append(events, e.EventType+" by "+e.Actor())
+	}
+	wantEvents := "api_key_policy.update by HUMAN admin@sandbox.local|billing.workspace_monthly_limit.updated by HUMAN admin@sandbox.local|" +
+		"rate_limit.rule.delete by HUMAN admin@sandbox.local|api_key.delete by HUMAN admin@sandbox.local"
+	if strings.Join(events, "|") != wantEvents {
+		t.Errorf("audit = %q, want %q", events, wantEvents)
+	}
+	for _, bad := range []sandbox.ConsoleChange{{}, {User: "nobody@example.com", DeleteKey: k.ID}, {KeyPolicy: &sandbox.KeyPolicy{}, DeleteKey: k.ID}} {
+		if err := ctl.Console(ctx, bad); err == nil || !strings.Contains(err.Error(), "422") {
+			t.Errorf("console %+v: %v, want a 422", bad, err)
+		}
+	}
 	bad := sandbox.NewControl(ts.URL, "wrong", nil)
 	if err := bad.ClearFaults(ctx); err == nil || !strings.Contains(err.Error(), "status 401") || strings.Contains(err.Error(), sb.AdminKey()) {
 		t.Fatalf("wrong key: %v", err)

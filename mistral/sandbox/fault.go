@@ -183,6 +183,9 @@ func (s *Server) takeFault(pattern string) *Fault {
 }
 
 // applyFault serves the fault; it reports whether the request is answered.
+// FaultHeader marks an answer written by an injected fault.
+const FaultHeader = "X-Sandbox-Fault"
+
 func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, f *Fault) bool {
 	if f.Latency > 0 {
 		t := time.NewTimer(f.Latency)
@@ -208,6 +211,9 @@ func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, f *Fault) bo
 	if f.RetryAfter != "" {
 		w.Header().Set("Retry-After", f.RetryAfter)
 	}
+	// A test's made-up answer need not follow the spec: the contract
+	// checker skips answers marked so.
+	w.Header().Set(FaultHeader, "1")
 	body := f.Body
 	if body == "" {
 		body = defaultFaultBody(f.Status, s.requestID())

@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"math"
 	"net/http"
+	"sort"
 	"strings"
 
 	"github.com/mrbacd/mrbacd/mistral"
@@ -19,21 +20,26 @@ type modelInfo struct {
 	Aliases        []string
 }
 
-// models served by GET /v1/models: those of the price list plus a dated
-// version and a deprecated one.
+// models served by GET /v1/models: those of the price list, each
+// "-latest" alias beside the dated model it names (mistral-small-latest is
+// mistral-small-2603, mistral-medium-latest mistral-medium-3-5). Retired
+// models (retiredModels) are neither listed nor served.
 var models = []modelInfo{
-	{ID: "mistral-small-latest", Name: "Mistral Small", Type: "base", Context: 131072, Aliases: []string{"mistral-small-2506"}},
-	{ID: "mistral-small-2506", Name: "Mistral Small 3.2", Type: "base", Context: 131072},
-	{ID: "mistral-medium-latest", Name: "Mistral Medium", Type: "base", Context: 131072, Aliases: []string{"mistral-medium-2508"}},
+	{ID: "mistral-small-latest", Name: "Mistral Small", Type: "base", Context: 262144, Aliases: []string{"mistral-small-2603"}},
+	{ID: "mistral-small-2603", Name: "Mistral Small", Type: "base", Context: 262144, Aliases: []string{"mistral-small-latest"}},
+	{ID: "mistral-medium-latest", Name: "Mistral Medium 3.5", Type: "base", Context: 262144, Aliases: []string{"mistral-medium-3-5"}},
+	{ID: "mistral-medium-3-5", Name: "Mistral Medium 3.5", Type: "base", Context: 262144, Aliases: []string{"mistral-medium-latest"}},
 	{ID: "mistral-large-latest", Name: "Mistral Large", Type: "base", Context: 262144},
 	{ID: "codestral-latest", Name: "Codestral", Type: "base", Context: 256000},
-	{ID: "ministral-14b-latest", Name: "Ministral 14B", Type: "base", Context: 131072},
-	{ID: "ministral-8b-latest", Name: "Ministral 8B", Type: "base", Context: 131072},
+	{ID: "ministral-14b-latest", Name: "Ministral 14B", Type: "base", Context: 262144},
+	{ID: "ministral-8b-latest", Name: "Ministral 8B", Type: "base", Context: 262144},
 	{ID: "ministral-3b-latest", Name: "Ministral 3B", Type: "base", Context: 131072},
-	{ID: "open-mistral-7b", Name: "Mistral 7B", Type: "base", Context: 32768},
 	{ID: "mistral-embed", Name: "Mistral Embed", Type: "base", Embed: true, Context: 8192},
 	{ID: "codestral-embed", Name: "Codestral Embed", Type: "base", Embed: true, Context: 8192},
 }
+
+// retiredModels answer 400 with a message naming the replacement.
+var retiredModels = map[string]string{"open-mistral-7b": "ministral-8b-latest"}
 
 // modelByID indexes models.
 var modelByID = func() map[string]modelInfo {
@@ -82,10 +88,6 @@ var modelsBody = func() []byte {
 			t := 0.3
 			x.DefaultTemp = &t
 		}
-		if m.ID == "open-mistral-7b" {
-			d := "2026-12-31T12:00:00Z"
-			x.Deprecation = &d
-		}
 		data = append(data, x)
 	}
 	b, _ := json.Marshal(map[string]any{"object": "list", "data": data})
@@ -133,16 +135,55 @@ func ChatUsage(contents []string, maxTokens int) mistral.TokenUsage {
 	return mistral.TokenUsage{PromptTokens: p, CompletionTokens: c, TotalTokens: p + c}
 }
 
+// chatMessage is the union of the spec's four message kinds; check
+// refuses the fields a role does not have (a user message has no name).
 type chatMessage struct {
 	Role       string          `json:"role"`
 	Content    json.RawMessage `json:"content"`
-	Name       string          `json:"name,omitempty"`
-	ToolCalls  json.RawMessage `json:"tool_calls,omitempty"`
-	ToolCallID string          `json:"tool_call_id,omitempty"`
-	Prefix     bool            `json:"prefix,omitempty"`
+	Name       *string         `json:"name"`
+	ToolCalls  json.RawMessage `json:"tool_calls"`
+	ToolCallID *string         `json:"tool_call_id"`
+	Prefix     *bool           `json:"prefix"`
 }
 
-// chatBody lists every documented request field; others are rejected.
+// check returns the 422 details of message i.
+func (m chatMessage) check(i int) []detail {
+	loc := func(f string) []string { return []string{"body", "messages", fmt.Sprint(i), m.Role, f} }
+	extra := func(f string) detail {
+		return detail{Loc: loc(f), Msg: "Extra inputs are not permitted", Type: "extra_forbidden"}
+	}
+	var ds []detail
+	switch m.Role {
+	case "system", "user":
+		for f, set := range map[string]bool{"name": m.Name != nil, "tool_calls": m.ToolCalls != nil, "tool_call_id": m.ToolCallID != nil, "prefix": m.Prefix != nil} {
+			if set {
+				ds = append(ds, extra(f))
+			}
+		}
+	case "assistant":
+		for f, set := range map[string]bool{"name": m.Name != nil, "tool_call_id": m.ToolCallID != nil} {
+			if set {
+				ds = append(ds, extra(f))
+			}
+		}
+	case "tool":
+		for f, set := range map[string]bool{"tool_calls": m.ToolCalls != nil, "prefix": m.Prefix != nil} {
+			if set {
+				ds = append(ds, extra(f))
+			}
+		}
+	default:
+		return []detail{{Loc: []string{"body", "messages", fmt.Sprint(i), "role"}, Msg: "Input should be 'system', 'user', 'assistant' or 'tool'", Type: "literal_error"}}
+	}
+	if m.Content == nil && m.Role != "assistant" {
+		ds = append(ds, detail{Loc: loc("content"), Msg: "Field required", Type: "missing"})
+	}
+	sort.Slice(ds, func(a, b int) bool { return strings.Join(ds[a].Loc, ".") < strings.Join(ds[b].Loc, ".") })
+	return ds
+}
+
+// chatBody lists every field of the spec's ChatCompletionRequest; others
+// are rejected.
 type chatBody struct {
 	Model             *string         `json:"model"`
 	Messages          []chatMessage   `json:"messages"`
@@ -162,6 +203,11 @@ type chatBody struct {
 	Prediction        json.RawMessage `json:"prediction"`
 	ParallelToolCalls *bool           `json:"parallel_tool_calls"`
 	PromptMode        *string         `json:"prompt_mode"`
+	Metadata          json.RawMessage `json:"metadata"`
+	ReasoningEffort   *string         `json:"reasoning_effort"`
+	Guardrails        json.RawMessage `json:"guardrails"`
+	PromptCacheKey    *string         `json:"prompt_cache_key"`
+	ServiceTier       *string         `json:"service_tier"`
 }
 
 // contentText returns a message content's text (a string or a parts list).
@@ -175,6 +221,10 @@ func contentText(raw json.RawMessage) string {
 
 // checkModel answers 400 for an unknown model or one of the wrong kind.
 func checkModel(w http.ResponseWriter, id string, embed bool) bool {
+	if next, ok := retiredModels[id]; ok {
+		writeErrorObject(w, http.StatusBadRequest, "Model "+id+" has been retired; use "+next, "invalid_model", "1500")
+		return false
+	}
 	m, ok := modelByID[id]
 	if !ok || m.Embed != embed {
 		writeErrorObject(w, http.StatusBadRequest, "Invalid model: "+id, "invalid_model", "1500")
@@ -194,7 +244,7 @@ func (s *Server) limitReached(w http.ResponseWriter) bool {
 func (s *Server) chat(w http.ResponseWriter, r *http.Request, rec *keyRec, pattern string) {
 	var b chatBody
 	if ds := decodeStrict(r, &b); ds != nil {
-		writeWrappedValidation(w, ds...)
+		writeValidation(w, ds...)
 		return
 	}
 	var ds []detail
@@ -210,11 +260,15 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, rec *keyRec, patte
 		ds = append(ds, detail{Loc: []string{"body", "max_tokens"}, Msg: "Input should be greater than or equal to 0", Type: "greater_than_equal"})
 	}
 	for i, m := range b.Messages {
-		switch m.Role {
-		case "system", "user", "assistant", "tool":
-		default:
-			ds = append(ds, detail{Loc: []string{"body", "messages", fmt.Sprint(i), "role"}, Msg: "Input should be 'system', 'user', 'assistant' or 'tool'", Type: "literal_error"})
-		}
+		ds = append(ds, m.check(i)...)
+	}
+	if b.ServiceTier != nil && *b.ServiceTier != "auto" && *b.ServiceTier != "standard_only" {
+		ds = append(ds, detail{Loc: []string{"body", "service_tier"}, Msg: "Input should be 'auto' or 'standard_only'", Type: "enum"})
+	}
+	switch e := b.ReasoningEffort; {
+	case e == nil, *e == "none", *e == "minimal", *e == "low", *e == "medium", *e == "high", *e == "xhigh":
+	default:
+		ds = append(ds, detail{Loc: []string{"body", "reasoning_effort"}, Msg: "Input should be 'none', 'minimal', 'low', 'medium', 'high' or 'xhigh'", Type: "enum"})
 	}
 	if len(ds) > 0 {
 		writeValidation(w, ds...)
@@ -317,9 +371,10 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, rec *keyRec,
 		EncodingFormat *string         `json:"encoding_format"`
 		OutputDtype    *string         `json:"output_dtype"`
 		OutputDim      *int            `json:"output_dimension"`
+		Metadata       json.RawMessage `json:"metadata"`
 	}
 	if ds := decodeStrict(r, &b); ds != nil {
-		writeWrappedValidation(w, ds...)
+		writeValidation(w, ds...)
 		return
 	}
 	var ds []detail

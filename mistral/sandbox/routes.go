@@ -43,6 +43,7 @@ func (s *Server) routes() {
 	add("GET /v1/admin/spend-limit", adminRoute, s.getSpendLimit)
 	add("POST /v1/admin/spend-limit", adminRoute, s.setSpendLimit)
 	add("GET /v1/admin/rate-limit", adminRoute, s.getRateLimit)
+	add("GET /v1/admin/audit-logs", adminRoute, s.listAuditLogs)
 	add("GET /v1/models", inferenceRoute, s.listModels)
 	add("POST /v1/chat/completions", inferenceRoute, s.chat)
 	add("POST /v1/embeddings", inferenceRoute, s.embeddings)
@@ -58,6 +59,7 @@ func (s *Server) routes() {
 	add("GET /sandbox/keys", controlRoute, s.ctlKeys)
 	add("GET /sandbox/stats", controlRoute, s.ctlStats)
 	add("DELETE /sandbox/stats", controlRoute, s.ctlResetStats)
+	add("POST /sandbox/console", controlRoute, s.ctlConsole)
 	add("/", openRoute, func(w http.ResponseWriter, _ *http.Request, _ *keyRec, _ string) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Not Found"})
 	})
@@ -75,11 +77,12 @@ func (s *Server) wrap(pattern string, kind routeKind, h handlerFunc) http.Handle
 		}
 		switch kind {
 		case adminRoute, controlRoute:
-			if !s.isAdmin(r) {
+			k := s.adminFor(r)
+			if k == nil {
 				s.refuseAdmin(w, r, pattern)
 				return
 			}
-			h(w, r, nil, pattern)
+			h(w, withActor(r, k), nil, pattern)
 		case inferenceRoute:
 			rec := s.authInference(w, r, pattern)
 			if rec != nil {
@@ -167,7 +170,7 @@ func (s *Server) spendLimitReached() bool {
 	month := s.Now().UTC().Format("2006-01")
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return !s.noLimit && s.monthCost[month] >= s.spendLimit
+	return !s.noLimit && s.monthCost[month] >= float64(s.spendLimit)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -197,14 +200,6 @@ type detail struct {
 // writeValidation answers 422 in the documented shape {"detail": [...]}.
 func writeValidation(w http.ResponseWriter, ds ...detail) {
 	writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"detail": ds})
-}
-
-// writeWrappedValidation answers 422 in the wrapped shape seen on inference.
-func writeWrappedValidation(w http.ResponseWriter, ds ...detail) {
-	writeJSON(w, http.StatusUnprocessableEntity, map[string]any{
-		"object": "error", "message": map[string]any{"detail": ds},
-		"type": "invalid_request_error", "param": nil, "code": nil,
-	})
 }
 
 // writeErrorObject answers with the {"object":"error",...} shape.

@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
+	"github.com/mrbacd/mrbacd/mistral/sandbox/sandboxtest"
 )
 
 var testNow = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
@@ -31,8 +32,8 @@ type harness struct {
 func start(t *testing.T, seed *sandbox.Seed) *harness {
 	t.Helper()
 	sb := sandbox.New(sandbox.Options{Seed: seed, Now: func() time.Time { return testNow }})
-	ts := httptest.NewServer(sb)
-	t.Cleanup(ts.Close)
+	// Every answer of the tests using start is checked against the spec.
+	ts := sandboxtest.Serve(t, sb, false)
 	return &harness{t: t, sb: sb, url: ts.URL}
 }
 
@@ -102,23 +103,27 @@ func (h *harness) createKey(name, extra string) map[string]any {
 	return m
 }
 
-var keyFields = []string{"key_id", "key", "name", "hidden_key", "created_at", "expiration_date", "workspace_id",
-	"workspace_name", "created_by", "product", "last_used", "can_delete", "actions"}
+// keyFields are APIKeyOUT's, the answer to a create; listedKeyFields
+// APIKeyExtendedOUT's.
+var (
+	keyFields       = []string{"key_id", "key", "name", "hidden_key", "created_at", "expiration_date", "actions"}
+	listedKeyFields = append(slices.Clone(keyFields), "workspace_id", "workspace_name", "created_by", "product", "last_used", "can_delete")
+)
 
 // TestJSONShapes checks each answer against the shapes of mistral-api.md.
 func TestJSONShapes(t *testing.T) {
 	h := start(t, nil)
 	k := h.createKey("shape", `, "expiration": "2027-01-01"`)
 	object(t, "created key", k, keyFields...)
-	if k["key"] == nil || k["expiration_date"] != "2027-01-01" || k["last_used"] != nil || k["product"] != "API" {
+	if k["key"] == nil || k["expiration_date"] != "2027-01-01" {
 		t.Errorf("created key values: %v", k)
 	}
 	if _, err := time.Parse(time.RFC3339, k["created_at"].(string)); err != nil {
 		t.Errorf("created_at %v: %v", k["created_at"], err)
 	}
 	actions := object(t, "actions", k["actions"], "rotate", "delete")
-	object(t, "actions.rotate", actions["rotate"], "status")
-	object(t, "actions.delete", actions["delete"], "status", "reason")
+	object(t, "actions.rotate", actions["rotate"], "status", "reason")
+	object(t, "actions.delete", actions["delete"], "status")
 	plain := k["key"].(string)
 	auth := "Authorization: Bearer " + plain
 
@@ -127,18 +132,20 @@ func TestJSONShapes(t *testing.T) {
 	if st != 200 || len(list["keys"].([]any)) != 1 {
 		t.Fatalf("list: %d %s", st, b)
 	}
-	listed := object(t, "listed key", list["keys"].([]any)[0], keyFields...)
-	if listed["key"] != nil {
-		t.Error("listed key shows plaintext")
+	listed := object(t, "listed key", list["keys"].([]any)[0], listedKeyFields...)
+	if listed["key"] != nil || listed["last_used"] != nil || listed["product"] != "API" || listed["created_by"] != sandbox.DefaultUserEmail {
+		t.Errorf("listed key: %v", listed)
 	}
 
 	_, _, b = h.do("GET", "/v1/admin/workspaces?page=1&page_size=25&search=&is_archived=", h.admin(), "")
 	wp := object(t, "workspace page", b, "total", "items", "object", "page", "page_size")
-	w := object(t, "workspace", wp["items"].([]any)[0], "uuid", "name", "description", "members_count", "is_default", "is_archived", "spend_limit")
+	w := object(t, "workspace", wp["items"].([]any)[0], "uuid", "name", "description", "icon", "members_count", "is_default", "spend_limit")
 	object(t, "workspace spend_limit", w["spend_limit"], "value", "currency", "no_monthly_limit")
 
 	_, _, b = h.do("GET", "/v1/admin/users?page=1&page_size=10&email=", h.admin(), "")
-	object(t, "users", b, "members", "invites", "total", "page", "page_size")
+	users := object(t, "users", b, "members", "invites", "total", "page", "page_size")
+	object(t, "member", users["members"].([]any)[0], "uuid", "oid_id", "name", "email", "is_sso_outsider", "workspaces", "subscriptions",
+		"raw_roles", "raw_role", "created_at")
 
 	_, _, b = h.do("GET", "/v1/models", auth, "")
 	models := object(t, "models", b, "object", "data")
@@ -206,13 +213,9 @@ func TestJSONShapes(t *testing.T) {
 	}
 
 	_, _, b = h.do("GET", "/v1/admin/spend-limit", h.admin(), "")
-	sl := object(t, "spend limit", b, "limits", "currency")
-	comp := sl["limits"].(map[string]any)["completion"].(map[string]any)
-	for _, f := range []string{"monthly_limit_reached", "no_monthly_limit", "usage", "usage_limit"} {
-		if _, ok := comp[f]; !ok {
-			t.Errorf("spend limit lacks %s", f)
-		}
-	}
+	sl := object(t, "spend limit", b, "limits")
+	limits := object(t, "spend limit limits", sl["limits"], "completion", "currency", "last_payment_failure", "last_payment_failure_protection")
+	object(t, "spend limit completion", limits["completion"], "monthly_limit_reached", "no_monthly_limit", "usage", "vibe_usage", "total_usage", "usage_limit")
 	st, _, _ = h.do("POST", "/v1/admin/spend-limit", h.admin(), `{"amount": 20, "no_monthly_limit": false}`)
 	if st != 200 {
 		t.Errorf("set spend limit: %d", st)
@@ -244,20 +247,32 @@ func TestErrorShapes(t *testing.T) {
 		{"admin with inference key", "GET", "/v1/admin/api-keys", auth, "", 403, ``},
 		{"admin x-api-key", "GET", "/v1/admin/rate-limit", "x-api-key: " + h.sb.AdminKey(), "", 200, `{"requests_per_second":*`},
 		{"chat unknown field", "POST", "/v1/chat/completions", auth, `{"model":"mistral-small-latest","messages":[{"role":"user","content":"x"}],"foo":1}`, 422,
-			`{"code":null,"message":{"detail":[{"loc":["body","foo"],"msg":"Extra inputs are not permitted","type":"extra_forbidden"}]},"object":"error","param":null,"type":"invalid_request_error"}`},
+			`{"detail":[{"loc":["body","foo"],"msg":"Extra inputs are not permitted","type":"extra_forbidden"}]}`},
 		{"chat missing model", "POST", "/v1/chat/completions", auth, `{"messages":[{"role":"user","content":"x"}]}`, 422,
 			`{"detail":[{"loc":["body","model"],"msg":"Field required","type":"missing"}]}`},
 		{"chat bad role", "POST", "/v1/chat/completions", auth, `{"model":"mistral-small-latest","messages":[{"role":"robot","content":"x"}]}`, 422, `{"detail":[{"loc":["body","messages","0","role"]*`},
-		{"chat bad type", "POST", "/v1/chat/completions", auth, `{"model":"mistral-small-latest","messages":[],"max_tokens":"x"}`, 422, `{"code":null,"message":{"detail":[{"loc":["body","max_tokens"],"msg":"Input should be a valid integer"*`},
-		{"chat invalid json", "POST", "/v1/chat/completions", auth, `{"model":`, 422, `{"code":null,"message":{"detail":[{"loc":["body"],"msg":"Invalid JSON"*`},
+		{"chat bad type", "POST", "/v1/chat/completions", auth, `{"model":"mistral-small-latest","messages":[],"max_tokens":"x"}`, 422, `{"detail":[{"loc":["body","max_tokens"],"msg":"Input should be a valid integer"*`},
+		{"chat invalid json", "POST", "/v1/chat/completions", auth, `{"model":`, 422, `{"detail":[{"loc":["body"],"msg":"Invalid JSON"*`},
 		{"chat unknown model", "POST", "/v1/chat/completions", auth, `{"model":"gpt","messages":[{"role":"user","content":"x"}]}`, 400,
 			`{"code":"1500","message":"Invalid model: gpt","object":"error","param":null,"type":"invalid_model"}`},
 		{"create missing fields", "POST", "/v1/admin/api-keys", h.admin(), `{}`, 422,
-			`{"detail":[{"loc":["body","name"],"msg":"Field required","type":"missing"},{"loc":["body","workspace_uuid"],"msg":"Field required","type":"missing"},{"loc":["body","user_id"],"msg":"Field required","type":"missing"}]}`},
+			`{"detail":[{"loc":["body","workspace_uuid"],"msg":"Field required","type":"missing"},{"loc":["body","user_id"],"msg":"Field required","type":"missing"}]}`},
+		{"create long name", "POST", "/v1/admin/api-keys", h.admin(), `{"name":"` + strings.Repeat("n", 256) + `","workspace_uuid":"w","user_id":"u"}`, 422,
+			`{"detail":[{"loc":["body","name"],"msg":"String should have at most 255 characters","type":"string_too_long"}]}`},
+		{"spend limit not an integer", "POST", "/v1/admin/spend-limit", h.admin(), `{"amount": 10.5}`, 422, `{"detail":[{"loc":["body","amount"],"msg":"Input should be a valid integer"*`},
+		{"workspace without admin", "POST", "/v1/admin/workspaces", h.admin(), `{"name": "w2"}`, 422,
+			`{"detail":[{"loc":["body","admin_user_id"],"msg":"Field required","type":"missing"}]}`},
+		{"user message with name", "POST", "/v1/chat/completions", auth, `{"model":"mistral-small-latest","messages":[{"role":"user","content":"x","name":"bob"}]}`, 422,
+			`{"detail":[{"loc":["body","messages","0","user","name"],"msg":"Extra inputs are not permitted","type":"extra_forbidden"}]}`},
+		{"chat bad service tier", "POST", "/v1/chat/completions", auth, `{"model":"mistral-small-latest","messages":[{"role":"user","content":"x"}],"service_tier":"gold"}`, 422,
+			`{"detail":[{"loc":["body","service_tier"]*`},
+		{"retired model", "POST", "/v1/chat/completions", auth, `{"model":"open-mistral-7b","messages":[{"role":"user","content":"x"}]}`, 400,
+			`{"code":"1500","message":"Model open-mistral-7b has been retired; use ministral-8b-latest","object":"error","param":null,"type":"invalid_model"}`},
 		{"create bad expiration", "POST", "/v1/admin/api-keys", h.admin(), `{"name":"x","workspace_uuid":"w","user_id":"u","expiration":"tomorrow"}`, 422, `{"detail":[{"loc":["body","expiration"]*`},
 		{"delete unknown", "DELETE", "/v1/admin/api-keys/nope", h.admin(), "", 404, `{"detail":"API key not found"}`},
 		{"bad limit", "GET", "/v1/admin/api-keys?limit=abc", h.admin(), "", 422, `{"detail":[{"loc":["query","limit"]*`},
-		{"usage without month", "GET", "/v1/admin/usage?year=2026", h.admin(), "", 422, `{"detail":[{"loc":["query","month"],"msg":"Field required","type":"missing"}]}`},
+		{"usage bad zone", "GET", "/v1/admin/usage?api_zone=mars", h.admin(), "", 422, `{"detail":[{"loc":["query","api_zone"]*`},
+		{"usage bad month", "GET", "/v1/admin/usage?month=13&year=2026", h.admin(), "", 422, `{"detail":[{"loc":["query","month"],"msg":"Input should be an integer between 1 and 12","type":"value_error"}]}`},
 		{"unknown route", "GET", "/v1/nope", h.admin(), "", 404, `{"detail":"Not Found"}`},
 		{"control without key", "GET", "/sandbox/events", "", "", 401, `{"message":"Unauthorized"*`},
 		{"healthz open", "GET", "/sandbox/healthz", "", "", 200, `{"status":"ok"}`},

@@ -19,13 +19,15 @@ import (
 //
 //	admin_key: sk-admin-...            # else MISTRAL_ADMIN_KEY, else random
 //	now: 2026-11-27T12:00:00Z          # optional frozen clock
-//	workspaces: [{uuid: ..., name: dev-workspace}]
-//	users: [{id: ..., email: ops@example.com}]
+//	workspaces: [{uuid: ..., name: dev-workspace, spend_limit: 250}]
+//	users: [{id: ..., email: ops@example.com, role: A}]
 //	keys: [{name: dev-team-key, key: PLAINTEXT, workspace: dev-workspace,
 //	        created_at: 2026-08-01T00:00:00Z, last_used: 2026-11-20, expiration_date: 2027-01-01}]
 //	usage: [{workspace: dev-workspace, month: "2026-11", model: mistral-small-latest,
-//	         prompt_tokens: 1000, completion_tokens: 200}]
+//	         prompt_tokens: 1000, completion_tokens: 200}]  # category: completion (default),
+//	                                # chat, ocr, ..., libraries_api.tokens, vibe_code.completion, ...
 //	spend_limit: {amount: 500, no_monthly_limit: false}
+//	key_policy: {max_days: 30}          # new keys expire within 30 days
 //
 // A workspace is named by uuid or by name. With no workspaces there is one
 // default workspace; with no users, one user.
@@ -37,6 +39,7 @@ type Seed struct {
 	Keys       []SeedKey       `yaml:"keys"`
 	Usage      []SeedUsage     `yaml:"usage"`
 	SpendLimit *SeedSpendLimit `yaml:"spend_limit"`
+	KeyPolicy  *KeyPolicy      `yaml:"key_policy"`
 }
 
 // SeedWorkspace declares a workspace (uuid generated when empty).
@@ -44,6 +47,8 @@ type SeedWorkspace struct {
 	UUID        string `yaml:"uuid"`
 	Name        string `yaml:"name"`
 	Description string `yaml:"description"`
+	// SpendLimit is the workspace's monthly limit in USD (none when absent).
+	SpendLimit *float64 `yaml:"spend_limit"`
 }
 
 // SeedUser declares a member (id generated when empty).
@@ -51,6 +56,8 @@ type SeedUser struct {
 	ID    string `yaml:"id"`
 	Email string `yaml:"email"`
 	Name  string `yaml:"name"`
+	// Role is "A" (admin) or "M" (member); the first user defaults to "A".
+	Role string `yaml:"role"`
 }
 
 // SeedKey declares an existing key. Key (the plaintext) and KeyID are
@@ -79,8 +86,8 @@ type SeedUsage struct {
 
 // SeedSpendLimit sets the organization's spend limit.
 type SeedSpendLimit struct {
-	Amount         float64 `yaml:"amount"`
-	NoMonthlyLimit bool    `yaml:"no_monthly_limit"`
+	Amount         int64 `yaml:"amount"`
+	NoMonthlyLimit bool  `yaml:"no_monthly_limit"`
 }
 
 // LoadSeed reads and validates a seed file.
@@ -151,6 +158,9 @@ func (s *Seed) Validate() error {
 		if !strings.Contains(u.Email, "@") {
 			bad("users[%d].email: %q is not an email address", i, u.Email)
 		}
+		if u.Role != "" && u.Role != "A" && u.Role != "M" && u.Role != "B" {
+			bad("users[%d].role: %q: want A, M or B", i, u.Role)
+		}
 	}
 	plain := map[string]bool{}
 	ids := map[string]bool{}
@@ -205,12 +215,23 @@ func (s *Seed) Validate() error {
 		if u.Model == "" {
 			bad("usage[%d].model: required", i)
 		}
+		if u.Category != "" && !knownCategory(u.Category) {
+			bad("usage[%d].category: %q: want one of %s", i, u.Category, strings.Join(usageCategoryNames(), ", "))
+		}
 		if u.PromptTokens < 0 || u.CompletionTokens < 0 {
 			bad("usage[%d]: token counts must not be negative", i)
 		}
 	}
 	if s.SpendLimit != nil && s.SpendLimit.Amount < 0 {
 		bad("spend_limit.amount: must not be negative")
+	}
+	for i, w := range s.Workspaces {
+		if w.SpendLimit != nil && *w.SpendLimit < 0 {
+			bad("workspaces[%d].spend_limit: must not be negative", i)
+		}
+	}
+	if s.KeyPolicy != nil && s.KeyPolicy.MaxDays < 0 {
+		bad("key_policy.max_days: must not be negative")
 	}
 	return errors.Join(errs...)
 }

@@ -1,6 +1,7 @@
 // Package sandbox is an in-memory Mistral platform: an http.Handler that
-// speaks the paths, methods and JSON shapes of mistral-api.md (admin API
-// and inference), for tests, the demo and benchmarks.
+// speaks the paths, methods and JSON shapes of Mistral's published OpenAPI
+// spec (admin API and inference; see package contract, whose checker the
+// tests put in front of it), for tests, the demo and benchmarks.
 //
 // Created keys work on inference at once; deleted or expired keys get 401;
 // last_used is set on use; chat and embedding calls add to the workspace's
@@ -24,10 +25,15 @@
 //   - Token counts are deterministic (CountTokens, ChatUsage); chat and
 //     embeddings add to the key's workspace under usage category
 //     "completion". Past a reached spend limit they answer 429 code 1300.
-//   - On chat and embeddings, a body that does not decode (an unknown
-//     field, a wrong type, bad JSON) gets 422 in the wrapped shape
-//     ({"object":"error","message":{"detail":[...]}}); missing fields and
-//     bad values get the plain {"detail":[...]} shape, as admin routes do.
+//   - Every 422 has the spec's shape, {"detail":[{"loc","msg","type"}]}.
+//     The other shapes seen from the platform (wrapped in an error object,
+//     or the list as the JSON text of "message") are for faults to inject.
+//   - Paged listings serve at most Options.MaxPageSize items a page, and
+//     an organization key policy (KeyPolicy) may shorten a new key's
+//     expiration. Changes are recorded in the audit log
+//     (GET /v1/admin/audit-logs), attributed to the admin key used, or
+//     to the person for changes made in the "console" (SetKeyPolicy,
+//     SetWorkspaceSpendLimit, RateLimitRule, DeleteKeyAs, AddKey).
 package sandbox
 
 import (
@@ -68,6 +74,20 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxEvents bounds the event log (default DefaultMaxEvents).
 	MaxEvents int
+	// MaxPageSize caps every paged listing (api-keys, workspaces, users,
+	// audit-logs): a page holds at most this many items whatever is asked,
+	// as a real server may (default DefaultMaxPageSize).
+	MaxPageSize int
+}
+
+// DefaultMaxPageSize is the page-size cap when Options.MaxPageSize is 0.
+const DefaultMaxPageSize = 100
+
+// KeyPolicy is the organization's API-key expiration policy: with MaxDays
+// > 0, a new key expires at most MaxDays days after its creation day, so a
+// key asked without expiration, or with a later one, gets that day.
+type KeyPolicy struct {
+	MaxDays int `json:"max_days" yaml:"max_days"`
 }
 
 // Workspace is a sandbox workspace.
@@ -77,13 +97,17 @@ type Workspace struct {
 	Description string
 	IsDefault   bool
 	IsArchived  bool
+	// SpendLimit is the workspace's monthly limit in USD (nil: none).
+	SpendLimit *float64
 }
 
-// User is a sandbox member.
+// User is a sandbox member. Role is "A" (admin) or "M" (member).
 type User struct {
-	ID    string
-	Email string
-	Name  string
+	ID        string
+	Email     string
+	Name      string
+	Role      string
+	CreatedAt time.Time
 }
 
 // KeyState is a snapshot of one key, deleted ones included.
@@ -164,11 +188,16 @@ type Server struct {
 	usage      map[usageKey]*tokens
 	monthCost  map[string]float64
 	prices     map[string]mistral.Price
-	spendLimit float64
+	spendLimit int64
 	noLimit    bool
 	events     []Event
 	seq        int64
 	maxEvents  int
+	maxPage    int
+	keyPolicy  KeyPolicy
+	adminKeys  []*adminKey
+	audit      []mistral.AuditEvent
+	orgUUID    string
 }
 
 // New returns a sandbox seeded from opts.Seed. It panics if the seed does
@@ -185,7 +214,12 @@ func New(opts Options) *Server {
 		spendLimit: 1000,
 		noLimit:    true,
 		maxEvents:  opts.MaxEvents,
+		maxPage:    opts.MaxPageSize,
 		idPrefix:   randomHex(4),
+		orgUUID:    newUUID(),
+	}
+	if s.maxPage <= 0 {
+		s.maxPage = DefaultMaxPageSize
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -213,6 +247,7 @@ func New(opts Options) *Server {
 	if s.adminKey == "" {
 		s.adminKey = "sk-admin-" + randomAlnum(32)
 	}
+	s.adminKeys = []*adminKey{{ID: newUUID(), Name: DefaultAdminKeyName, Plaintext: s.adminKey}}
 	s.applySeed(seed)
 	s.routes()
 	return s
@@ -224,14 +259,21 @@ func (s *Server) applySeed(seed *Seed) {
 		s.SetNow(t)
 	}
 	for _, w := range seed.Workspaces {
-		s.addWorkspace(w.UUID, w.Name, w.Description)
+		ws := s.addWorkspace(w.UUID, w.Name, w.Description)
+		if w.SpendLimit != nil {
+			v := *w.SpendLimit
+			ws.SpendLimit = &v
+		}
 	}
 	if len(s.workspaces) == 0 {
 		s.addWorkspace("", DefaultWorkspaceName, "The default workspace")
 	}
 	s.workspaces[0].IsDefault = true
+	if seed.KeyPolicy != nil {
+		s.keyPolicy = *seed.KeyPolicy
+	}
 	for _, u := range seed.Users {
-		s.addUser(u.ID, u.Email, u.Name)
+		s.addUser(u.ID, u.Email, u.Name).Role = u.Role
 	}
 	if len(s.users) == 0 {
 		s.addUser("", DefaultUserEmail, "Sandbox Admin")
@@ -266,6 +308,14 @@ func (s *Server) applySeed(seed *Seed) {
 	if seed.SpendLimit != nil {
 		s.spendLimit = seed.SpendLimit.Amount
 		s.noLimit = seed.SpendLimit.NoMonthlyLimit
+	}
+	for i, u := range s.users {
+		if u.Role == "" {
+			u.Role = "M"
+			if i == 0 {
+				u.Role = "A"
+			}
+		}
 	}
 }
 
@@ -326,7 +376,11 @@ func (s *Server) addUser(id, email, name string) *User {
 	if id == "" {
 		id = newUUID()
 	}
-	u := &User{ID: id, Email: email, Name: name}
+	role := "M"
+	if len(s.users) == 0 {
+		role = "A"
+	}
+	u := &User{ID: id, Email: email, Name: name, Role: role, CreatedAt: s.Now().UTC()}
 	s.users = append(s.users, u)
 	return u
 }
@@ -380,6 +434,9 @@ func (s *Server) AddUsage(u UsageRecord) error {
 	}
 	if u.Model == "" || u.PromptTokens < 0 || u.CompletionTokens < 0 {
 		return fmt.Errorf("sandbox: add usage: need a model and non-negative token counts")
+	}
+	if checkCategory(u.Category) == "" {
+		return fmt.Errorf("sandbox: add usage: category %q: want one of %s", u.Category, strings.Join(usageCategoryNames(), ", "))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -443,6 +500,7 @@ func (s *Server) AddKey(name, workspace string, expiration *mistral.Date) (KeySt
 	rec := &keyRec{ws: ws, KeyState: KeyState{Name: name, WorkspaceID: ws.UUID, CreatedBy: s.users[0].ID, CreatedAt: s.Now().UTC(), Expiration: expiration}}
 	s.insertKey(rec)
 	s.event(EventCreate, rec, "", "")
+	s.auditKey(s.humanLocked(), "api_key.create", rec)
 	return rec.snapshot(), nil
 }
 
@@ -573,13 +631,24 @@ func (s *Server) requestID() string {
 	return fmt.Sprintf("%s%012x", s.idPrefix, s.reqSeq.Add(1))
 }
 
-// adminAuth checks the admin key in Authorization: Bearer or x-api-key.
-func (s *Server) isAdmin(r *http.Request) bool {
+// adminFor returns the admin key in Authorization: Bearer or x-api-key,
+// nil when there is none.
+func (s *Server) adminFor(r *http.Request) *adminKey {
 	tok := bearer(r)
 	if tok == "" {
 		tok = r.Header.Get("x-api-key")
 	}
-	return tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.adminKey)) == 1
+	if tok == "" {
+		return nil
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, k := range s.adminKeys {
+		if subtle.ConstantTimeCompare([]byte(tok), []byte(k.Plaintext)) == 1 {
+			return k
+		}
+	}
+	return nil
 }
 
 func bearer(r *http.Request) string {

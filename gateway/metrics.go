@@ -14,6 +14,7 @@ type metrics struct {
 	usd      *prometheus.CounterVec   // client, workspace
 	overhead *prometheus.HistogramVec // route
 	upstream *prometheus.CounterVec   // workspace, event (key_refresh_401, retry)
+	hangups  *prometheus.CounterVec   // outcome (settled, charged_reservation)
 
 	// Children resolved once and reused: a request's metrics then cost a
 	// map lookup each instead of hashing and validating its label values.
@@ -65,6 +66,11 @@ func (m *metrics) spent(client, workspace string, tokens int64, usd float64) {
 	sc.usd.Add(usd)
 }
 
+// hangup counts a request whose client went away after the upstream
+// accepted it: "settled" when its usage was still learnt, else
+// "charged_reservation".
+func (m *metrics) hangup(outcome string) { m.hangups.WithLabelValues(outcome).Inc() }
+
 // statusLabels holds the status label of every HTTP status code.
 var statusLabels = func() (t [600]string) {
 	for i := 100; i < len(t); i++ {
@@ -103,13 +109,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "mrbacd", Subsystem: "gateway", Name: "upstream_events_total",
 			Help: "Upstream key events by workspace: unauthorized (401 seen), retried (request retried with a refreshed key).",
 		}, []string{"workspace", "event"}),
+		hangups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mrbacd", Subsystem: "gateway", Name: "hangups_total",
+			Help: "Requests whose client went away after the upstream accepted them, by outcome: settled (usage learnt from the rest of the answer) or charged_reservation (usage unknown: the whole reservation charged).",
+		}, []string{"outcome"}),
 	}
 	m.overheadBy = make(map[string]prometheus.Observer, len(routes))
 	for _, r := range routes {
 		m.overheadBy[r] = m.overhead.WithLabelValues(r)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.tokens, m.usd, m.overhead, m.upstream} {
+		for _, c := range []prometheus.Collector{m.requests, m.tokens, m.usd, m.overhead, m.upstream, m.hangups} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

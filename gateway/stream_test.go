@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mrbacd/mrbacd/mistral/sandbox"
 	"github.com/mrbacd/mrbacd/secrets"
 )
 

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -596,5 +597,118 @@ func TestAttackUpstreamUnreachable(t *testing.T) {
 	}
 	if tokens, _ := e.settledAll(t, "developer"); tokens != 0 {
 		t.Fatalf("charged %d tokens for a request that never left", tokens)
+	}
+}
+
+// gzipped compresses s.
+func gzipped(s string) string {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	zw.Write([]byte(s))
+	zw.Close()
+	return b.String()
+}
+
+// TestAttackRefusedTricks: the model- and max_tokens-smuggling tricks,
+// each checked against what the upstream received and billed: a refused
+// request never reaches it; an admitted one reaches it with the very model
+// and max_tokens the gateway checked (as the upstream's own decoder reads
+// them), and is counted as billed.
+func TestAttackRefusedTricks(t *testing.T) {
+	tap := &upstreamTap{}
+	e := newEnv(t, withTap(tap)) // analyst: mistral-small-latest and mistral-embed, max_tokens_per_request 50
+	const small = "mistral-small-latest"
+	msgs := `"messages":[{"role":"user","content":"hi"}]`
+	tests := []struct {
+		name        string
+		path        string
+		body        string
+		header      map[string]string
+		chunked     bool
+		wantStatus  int
+		wantModel   string // for admitted requests: what the upstream must read
+		wantMaxToks int
+	}{
+		{"model twice", pathChat, `{"model":"` + small + `","model":"mistral-large-latest","max_tokens":5,` + msgs + `}`, nil, false, 400, "", 0},
+		{"max_tokens twice", pathChat, `{"model":"` + small + `","max_tokens":5,"max_tokens":5000,` + msgs + `}`, nil, false, 400, "", 0},
+		{"model in capitals", pathChat, `{"model":"` + small + `","MODEL":"mistral-large-latest","max_tokens":5,` + msgs + `}`, nil, false, 400, "", 0},
+		{"max_tokens in another case", pathChat, `{"model":"` + small + `","Max_Tokens":5000,"max_tokens":5,` + msgs + `}`, nil, false, 400, "", 0},
+		{"escaped max_tokens over the cap", pathChat, `{"model":"` + small + `","max_\u0074okens":51,` + msgs + `}`, nil, false, 403, "", 0},
+		{"escaped max_tokens at the cap", pathChat, `{"model":"` + small + `","max_\u0074okens":50,` + msgs + `}`, nil, false, 200, small, 50},
+		{"escaped model not allowed", pathChat, `{"model":"mistral-\u006carge-latest","max_tokens":5,` + msgs + `}`, nil, false, 403, "", 0},
+		{"escaped model allowed", pathChat, `{"model":"mistral-\u0073mall-latest","max_tokens":5,` + msgs + `}`, nil, false, 200, small, 5},
+		{"model with a trailing space", pathChat, `{"model":"` + small + ` ","max_tokens":5,` + msgs + `}`, nil, false, 403, "", 0},
+		{"max_tokens null gets the role's", pathChat, `{"model":"` + small + `","max_tokens":null,` + msgs + `}`, nil, false, 200, small, 50},
+		{"max_tokens as a float", pathChat, `{"model":"` + small + `","max_tokens":5.0,` + msgs + `}`, nil, false, 400, "", 0},
+		{"max_tokens in exponent form", pathChat, `{"model":"` + small + `","max_tokens":1e3,` + msgs + `}`, nil, false, 400, "", 0},
+		{"max_tokens as a string", pathChat, `{"model":"` + small + `","max_tokens":"5000",` + msgs + `}`, nil, false, 400, "", 0},
+		{"stream as a string", pathChat, `{"model":"` + small + `","max_tokens":5,"stream":"true",` + msgs + `}`, nil, false, 400, "", 0},
+		{"second document", pathChat, `{"model":"` + small + `","max_tokens":5,` + msgs + `} {"model":"mistral-large-latest"}`, nil, false, 400, "", 0},
+		{"byte order mark", pathChat, "\ufeff" + `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, nil, false, 400, "", 0},
+		{"nested model only", pathChat, `{"max_tokens":5,"messages":[{"role":"user","content":"x","model":"` + small + `"}]}`, nil, false, 400, "", 0},
+		{"gzip body", pathChat, gzipped(`{"model":"mistral-large-latest","max_tokens":5000,` + msgs + `}`), map[string]string{"Content-Encoding": "gzip"}, false, 400, "", 0},
+		{"chunked body", pathChat, `{"model":"` + small + `","max_tokens":7,` + msgs + `}`, nil, true, 200, small, 7},
+		{"chunked body over the limit", pathChat, `{"model":"` + small + `","max_tokens":7,"messages":[{"role":"user","content":"` + strings.Repeat("x", 70<<10) + `"}]}`, nil, true, 413, "", 0},
+		{"trailing slash", pathChat + "/", `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, nil, false, 404, "", 0},
+		{"double slash", "/v1//chat/completions", `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, nil, false, 404, "", 0},
+		{"encoded slash", "/v1/chat%2Fcompletions", `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, nil, false, 404, "", 0},
+		{"encoded letter", "/v1/%63hat/completions", `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, nil, false, 404, "", 0},
+		{"dot segment", "/v1/chat/./completions", `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, nil, false, 404, "", 0},
+		{"upper case", "/V1/chat/completions", `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, nil, false, 404, "", 0},
+		{"dot-dot to admin", "/v1/chat/../admin/api-keys", `{}`, nil, false, 404, "", 0},
+		{"admin route", "/v1/admin/api-keys", `{}`, nil, false, 404, "", 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sentChat, sentAll := len(tap.received(pathChat)), len(tap.bodies)
+			billedBefore := e.billed()
+			countedBefore, _ := e.settledAll(t, "analyst")
+			var rd io.Reader = strings.NewReader(tc.body)
+			if tc.chunked {
+				rd = io.MultiReader(rd) // hides the length: sent chunked
+			}
+			req, err := http.NewRequest(http.MethodPost, e.url+tc.path, rd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+e.tokens["analyst"])
+			req.Header.Set("Content-Type", "application/json")
+			for k, v := range tc.header {
+				req.Header.Set(k, v)
+			}
+			resp, err := testHTTP.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.wantStatus {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.wantStatus, b)
+			}
+			got := tap.received(pathChat)
+			if tc.wantStatus != 200 {
+				tap.mu.Lock()
+				all := len(tap.bodies)
+				tap.mu.Unlock()
+				if all != sentAll || e.billed() != billedBefore {
+					t.Fatalf("refused, yet the upstream received %d requests and billed %d tokens", all-sentAll, e.billed()-billedBefore)
+				}
+				return
+			}
+			if len(got) != sentChat+1 {
+				t.Fatalf("the upstream received %d requests, want 1", len(got)-sentChat)
+			}
+			var up struct {
+				Model     string `json:"model"`
+				MaxTokens int    `json:"max_tokens"`
+			}
+			if err := json.Unmarshal(got[len(got)-1], &up); err != nil || up.Model != tc.wantModel || up.MaxTokens != tc.wantMaxToks {
+				t.Fatalf("the upstream read model %q max_tokens %d (%v), want %q %d", up.Model, up.MaxTokens, err, tc.wantModel, tc.wantMaxToks)
+			}
+			counted, _ := e.settledAll(t, "analyst")
+			if d, bd := counted-countedBefore, e.billed()-billedBefore; d != bd || d == 0 {
+				t.Fatalf("counted %d tokens, upstream billed %d", d, bd)
+			}
+		})
 	}
 }

@@ -113,7 +113,13 @@ func (g *Gateway) ServeHTTP(hw http.ResponseWriter, r *http.Request) {
 	w, st := &ps.rw, &ps.st
 	st.snap = g.snap.Load()
 	g.armRead(hw, r, st, start)
-	switch r.URL.Path {
+	path := r.URL.Path
+	if r.URL.RawPath != "" {
+		// Percent-encoded path characters ("chat%2Fcompletions"): routed
+		// by no rule, so the path the gateway checks is the one written.
+		path = r.URL.RawPath
+	}
+	switch path {
 	case pathChat:
 		st.route = "chat"
 		if g.method(w, r, http.MethodPost) {

@@ -331,7 +331,10 @@ var respBufPool = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte
 
 const maxPooledBuf = 1 << 20
 
-var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+// copyBufPool holds the buffers streams are relayed through, one per open
+// stream for its whole life: 8 KiB holds many chunks (a chunk is a few
+// hundred bytes) and keeps the memory of thousands of streams low.
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
 
 // maxSSELine bounds the partial line kept while looking for usage.
 const maxSSELine = 1 << 20

@@ -38,30 +38,33 @@
 // limit frees (the window's end, or a second when only requests in flight
 // hold the room).
 //
-// Once the upstream has accepted a request (a 2xx answer, or a connection
-// lost after the request was written) its reservation is never released.
-// It settles to the usage the upstream reports (the answer's usage, or the
-// last streamed chunk's), pricing cached prompt tokens
-// (usage.prompt_tokens_details.cached_tokens) at CachedInputFactor (10%) of
-// the input price in the USD counted, the spending guards and the metrics.
-// When the client hangs up (or stops reading for ReadTimeout), the upstream
-// call is not cancelled: the rest of the answer is read without relaying,
-// for at most HangupDrainTimeout and 64 MiB, to learn that usage. When it
-// cannot be learnt (the answer broke, the bound passed, a panic) the whole
-// reservation is charged. Only a request the upstream never accepted (an
-// upstream error status, no connection, no key) releases its reservation.
+// Once the upstream may have accepted a request (it answered 2xx, or the
+// connection failed after it was made: the request may have been written)
+// its reservation is never released. It settles to the usage the upstream
+// reports (the answer's usage, or the last streamed chunk's), pricing
+// cached prompt tokens (usage.prompt_tokens_details.cached_tokens) at
+// CachedInputFactor (10%) of the input price in the USD counted, the
+// spending guards and the metrics. When the client hangs up (or stops
+// reading for ReadTimeout), the upstream call is not cancelled: the rest of
+// the answer is read without relaying, for at most HangupDrainTimeout and
+// 64 MiB, to learn that usage. When it cannot be learnt (the answer broke,
+// a bound passed, a panic) the whole reservation is charged. Only a request
+// the upstream certainly never accepted releases its reservation: an
+// upstream error status, no connection (dial or DNS failure), no key.
 // Requests still in flight when the gateway closes are charged in full.
 //
-// The promise: since the reservation bounds what the upstream can bill
-// (prompt estimate ≥ prompt tokens, n × max_tokens ≥ completion tokens),
-// and every admitted request is charged at most its reservation's worth of
-// what the upstream billed and at least that, the total a client is
-// charged is at least what the upstream billed for its requests and, with
-// one gateway instance, never exceeds a budget. Instances sharing a journal
-// each learn of the others' spending within a flush interval, so N
-// instances can overshoot by what the others admitted in that interval; a
-// crash (no graceful stop) forgets the settled usage of the last flush
-// interval and the reservations in flight.
+// The promise, against an upstream that bills on acceptance: for each
+// client, what the gateway counts is at least what the upstream billed
+// (the usage it reported, or the reservation, which bounds it: the prompt
+// estimate is at least the prompt tokens and n × max_tokens at least the
+// completion tokens), and with one gateway instance the counted total never
+// exceeds a daily or hourly budget, since a request is admitted only when
+// its reservation fits and settles to at most that reservation. Gateway
+// instances sharing a journal each learn of the others' spending within a
+// flush interval, so N instances can together overshoot a budget by what
+// the others admitted in one interval. A crash (no graceful stop) forgets
+// the usage settled in the last flush interval and the reservations in
+// flight; a graceful stop forgets nothing.
 // Windows roll over at UTC midnight (daily tokens and USD) and at the hour
 // (hourly USD); rpm is a sliding minute.
 //

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,9 @@ type upstreamTap struct {
 	chunkDelay time.Duration
 	// gate, when set, holds every chat answer (after billing) until closed.
 	gate chan struct{}
+	// pad, when set, adds an SSE comment line of that many bytes before
+	// each streamed chunk (a long answer, for clients that stop reading).
+	pad int
 
 	mu     sync.Mutex
 	bodies []tapped
@@ -95,6 +99,9 @@ func (p *pacedWriter) Write(b []byte) (int, error) {
 }
 
 func (p *pacedWriter) Flush() {
+	if p.u.pad > 0 && strings.HasPrefix(p.Header().Get("Content-Type"), "text/event-stream") {
+		p.ResponseWriter.Write([]byte(": " + strings.Repeat("x", p.u.pad) + "\n\n"))
+	}
 	time.Sleep(p.u.chunkDelay)
 	p.ResponseWriter.(http.Flusher).Flush()
 }
@@ -522,6 +529,26 @@ func TestAttackSlowReaderStreamFlows(t *testing.T) {
 	tokens, _ := e.settledAll(t, "developer")
 	if billed := e.billed(); tokens != billed {
 		t.Fatalf("counted %d, billed %d", tokens, billed)
+	}
+}
+
+// TestAttackClientStopsReading: a client that opens a long stream and
+// stops reading (its connection open, its buffers full) is cut after
+// read_timeout without progress; the gateway reads the rest of the answer
+// and settles to what the upstream billed.
+func TestAttackClientStopsReading(t *testing.T) {
+	tap := &upstreamTap{pad: 4 << 20} // ~24 MiB in all: more than the sockets buffer
+	e := newEnv(t, withTap(tap), withOptions(func(o *Options) { o.ReadTimeout = 300 * time.Millisecond }))
+	body := chatBody("codestral-latest", 150, true, "a long one")
+	c := rawRequest(t, e.url, "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer "+e.tokens["developer"]+
+		"\r\nContent-Type: application/json\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+	defer c.Close() // open, never read, until the request settled
+	tokens, _ := e.settledAll(t, "developer")
+	if billed := e.billed(); tokens != billed || billed == 0 {
+		t.Fatalf("counted %d, billed %d", tokens, billed)
+	}
+	if n := e.hangups("settled"); n != 1 {
+		t.Fatalf("hangups_total{settled} = %v, want 1", n)
 	}
 }
 

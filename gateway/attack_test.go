@@ -134,8 +134,16 @@ func eventually(t testing.TB, what string, cond func() bool) {
 	}
 }
 
+// waitReceived waits until the upstream received n chat requests.
+func waitReceived(t testing.TB, tap *upstreamTap, n int) {
+	t.Helper()
+	eventually(t, "the upstream to receive the request", func() bool { return len(tap.received(pathChat)) >= n })
+}
+
 // settledAll waits until the client of role has nothing reserved and returns
-// its settled tokens and USD of the day.
+// its settled tokens and USD of the day. Requests are counted in flight
+// from their authentication only for roles with a max_concurrent: a test
+// starting a request asynchronously waits for it (waitReceived) first.
 func (e *testEnv) settledAll(t testing.TB, role string) (int64, float64) {
 	t.Helper()
 	p := e.principal(role)
@@ -199,6 +207,7 @@ func TestAttackHangUpBeforePlainAnswer(t *testing.T) {
 	if _, _, err := e.do(ctx, "developer", "POST", pathChat, chatBody("codestral-latest", 100, false, "slow")); err == nil {
 		t.Fatal("the client's deadline did not cut the request")
 	}
+	waitReceived(t, tap, 1)
 	tokens, _ := e.settledAll(t, "developer")
 	if billed := e.billed(); billed == 0 || tokens != billed {
 		t.Fatalf("gateway counted %d tokens, upstream billed %d", tokens, billed)
@@ -215,7 +224,8 @@ func TestAttackHangUpBeforePlainAnswer(t *testing.T) {
 func TestAttackHangUpsUnderBudget(t *testing.T) {
 	tap := &upstreamTap{firstDelay: 100 * time.Millisecond, chunkDelay: 20 * time.Millisecond}
 	e := newEnv(t, withTap(tap), withRoles(map[string]Role{
-		"budget": {Models: []string{"mistral-small-latest"}, MaxTokensPerRequest: 100, DailyTokens: 800},
+		// max_concurrent only makes requests count in flight (settledAll).
+		"budget": {Models: []string{"mistral-small-latest"}, MaxTokensPerRequest: 100, DailyTokens: 800, MaxConcurrent: 1000},
 	}))
 	body := chatBody("mistral-small-latest", 100, true, strings.Repeat("words ", 30))
 	admitted := 0
@@ -252,7 +262,7 @@ func TestAttackConcurrentHangUps(t *testing.T) {
 	const budget = 15000
 	tap := &upstreamTap{firstDelay: 15 * time.Millisecond, chunkDelay: 5 * time.Millisecond}
 	e := newEnv(t, withTap(tap), withRoles(map[string]Role{
-		"crowd": {Models: []string{"mistral-small-latest"}, MaxTokensPerRequest: 100, DailyTokens: budget},
+		"crowd": {Models: []string{"mistral-small-latest"}, MaxTokensPerRequest: 100, DailyTokens: budget, MaxConcurrent: 1000},
 	}))
 	var refused, answered, hungUp atomic.Int64
 	var wg sync.WaitGroup
@@ -543,6 +553,7 @@ func TestAttackClientStopsReading(t *testing.T) {
 	c := rawRequest(t, e.url, "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer "+e.tokens["developer"]+
 		"\r\nContent-Type: application/json\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
 	defer c.Close() // open, never read, until the request settled
+	waitReceived(t, tap, 1)
 	tokens, _ := e.settledAll(t, "developer")
 	if billed := e.billed(); tokens != billed || billed == 0 {
 		t.Fatalf("counted %d, billed %d", tokens, billed)

@@ -750,3 +750,32 @@ func TestAttackRefusedTricks(t *testing.T) {
 		})
 	}
 }
+
+// TestCloseChargesInFlight: a request still in flight when the gateway
+// closes (its answer not yet read) is charged its whole reservation in
+// the journal: the upstream bills it, and its real usage would settle
+// after the last flush.
+func TestCloseChargesInFlight(t *testing.T) {
+	tap := &upstreamTap{gate: make(chan struct{})}
+	e := newEnv(t, withTap(tap))
+	body := chatBody("codestral-latest", 100, false, "still running at shutdown")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.do(context.Background(), "developer", "POST", pathChat, body)
+	}()
+	waitReceived(t, tap, 1)
+	if err := e.gw.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	close(tap.gate)
+	<-done
+	want := int64(len(body)) + 100
+	jt, _, err := e.db.Usage(context.Background(), usageSubject("developer-app"), dayWindow(dayOf(time.Now())))
+	if err != nil || jt != want {
+		t.Fatalf("journal has %d tokens (%v), want the whole reservation %d", jt, err, want)
+	}
+	if billed := e.billed(); jt < billed {
+		t.Fatalf("journal %d < billed %d", jt, billed)
+	}
+}

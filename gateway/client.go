@@ -19,6 +19,14 @@ const (
 	tooLargeDrainTime = 2 * time.Second
 )
 
+// deadliner is what net/http's ResponseWriter offers (and
+// http.ResponseController calls) to set a connection's deadlines; asserted
+// directly, it costs no allocation per request.
+type deadliner interface {
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+}
+
 // armRead bounds the reading of the request (its body, and what net/http
 // discards of it after an early answer) to ReadTimeout from the start of
 // the handler: a client that sends headers and then stalls, or trickles
@@ -28,8 +36,12 @@ func (g *Gateway) armRead(hw http.ResponseWriter, _ *http.Request, st *reqState,
 	if g.opts.ReadTimeout <= 0 {
 		return
 	}
-	st.rc = http.NewResponseController(hw)
-	if st.rc.SetReadDeadline(start.Add(g.opts.ReadTimeout)) == nil {
+	rc, ok := hw.(deadliner)
+	if !ok {
+		return
+	}
+	st.rc = rc
+	if rc.SetReadDeadline(start.Add(g.opts.ReadTimeout)) == nil {
 		st.deadlines = true
 	}
 }
@@ -123,13 +135,9 @@ func (g *Gateway) bodyFailed(w http.ResponseWriter, err error) {
 func (g *Gateway) tooLarge(w http.ResponseWriter, r *http.Request, st *reqState, msg string) {
 	w.Header().Set("Connection", "close")
 	writeError(w, http.StatusRequestEntityTooLarge, typeInvalid, "body_too_large", msg)
-	rc := st.rc
-	if rc == nil {
-		rc = http.NewResponseController(w)
-	}
-	if rc.Flush() != nil {
+	if http.NewResponseController(w).Flush() != nil || st.rc == nil {
 		return
 	}
-	rc.SetReadDeadline(time.Now().Add(tooLargeDrainTime))
+	st.rc.SetReadDeadline(time.Now().Add(tooLargeDrainTime))
 	io.CopyN(io.Discard, r.Body, maxTooLargeDrain)
 }

@@ -47,8 +47,9 @@ type reqState struct {
 	hungUp bool
 	// slot: the request holds one of its client's max_concurrent slots.
 	slot bool
-	// rc controls the client connection's deadlines; deadlines: some were set.
-	rc        *http.ResponseController
+	// rc sets the client connection's deadlines (nil when the writer has
+	// none, as in tests); deadlines: some were set.
+	rc        deadliner
 	deadlines bool
 	// sentKey is the upstream key sent (scrubbed from relayed errors).
 	sentKey string

@@ -407,6 +407,9 @@ func TestAttackCachedTokens(t *testing.T) {
 	_, usd := e.settledAll(t, "spender")
 	_, _, _, hourUSD := e.principal("spender").ledger.snapshot()
 	metric := e.counter(e.gw.m.usd, "spender-app", testWorkspace)
+	if c := e.counter(e.gw.m.cached, "spender-app", testWorkspace); c <= 0 {
+		t.Errorf("cached_tokens_total %v", c)
+	}
 	for name, got := range map[string]float64{"daily usd": usd, "hourly usd (guard)": hourUSD, "usd_total metric": metric} {
 		if !sawCached || !closeTo(got, wantUSD) {
 			t.Errorf("%s %v, want %v (cached tokens at 10%%)", name, got, wantUSD)

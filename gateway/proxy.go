@@ -32,6 +32,7 @@ type reqState struct {
 	stream   bool
 	upstream time.Duration
 	tokens   int64
+	cached   int64
 	usd      float64
 	retried  bool
 	// res and pr are the request's reservation and price once admitted.
@@ -182,7 +183,7 @@ func (g *Gateway) finish(r *http.Request, w *respWriter, st *reqState, start tim
 	g.m.observeOverhead(route, over.Seconds())
 	g.m.request(client, st.model, status)
 	if st.p != nil && (st.tokens != 0 || st.usd != 0) {
-		g.m.spent(client, ws, st.tokens, st.usd)
+		g.m.spent(client, ws, st.tokens, st.cached, st.usd)
 	}
 	if g.onOverhead != nil {
 		g.onOverhead(route, total, st.upstream)

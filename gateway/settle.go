@@ -117,6 +117,7 @@ func (g *Gateway) settle(st *reqState, u usage) {
 	}
 	s := st.p.ledger.settle(st.res, u.total(), usageCost(st.pr, u), st.p.queue)
 	st.tokens, st.usd, st.resDone = s.tokens, s.usd, true
+	st.cached = min(max(u.Cached, 0), max(u.PromptTokens, 0))
 }
 
 // settleReserved charges the whole reservation: the upstream accepted the

@@ -524,6 +524,21 @@ func TestAttackSlowClients(t *testing.T) {
 	}
 }
 
+// TestAttackIdleKeepAlive: a keep-alive connection left idle after its
+// answer is closed by the gateway (after twice read_timeout).
+func TestAttackIdleKeepAlive(t *testing.T) {
+	e := newEnv(t, withOptions(func(o *Options) { o.ReadTimeout = 200 * time.Millisecond }))
+	c := rawRequest(t, e.url, "GET /v1/models HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer "+e.tokens["developer"]+"\r\n\r\n")
+	defer c.Close()
+	got, err := readUntilClosed(c, 10*time.Second)
+	if err != nil {
+		t.Fatalf("idle connection still open after 10s: %v", err)
+	}
+	if !strings.HasPrefix(got, "HTTP/1.1 200") {
+		t.Fatalf("answer %.40q", got)
+	}
+}
+
 // TestAttackSlowReaderStreamFlows: a long stream is never cut while it
 // flows, even when it lasts many read_timeouts; a client that stops
 // reading is cut, and its request settles to what the upstream billed.

@@ -72,8 +72,8 @@
 //
 // A request's headers must arrive within min(ReadTimeout, 10s) and its
 // body within ReadTimeout (default 30s) of the handler's start, or the
-// connection is cut (408); idle keep-alive connections close after a
-// minute; headers are bounded to 64 KiB. An answer is never cut while it
+// connection is cut (408); idle keep-alive connections close after twice
+// ReadTimeout (a minute by default); headers are bounded to 64 KiB. An answer is never cut while it
 // flows: each write has ReadTimeout to make progress, so only a client that
 // stops reading is cut (and its request then settles as a hang-up). A
 // role's max_concurrent caps each client's requests in flight (429

@@ -256,8 +256,8 @@ func (g *Gateway) startKeys(ctx context.Context, fresh []*keyCache) {
 // finish under the old ones). Clients keep their counters by name, so a
 // reload neither resets nor loses budgets; workspaces keep their rpm
 // window by name (restarted when their rpm changes). The upstream URL, transport,
-// journal, metrics, logger and intervals are fixed at New; o's values for
-// them are ignored. On error nothing changes.
+// journal, metrics, logger, intervals and timeouts (ReadTimeout,
+// HangupDrainTimeout) are fixed at New; o's values for them are ignored. On error nothing changes.
 func (g *Gateway) Reload(ctx context.Context, o Options) error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
@@ -415,13 +415,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 // Options.ReadTimeout, applied per request by the handler).
 const (
 	maxHeaderTimeout = 10 * time.Second
-	idleTimeout      = time.Minute
 	maxHeaderBytes   = 64 << 10
 )
 
 // newServer is the http.Server Serve runs: headers must arrive within
-// min(ReadTimeout, 10s), idle keep-alive connections close after a minute,
-// headers are bounded to 64 KiB. There is no ReadTimeout nor WriteTimeout
+// min(ReadTimeout, 10s), idle keep-alive connections close after twice
+// ReadTimeout (a minute by default), headers are bounded to 64 KiB. There is no ReadTimeout nor WriteTimeout
 // on the server: net/http's ReadTimeout would cancel a long stream's
 // context once it passed, and a WriteTimeout would cut a stream that
 // flows; the handler sets per-request read and write deadlines instead
@@ -430,7 +429,7 @@ func (g *Gateway) newServer(ctx context.Context) *http.Server {
 	return &http.Server{
 		Handler:           g,
 		ReadHeaderTimeout: min(maxHeaderTimeout, g.opts.ReadTimeout),
-		IdleTimeout:       idleTimeout,
+		IdleTimeout:       2 * g.opts.ReadTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },

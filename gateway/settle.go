@@ -186,9 +186,13 @@ func (g *Gateway) upstreamContext(client context.Context) (ctx context.Context, 
 }
 
 // forwardReserved POSTs an admitted request upstream under ctx (see
-// upstreamContext). An upstream error status releases the reservation and
-// is relayed; a request that failed is left to endReservation.
+// upstreamContext), unless its client already left. An upstream error
+// status releases the reservation and is relayed; a request that failed is
+// left to endReservation.
 func (g *Gateway) forwardReserved(ctx context.Context, w *respWriter, r *http.Request, st *reqState, path string, body []byte, stream bool) (*http.Response, bool) {
+	if r.Context().Err() != nil {
+		return nil, false // the client left before anything was sent: nothing billed
+	}
 	resp, ok := g.forward(ctx, w, r, st, http.MethodPost, path, body, stream)
 	if !ok {
 		return nil, false

@@ -705,6 +705,7 @@ func TestAttackRefusedTricks(t *testing.T) {
 		{"gzip body", pathChat, gzipped(`{"model":"mistral-large-latest","max_tokens":5000,` + msgs + `}`), map[string]string{"Content-Encoding": "gzip"}, false, 400, "", 0},
 		{"chunked body", pathChat, `{"model":"` + small + `","max_tokens":7,` + msgs + `}`, nil, true, 200, small, 7},
 		{"chunked body over the limit", pathChat, `{"model":"` + small + `","max_tokens":7,"messages":[{"role":"user","content":"` + strings.Repeat("x", 70<<10) + `"}]}`, nil, true, 413, "", 0},
+		{"headers over 64 KiB", pathChat, `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, map[string]string{"X-Pad": strings.Repeat("p", 100<<10)}, false, 431, "", 0},
 		{"trailing slash", pathChat + "/", `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, nil, false, 404, "", 0},
 		{"double slash", "/v1//chat/completions", `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, nil, false, 404, "", 0},
 		{"encoded slash", "/v1/chat%2Fcompletions", `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, nil, false, 404, "", 0},

@@ -123,6 +123,7 @@ func TestDefaults(t *testing.T) {
 		{"jobs.budget.timeout", cfg.Jobs.Budget.Timeout.D(), 10 * time.Minute},
 		{"jobs.budget.thresholds", cfg.Jobs.Budget.Thresholds, []float64{0.5, 0.8, 1.0}},
 		{"gateway.max_body_bytes", cfg.Gateway.MaxBodyBytes, int64(1 << 20)},
+		{"gateway.read_timeout", cfg.Gateway.ReadTimeout.D(), 30 * time.Second},
 		{"shutdown_timeout", cfg.ShutdownTimeout.D(), 10 * time.Second},
 		{"roles", cfg.Roles != nil, true},
 		{"prices", cfg.Prices != nil, true},
@@ -446,6 +447,51 @@ func BenchmarkParse(b *testing.B) {
 	for b.Loop() {
 		if _, err := Parse("example.yaml", data); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestSecretNames: a *_file or *_env value that looks like a secret is
+// refused, at check (a problem naming file, line and field) and at start
+// (ResolveSecret), never echoed; real paths and variable names pass.
+func TestSecretNames(t *testing.T) {
+	const key = "Xq7LmN2pR9sT4vW8yZ1aB3cD5eF6gH0j" // the shape of a Mistral key
+	tests := []struct {
+		name  string
+		value string
+		file  bool
+		want  bool
+	}{
+		{"key as a file", key, true, true},
+		{"key as a variable", key, false, true},
+		{"slack token as a variable", "xoxb-1234567890-0987654321-AbCdEfGhIj", false, true},
+		{"vault token as a file", "hvs.CAESIJ4k2lmnopqrstuvwxyz012345", true, true},
+		{"webhook url as a file", "https://hooks.example/services/T0/B0/abc", true, true},
+		{"absolute path", "/etc/mrbacd/admin-key", true, false},
+		{"path with a hash", "/run/secrets/3f2a9c1b7d4e8f6a0b5c2d9e1f7a3b4c", true, false},
+		{"relative file", "admin.key", true, false},
+		{"variable name", "MISTRAL_ADMIN_KEY", false, false},
+		{"long variable name", "MRBACD_GATEWAY_CLIENT_REPORTING_APP_TOKEN", false, false},
+		{"variable with a version", "SLACK_BOT_TOKEN_V2", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := looksLikeSecret(tt.value, tt.file); got != tt.want {
+				t.Fatalf("looksLikeSecret(%q, file=%v) = %v, want %v", tt.value, tt.file, got, tt.want)
+			}
+		})
+	}
+	for _, field := range []string{"admin_key_file", "admin_key_env"} {
+		_, err := Parse("m.yaml", []byte("mistral: {"+field+": "+key+"}\n"+minimalBody))
+		ps, ok := err.(Problems)
+		if !ok || len(ps) != 1 || ps[0].Field != "mistral."+field || ps[0].Line != 1 || strings.Contains(err.Error(), key) {
+			t.Errorf("%s: %v", field, err)
+		}
+	}
+	for _, c := range [][2]string{{key, ""}, {"", key}} {
+		_, err := ResolveSecret(c[0], c[1])
+		if err == nil || !strings.Contains(err.Error(), "looks like a secret") || strings.Contains(err.Error(), key) {
+			t.Errorf("ResolveSecret(%q, %q): %v", c[0], c[1], err)
 		}
 	}
 }

@@ -376,6 +376,15 @@ func (d *decoder) decodeStruct(path string, n *yaml.Node, v reflect.Value) {
 			d.addAt(p.key, join(path, name), "%s", msg)
 			continue
 		}
+		if strings.HasSuffix(name, "_file") || strings.HasSuffix(name, "_env") {
+			if val := resolve(p.val); val != nil && val.Kind == yaml.ScalarNode && looksLikeSecret(val.Value, strings.HasSuffix(name, "_file")) {
+				// Reported once, here; the field stays unset and its
+				// "required" check is silenced like an inline secret's.
+				d.inline[join(path, strings.TrimSuffix(strings.TrimSuffix(name, "_file"), "_env"))] = true
+				d.addAt(p.val, join(path, name), "%s", secretNameMessage(name))
+				continue
+			}
+		}
 		d.decode(join(path, name), p.val, v.Field(i))
 	}
 }

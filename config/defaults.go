@@ -36,6 +36,7 @@ const (
 	DefaultBudgetTimeout   = 10 * time.Minute
 	DefaultGatewayMaxBody  = 1 << 20
 	DefaultShutdownTimeout = 10 * time.Second
+	DefaultGatewayRead     = 30 * time.Second
 )
 
 // DefaultThresholds are the budget fractions that raise a finding.
@@ -121,6 +122,7 @@ func applyDefaults(c *Config) {
 	if c.Gateway.MaxBodyBytes == 0 {
 		c.Gateway.MaxBodyBytes = DefaultGatewayMaxBody
 	}
+	setDur(&c.Gateway.ReadTimeout, DefaultGatewayRead)
 	if c.Roles == nil {
 		c.Roles = map[string]Role{}
 	}

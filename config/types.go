@@ -226,13 +226,18 @@ type Role struct {
 	RPM                 int      `yaml:"rpm"`
 	HourlyUSD           float64  `yaml:"hourly_usd"`
 	DailyUSD            float64  `yaml:"daily_usd"`
+	// MaxConcurrent caps each client's requests in flight (0: no cap).
+	MaxConcurrent int `yaml:"max_concurrent"`
 }
 
 // Gateway configures the role-enforcing proxy ("" listen disables it).
 type Gateway struct {
-	Listen       string          `yaml:"listen"`
-	MaxBodyBytes int64           `yaml:"max_body_bytes"` // default 1 MiB
-	Clients      []GatewayClient `yaml:"clients"`
+	Listen       string `yaml:"listen"`
+	MaxBodyBytes int64  `yaml:"max_body_bytes"` // default 1 MiB
+	// ReadTimeout bounds reading a request's headers and body; a stalled
+	// client is cut off (default 30s).
+	ReadTimeout Duration        `yaml:"read_timeout"`
+	Clients     []GatewayClient `yaml:"clients"`
 }
 
 // GatewayClient is one principal of the gateway.

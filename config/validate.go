@@ -455,6 +455,7 @@ func (v *validator) validateRoles() {
 		v.nonNegative(p+".rpm", float64(r.RPM))
 		v.nonNegative(p+".hourly_usd", r.HourlyUSD)
 		v.nonNegative(p+".daily_usd", r.DailyUSD)
+		v.nonNegative(p+".max_concurrent", float64(r.MaxConcurrent))
 	}
 }
 

@@ -22,19 +22,67 @@
 //
 // # Accounting
 //
-// Before forwarding, the gateway reserves the request's worst case against
-// the client's windows: the estimated prompt tokens (the request body's
-// length in bytes, an upper bound for byte-level tokenizers since every token
+// Mistral bills a request once it has accepted it and starts generating,
+// whether or not the client stays; the gateway counts the same way.
+// Before forwarding, it reserves the request's worst case against the
+// client's windows: the estimated prompt tokens (the request body's length
+// in bytes, an upper bound for byte-level tokenizers since every token
 // covers at least one byte and the JSON syntax outweighs the per-message
-// control tokens) plus max_tokens, and the USD of that at the model's price.
-// A request that does not fit is refused with 429 and Retry-After: the time
-// until every exhausted limit frees (the window's end, or a second when only
-// requests in flight hold the room). After the answer the reservation is
-// settled to the real usage (the body's usage, or the last streamed chunk's);
-// a failed, cancelled or panicking request releases it. So the admitted total
-// never exceeds a budget, whatever the concurrency.
+// control tokens) plus n × max_tokens (n, the number of completions, is
+// the spec's only multiplier of output; embeddings have no output), and the
+// USD of that at the model's price. max_tokens_per_request bounds
+// n × max_tokens: a request over it is refused with 403 naming the limit
+// before anything is sent upstream (when max_tokens is absent, the role's
+// maximum divided by n is injected). A request that does not fit a window
+// is refused with 429 and Retry-After: the time until every exhausted
+// limit frees (the window's end, or a second when only requests in flight
+// hold the room).
+//
+// Once the upstream may have accepted a request (it answered 2xx, or the
+// connection failed after it was made: the request may have been written)
+// its reservation is never released. It settles to the usage the upstream
+// reports (the answer's usage, or the last streamed chunk's), pricing
+// cached prompt tokens (usage.prompt_tokens_details.cached_tokens) at
+// CachedInputFactor (10%) of the input price in the USD counted, the
+// spending guards and the metrics. When the client hangs up (or stops
+// reading for ReadTimeout), the upstream call is not cancelled: the rest of
+// the answer is read without relaying, for at most HangupDrainTimeout and
+// 64 MiB, to learn that usage. When it cannot be learnt (the answer broke,
+// a bound passed, a panic) the whole reservation is charged. Only a request
+// the upstream certainly never accepted releases its reservation: an
+// upstream error status, no connection (dial or DNS failure), no key.
+// Requests still in flight when the gateway closes are charged in full.
+//
+// The promise, against an upstream that bills on acceptance: for each
+// client, what the gateway counts is at least what the upstream billed
+// (the usage it reported, or the reservation, which bounds it: the prompt
+// estimate is at least the prompt tokens and n × max_tokens at least the
+// completion tokens), and with one gateway instance the counted total never
+// exceeds a daily or hourly budget, since a request is admitted only when
+// its reservation fits and settles to at most that reservation. Gateway
+// instances sharing a journal each learn of the others' spending within a
+// flush interval, so N instances can together overshoot a budget by what
+// the others admitted in one interval. A crash (no graceful stop) forgets
+// the usage settled in the last flush interval and the reservations in
+// flight; a graceful stop forgets nothing.
 // Windows roll over at UTC midnight (daily tokens and USD) and at the hour
 // (hourly USD); rpm is a sliding minute.
+//
+// # Hostile clients
+//
+// A request's headers must arrive within min(ReadTimeout, 10s) and its
+// body within ReadTimeout (default 30s) of the handler's start, or the
+// connection is cut (408); idle keep-alive connections close after twice
+// ReadTimeout (a minute by default); headers are bounded to 64 KiB. An answer is never cut while it
+// flows: each write has ReadTimeout to make progress, so only a client that
+// stops reading is cut (and its request then settles as a hang-up). A
+// role's max_concurrent caps each client's requests in flight (429
+// max_concurrent); a request whose client hung up keeps its slot until its
+// answer is read, so hang-ups cannot pile up. A body over the limit gets
+// its 413, then up to 1 MiB of it is read and discarded (for at most two
+// seconds) before the connection closes, so the client reads the answer
+// rather than a reset. Upstream error bodies are relayed with the key sent
+// and every key-looking token (mistral.ScrubKeyLike) replaced.
 //
 // Counters live in memory on the hot path and are written behind to the
 // journal (UsageStore) every FlushInterval and at Close; at start the current

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -191,10 +192,18 @@ func (e *testEnv) start() {
 		e.t.Fatal(err)
 	}
 	e.gw = gw
-	srv := httptest.NewServer(gw)
-	e.url = srv.URL
+	// Served as in production (Serve: its server timeouts included).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- gw.Serve(ctx, ln) }()
+	e.url = "http://" + ln.Addr().String()
 	e.t.Cleanup(func() {
-		srv.Close()
+		cancel()
+		<-done
 		gw.Close(context.Background())
 	})
 }

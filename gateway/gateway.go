@@ -79,6 +79,12 @@ func New(ctx context.Context, o Options) (*Gateway, error) {
 	if o.ShutdownTimeout <= 0 {
 		o.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = DefaultReadTimeout
+	}
+	if o.HangupDrainTimeout <= 0 {
+		o.HangupDrainTimeout = DefaultHangupDrainTimeout
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -250,8 +256,8 @@ func (g *Gateway) startKeys(ctx context.Context, fresh []*keyCache) {
 // finish under the old ones). Clients keep their counters by name, so a
 // reload neither resets nor loses budgets; workspaces keep their rpm
 // window by name (restarted when their rpm changes). The upstream URL, transport,
-// journal, metrics, logger and intervals are fixed at New; o's values for
-// them are ignored. On error nothing changes.
+// journal, metrics, logger, intervals and timeouts (ReadTimeout,
+// HangupDrainTimeout) are fixed at New; o's values for them are ignored. On error nothing changes.
 func (g *Gateway) Reload(ctx context.Context, o Options) error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
@@ -377,6 +383,13 @@ func (g *Gateway) Close(ctx context.Context) error {
 		g.cancel()
 		g.reloadMu.Unlock()
 		g.wg.Wait()
+		// Requests still in flight (a drain past ShutdownTimeout, a
+		// client's answer still read after it hung up) are charged their
+		// whole reservation now: their real usage would settle after the
+		// last flush and be lost, and the upstream bills them.
+		for _, p := range g.snap.Load().clients {
+			p.ledger.chargeOutstanding(p.queue)
+		}
 		g.closeErr = g.Flush(ctx)
 		if t, ok := g.rt.(interface{ CloseIdleConnections() }); ok {
 			t.CloseIdleConnections()
@@ -398,15 +411,34 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return g.Serve(ctx, ln)
 }
 
-// Serve is Run on a listener of the caller's.
-func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
+// Server limits against slow and idle clients (the body's bound is
+// Options.ReadTimeout, applied per request by the handler).
+const (
+	maxHeaderTimeout = 10 * time.Second
+	maxHeaderBytes   = 64 << 10
+)
+
+// newServer is the http.Server Serve runs: headers must arrive within
+// min(ReadTimeout, 10s), idle keep-alive connections close after twice
+// ReadTimeout (a minute by default), headers are bounded to 64 KiB. There is no ReadTimeout nor WriteTimeout
+// on the server: net/http's ReadTimeout would cancel a long stream's
+// context once it passed, and a WriteTimeout would cut a stream that
+// flows; the handler sets per-request read and write deadlines instead
+// (armRead, armWrite).
+func (g *Gateway) newServer(ctx context.Context) *http.Server {
+	return &http.Server{
 		Handler:           g,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: min(maxHeaderTimeout, g.opts.ReadTimeout),
+		IdleTimeout:       2 * g.opts.ReadTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+}
+
+// Serve is Run on a listener of the caller's.
+func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	srv := g.newServer(ctx)
 	g.log.Info("gateway listening", "addr", ln.Addr().String(), "upstream", g.base, "clients", len(g.snap.Load().clients))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

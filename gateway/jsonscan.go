@@ -23,7 +23,7 @@ type reqField struct {
 
 // reqFields are the top-level fields the gateway reads of a request.
 type reqFields struct {
-	model, maxTokens, stream reqField
+	model, maxTokens, stream, n reqField
 }
 
 // scanErr is why a request body was refused (the 400 message).
@@ -66,8 +66,10 @@ func scanRequest(body []byte) (reqFields, scanErr) {
 			dst = &f.maxTokens
 		case "stream":
 			dst = &f.stream
+		case "n":
+			dst = &f.n
 		default:
-			if strings.EqualFold(k, "model") || strings.EqualFold(k, "max_tokens") || strings.EqualFold(k, "stream") {
+			if strings.EqualFold(k, "model") || strings.EqualFold(k, "max_tokens") || strings.EqualFold(k, "stream") || k == "N" {
 				return f, scanErr("key " + quoteKey(k) + " is ambiguous: write it in lower case")
 			}
 		}
@@ -253,6 +255,19 @@ func decodeRequest(f reqFields, req *chatRequest) scanErr {
 				return "max_tokens must be at least 1"
 			}
 			req.MaxTokens.v = n
+		}
+	}
+	if f.n.present {
+		v := f.n.val
+		req.N.set = true
+		if v[0] == 'n' {
+			req.N.null = true
+		} else {
+			n, ok := parseUint(v)
+			if !ok || n < 1 {
+				return "n must be an integer of at least 1"
+			}
+			req.N.v = n
 		}
 	}
 	if f.stream.present {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,6 +27,11 @@ type ledger struct {
 	hour                    int64 // hours since the Unix epoch
 	hourUSD, hourUSDRes     float64
 	rpm                     rpmWindow // the role's rpm, per client
+	// inflight counts the client's requests in flight (max_concurrent).
+	inflight atomic.Int64
+	// closed: the gateway closed; what settles later is not queued (it
+	// was charged in full by chargeOutstanding).
+	closed bool
 }
 
 // rpmWindow is a sliding minute: the admission times of the last RPM
@@ -193,10 +199,25 @@ func (l *ledger) settle(res reservation, tokens int64, usd float64, onSettled fu
 		l.hourUSDRes -= res.usd
 		l.hourUSD += usd
 	}
-	if onSettled != nil {
+	if onSettled != nil && !l.closed {
 		onSettled(s)
 	}
 	return s
+}
+
+// chargeOutstanding queues every reservation still held as settled in
+// full (onSettled) and closes the ledger (Gateway.Close): requests in
+// flight when the gateway stops are charged their worst case.
+func (l *ledger) chargeOutstanding(onSettled func(settled)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	l.closed = true
+	if onSettled != nil && (l.dayTokensRes > 0 || l.dayUSDRes > 0 || l.hourUSDRes > 0) {
+		onSettled(settled{day: l.day, hour: l.hour, tokens: l.dayTokensRes, usd: max(l.dayUSDRes, l.hourUSDRes)})
+	}
 }
 
 // release gives a reservation back (failed or cancelled request).

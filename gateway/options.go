@@ -24,6 +24,11 @@ const (
 	DefaultKeyPollInterval = 2 * time.Second
 	DefaultFlushInterval   = time.Second
 	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultReadTimeout bounds reading a request's headers and body.
+	DefaultReadTimeout = 30 * time.Second
+	// DefaultHangupDrainTimeout bounds how long the upstream answer of a
+	// client that hung up is still read to learn its usage.
+	DefaultHangupDrainTimeout = 5 * time.Minute
 )
 
 // KeyReader is what the gateway needs of a secret store: the current record
@@ -56,6 +61,10 @@ type Role struct {
 	// HourlyUSD and DailyUSD cap spend per UTC hour and day at Options.Price.
 	HourlyUSD float64
 	DailyUSD  float64
+	// MaxConcurrent caps each client's requests in flight (429 when full);
+	// a request whose client hung up holds its slot until its upstream
+	// answer is read.
+	MaxConcurrent int
 }
 
 // Workspace is a workspace's own limits, on top of its clients' roles.
@@ -102,6 +111,16 @@ type Options struct {
 	UpstreamURL string
 	// MaxBodyBytes bounds a request body (413 above); default 1 MiB.
 	MaxBodyBytes int64
+	// ReadTimeout bounds reading a request (headers and body) from its
+	// start; a client that stalls is cut off. It also bounds each write
+	// of an answer that makes no progress (a client that stops reading),
+	// never a stream that flows. Default 30s.
+	ReadTimeout time.Duration
+	// HangupDrainTimeout bounds how long the gateway keeps reading an
+	// upstream answer after its client hung up, to settle to the usage
+	// the upstream bills (default 5m); past it the whole reservation is
+	// charged.
+	HangupDrainTimeout time.Duration
 	// Clients are the principals; each names a role and a workspace.
 	Clients []Client
 	// Roles by name.
@@ -159,6 +178,7 @@ func FromConfig(cfg *config.Config, deps Deps) (Options, error) {
 		Listen:          cfg.Gateway.Listen,
 		UpstreamURL:     cfg.Mistral.BaseURL,
 		MaxBodyBytes:    cfg.Gateway.MaxBodyBytes,
+		ReadTimeout:     cfg.Gateway.ReadTimeout.D(),
 		Roles:           make(map[string]Role, len(cfg.Roles)),
 		Workspaces:      make(map[string]Workspace, len(cfg.Workspaces)),
 		Upstreams:       map[string]Upstream{},
@@ -175,6 +195,7 @@ func FromConfig(cfg *config.Config, deps Deps) (Options, error) {
 		o.Roles[name] = Role{
 			Models: append([]string(nil), r.Models...), MaxTokensPerRequest: r.MaxTokensPerRequest,
 			DailyTokens: r.DailyTokens, RPM: r.RPM, HourlyUSD: r.HourlyUSD, DailyUSD: r.DailyUSD,
+			MaxConcurrent: r.MaxConcurrent,
 		}
 	}
 	for _, w := range cfg.Workspaces {

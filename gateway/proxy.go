@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -33,10 +32,28 @@ type reqState struct {
 	stream   bool
 	upstream time.Duration
 	tokens   int64
+	cached   int64
 	usd      float64
 	retried  bool
-	// resDone: the request's reservation was settled or released.
-	resDone bool
+	// res and pr are the request's reservation and price once admitted.
+	res reservation
+	pr  Price
+	// reserved: res holds a reservation; resDone: it was settled or released.
+	reserved, resDone bool
+	// wrote: the request was written to the upstream in full (it may have
+	// started generating); accepted: the upstream answered 2xx.
+	wrote, accepted bool
+	// hungUp: the client went away (or stopped reading) before the answer
+	// was relayed in full.
+	hungUp bool
+	// slot: the request holds one of its client's max_concurrent slots.
+	slot bool
+	// rc sets the client connection's deadlines (nil when the writer has
+	// none, as in tests); deadlines: some were set.
+	rc        deadliner
+	deadlines bool
+	// sentKey is the upstream key sent (scrubbed from relayed errors).
+	sentKey string
 }
 
 // respWriter records the status written.
@@ -65,6 +82,18 @@ func (w *respWriter) Flush() {
 	}
 }
 
+// flush flushes the answer to the client and reports a failed write (a
+// client gone or not reading).
+func (w *respWriter) flush() error {
+	if f, ok := w.ResponseWriter.(interface{ FlushError() error }); ok {
+		return f.FlushError()
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+	return nil
+}
+
 func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 var statePool = sync.Pool{New: func() any {
@@ -85,7 +114,14 @@ func (g *Gateway) ServeHTTP(hw http.ResponseWriter, r *http.Request) {
 	ps.st = reqState{}
 	w, st := &ps.rw, &ps.st
 	st.snap = g.snap.Load()
-	switch r.URL.Path {
+	g.armRead(hw, r, st, start)
+	path := r.URL.Path
+	if r.URL.RawPath != "" {
+		// Percent-encoded path characters ("chat%2Fcompletions"): routed
+		// by no rule, so the path the gateway checks is the one written.
+		path = r.URL.RawPath
+	}
+	switch path {
 	case pathChat:
 		st.route = "chat"
 		if g.method(w, r, http.MethodPost) {
@@ -106,6 +142,7 @@ func (g *Gateway) ServeHTTP(hw http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, typeNotFound, "", "no route for "+r.Method+" "+truncate(r.URL.Path, 200))
 	}
 	g.finish(r, w, st, start)
+	g.endClient(st)
 	ps.rw = respWriter{}
 	ps.st = reqState{}
 	statePool.Put(ps)
@@ -146,7 +183,7 @@ func (g *Gateway) finish(r *http.Request, w *respWriter, st *reqState, start tim
 	g.m.observeOverhead(route, over.Seconds())
 	g.m.request(client, st.model, status)
 	if st.p != nil && (st.tokens != 0 || st.usd != 0) {
-		g.m.spent(client, ws, st.tokens, st.usd)
+		g.m.spent(client, ws, st.tokens, st.cached, st.usd)
 	}
 	if g.onOverhead != nil {
 		g.onOverhead(route, total, st.upstream)
@@ -168,40 +205,7 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, st *reqSt
 		writeError(w, http.StatusUnauthorized, typeAuth, "invalid_token", "Unauthorized: missing or unknown bearer token")
 		return false
 	}
-	return true
-}
-
-// readBody reads the bounded body or writes 413 / 400.
-func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, st *reqState) ([]byte, bool) {
-	maxBody := st.snap.maxBody
-	if r.ContentLength > maxBody {
-		writeError(w, http.StatusRequestEntityTooLarge, typeInvalid, "body_too_large",
-			"request body of "+itoa(r.ContentLength)+" bytes exceeds the limit of "+itoa(maxBody))
-		return nil, false
-	}
-	if n := r.ContentLength; n >= 0 {
-		// Known length (within the limit, checked above): read exactly
-		// that, in one allocation; the server's body reader ends there.
-		b := make([]byte, n)
-		if _, err := io.ReadFull(r.Body, b); err != nil {
-			writeError(w, http.StatusBadRequest, typeInvalid, "", "reading the request body failed")
-			return nil, false
-		}
-		return b, true
-	}
-	buf := bytes.NewBuffer(make([]byte, 0, 1024))
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, maxBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, typeInvalid, "body_too_large",
-				"request body exceeds the limit of "+itoa(maxBody)+" bytes")
-			return nil, false
-		}
-		writeError(w, http.StatusBadRequest, typeInvalid, "", "reading the request body failed")
-		return nil, false
-	}
-	return buf.Bytes(), true
+	return g.takeSlot(w, st)
 }
 
 // optInt is an optional JSON integer that tells absent, null and a value apart.
@@ -215,7 +219,9 @@ type optInt struct {
 type chatRequest struct {
 	Model     string
 	MaxTokens optInt
-	Stream    bool
+	// N is the number of completions (chat); each may use max_tokens.
+	N      optInt
+	Stream bool
 }
 
 // parseRequest reads the fields the gateway needs or writes 400. The body is
@@ -239,82 +245,6 @@ func parseRequest(w http.ResponseWriter, body []byte, req *chatRequest) bool {
 		return false
 	}
 	return true
-}
-
-// usage is Mistral's usage object.
-type usage struct {
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
-	TotalTokens      int64 `json:"total_tokens"`
-}
-
-func (u usage) total() int64 {
-	if u.TotalTokens > 0 {
-		return u.TotalTokens
-	}
-	return u.PromptTokens + u.CompletionTokens
-}
-
-// cost is the USD of n input and m output tokens at price pr.
-func cost(pr Price, in, out int64) float64 {
-	return (float64(in)*pr.InputPerM + float64(out)*pr.OutputPerM) / 1e6
-}
-
-// admit makes the role and workspace decision (principal.check) and reserves the worst
-// case; it writes the refusal. maxTokens < 0: no output (embeddings).
-func (g *Gateway) admit(w http.ResponseWriter, st *reqState, model string, maxTokens int64, promptEst int64) (reservation, Price, bool) {
-	p := st.p
-	r := p.role
-	switch p.check(model, maxTokens) {
-	case denyModel:
-		writeError(w, http.StatusForbidden, typePermission, "model_not_allowed", "model not allowed: the role "+r.name+" does not allow it")
-		return reservation{}, Price{}, false
-	case denyWorkspaceModel:
-		writeError(w, http.StatusForbidden, typePermission, "model_not_allowed", "model not allowed: the workspace "+p.workspace+" does not allow it")
-		return reservation{}, Price{}, false
-	case denyMaxTokens:
-		st.model = model
-		writeError(w, http.StatusForbidden, typePermission, "max_tokens_per_request",
-			"max_tokens "+itoa(maxTokens)+" exceeds the role's max_tokens_per_request of "+itoa(int64(r.MaxTokensPerRequest)))
-		return reservation{}, Price{}, false
-	}
-	st.model = model // only allowed models become metric labels
-	pr, known := st.snap.price(model)
-	usdGuard := r.HourlyUSD > 0 || r.DailyUSD > 0
-	if usdGuard && !known {
-		writeError(w, http.StatusForbidden, typePermission, "price_unknown",
-			"no price is configured for model "+truncate(model, 100)+" and the role has a spending guard")
-		return reservation{}, Price{}, false
-	}
-	out := max(maxTokens, 0)
-	res, hit := p.ledger.reserve(g.now(), r, p.ws, promptEst+out, cost(pr, promptEst, out))
-	if hit != nil {
-		writeRetry(w, hit)
-		return reservation{}, Price{}, false
-	}
-	return res, pr, true
-}
-
-// settle charges real usage and queues it for the journal.
-func (g *Gateway) settle(st *reqState, res reservation, pr Price, u usage) {
-	usd := cost(pr, u.PromptTokens, u.CompletionTokens)
-	s := st.p.ledger.settle(res, u.total(), usd, st.p.queue)
-	st.tokens, st.usd, st.resDone = s.tokens, s.usd, true
-}
-
-// settleReserved charges the whole reservation (answer without usage).
-func (g *Gateway) settleReserved(st *reqState, res reservation) {
-	s := st.p.ledger.settle(res, res.tokens, res.usd, st.p.queue)
-	st.tokens, st.usd, st.resDone = s.tokens, s.usd, true
-}
-
-// release gives the reservation back (failed or cancelled request) unless
-// it was already settled or released.
-func (g *Gateway) release(st *reqState, res reservation) {
-	if !st.resDone {
-		st.p.ledger.release(res)
-		st.resDone = true
-	}
 }
 
 // injectMaxTokens returns body with max_tokens set to n: inserted after the
@@ -357,92 +287,6 @@ func (g *Gateway) readRequest(w *respWriter, r *http.Request, st *reqState, req 
 	return body, true
 }
 
-// forwardReserved POSTs an admitted request upstream. When the request
-// fails or upstream answers with an error status, it releases the
-// reservation, writes the answer and returns false; otherwise the caller
-// settles the reservation and closes the response body.
-func (g *Gateway) forwardReserved(w *respWriter, r *http.Request, st *reqState, path string, body []byte, stream bool, res reservation) (*http.Response, bool) {
-	resp, ok := g.forward(w, r, st, http.MethodPost, path, body, stream)
-	if !ok {
-		g.release(st, res)
-		return nil, false
-	}
-	if resp.StatusCode/100 != 2 {
-		g.release(st, res)
-		g.relayError(w, st, resp)
-		resp.Body.Close()
-		return nil, false
-	}
-	return resp, true
-}
-
-// chat serves /v1/chat/completions.
-func (g *Gateway) chat(w *respWriter, r *http.Request, st *reqState) {
-	var req chatRequest
-	body, ok := g.readRequest(w, r, st, &req)
-	if !ok {
-		return
-	}
-	st.stream = req.Stream
-	role := st.p.role
-	maxTokens := req.MaxTokens.v
-	if !req.MaxTokens.set || req.MaxTokens.null {
-		switch {
-		case role.MaxTokensPerRequest > 0:
-			maxTokens = int64(role.MaxTokensPerRequest)
-			nb, err := injectMaxTokens(body, maxTokens, req.MaxTokens.null)
-			if err != nil {
-				writeError(w, http.StatusBadRequest, typeInvalid, "invalid_json", "request body must be a JSON object")
-				return
-			}
-			body = nb
-		case role.DailyTokens > 0 || role.HourlyUSD > 0 || role.DailyUSD > 0:
-			if role.allows(req.Model) {
-				writeError(w, http.StatusBadRequest, typeInvalid, "max_tokens_required",
-					"max_tokens is required: role "+role.name+" has budgets but no max_tokens_per_request")
-				return
-			}
-		}
-	}
-	res, pr, ok := g.admit(w, st, req.Model, maxTokens, int64(len(body)))
-	if !ok {
-		return
-	}
-	// Every path settles or releases; this also covers a panic (net/http
-	// recovers it, ErrAbortHandler included), so no reservation leaks.
-	defer g.release(st, res)
-	resp, ok := g.forwardReserved(w, r, st, pathChat, body, req.Stream, res)
-	if !ok {
-		return
-	}
-	defer resp.Body.Close()
-	if req.Stream && strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-		g.stream(w, r, st, resp, res, pr)
-		return
-	}
-	g.plain(w, st, resp, res, pr)
-}
-
-// embeddings serves /v1/embeddings.
-func (g *Gateway) embeddings(w *respWriter, r *http.Request, st *reqState) {
-	var req chatRequest
-	body, ok := g.readRequest(w, r, st, &req)
-	if !ok {
-		return
-	}
-	res, pr, ok := g.admit(w, st, req.Model, -1, int64(len(body)))
-	if !ok {
-		return
-	}
-	defer g.release(st, res) // also on a panic; see chat
-	resp, ok := g.forwardReserved(w, r, st, pathEmbeddings, body, false, res)
-	if !ok {
-		return
-	}
-	defer resp.Body.Close()
-	g.plain(w, st, resp, res, pr)
-}
-
 // timedReader adds the time spent in Read to *d (time waiting on upstream).
 type timedReader struct {
 	r io.Reader
@@ -483,96 +327,16 @@ func readTimed(buf *bytes.Buffer, r io.Reader, limit int, d *time.Duration) erro
 	return errUpstreamTooLarge
 }
 
-// plain relays a whole JSON answer and settles its usage.
-func (g *Gateway) plain(w *respWriter, st *reqState, resp *http.Response, res reservation, pr Price) {
-	buf := respBufPool.Get().(*bytes.Buffer)
-	defer func() {
-		if buf.Cap() <= maxPooledBuf {
-			buf.Reset()
-			respBufPool.Put(buf)
-		}
-	}()
-	if n := resp.ContentLength; n > 0 && n < maxUpstreamBody {
-		buf.Grow(int(n) + 1)
-	}
-	err := readTimed(buf, resp.Body, maxUpstreamBody, &st.upstream)
-	if err != nil {
-		g.release(st, res)
-		if errors.Is(err, context.Canceled) {
-			return
-		}
-		writeError(w, http.StatusBadGateway, typeUpstream, "", "reading the upstream answer failed")
-		return
-	}
-	b := buf.Bytes()
-	if u, ok := findUsage(b); ok {
-		g.settle(st, res, pr, u)
-	} else {
-		g.settleReserved(st, res)
-	}
-	h := w.Header()
-	h["Content-Type"] = hdrJSON
-	h["Content-Length"] = []string{strconv.Itoa(len(b))}
-	w.WriteHeader(resp.StatusCode)
-	w.Write(b)
-}
-
-// stream relays server-sent events chunk by chunk, flushing each read, and
-// settles from the usage of the last chunk. A stream cut short (client gone,
-// upstream broken) releases the reservation.
-func (g *Gateway) stream(w *respWriter, r *http.Request, st *reqState, resp *http.Response, res reservation, pr Price) {
-	h := w.Header()
-	h["Content-Type"] = hdrSSE
-	h["Cache-Control"] = hdrNoCache
-	h["X-Accel-Buffering"] = hdrNo
-	// The headers go out at once, as the upstream's did: a client with a
-	// response-header timeout must not wait for a slow first token.
-	w.WriteHeader(resp.StatusCode)
-	w.Flush()
-	bp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bp)
-	buf := *bp
-	var sc sseUsage
-	complete := false
-	for {
-		s := time.Now()
-		n, err := resp.Body.Read(buf)
-		st.upstream += time.Since(s)
-		if n > 0 {
-			sc.feed(buf[:n])
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				break // client gone: the deferred Close aborts upstream
-			}
-			w.Flush()
-		}
-		if err == io.EOF {
-			complete = true
-			break
-		}
-		if err != nil {
-			break
-		}
-	}
-	switch {
-	case sc.found: // the usage chunk arrived, even if the client left after it
-		g.settle(st, res, pr, sc.u)
-	case complete:
-		g.settleReserved(st, res)
-	default:
-		g.release(st, res)
-		if r.Context().Err() == nil {
-			g.log.Warn("gateway upstream stream broke", "client", st.p.name, "workspace", st.p.workspace, "model", st.model)
-		}
-	}
-}
-
 // respBufPool holds buffers for whole upstream answers; buffers grown past
 // maxPooledBuf are left to the collector.
 var respBufPool = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 8<<10)) }}
 
 const maxPooledBuf = 1 << 20
 
-var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+// copyBufPool holds the buffers streams are relayed through, one per open
+// stream for its whole life: 8 KiB holds many chunks (a chunk is a few
+// hundred bytes) and keeps the memory of thousands of streams low.
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
 
 // maxSSELine bounds the partial line kept while looking for usage.
 const maxSSELine = 1 << 20
@@ -634,12 +398,16 @@ func (s *sseUsage) line(l []byte) {
 // forward sends the request upstream with the workspace's key; on a 401 it
 // re-reads the key and retries once with the new one. It writes 502/503 on
 // failure and returns false.
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st *reqState, method, path string, body []byte, stream bool) (*http.Response, bool) {
+//
+// ctx is the upstream call's context (upstreamContext for billed routes).
+// When the round trip fails, st.wrote tells whether the request may have
+// reached the upstream (see neverSent).
+func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, r *http.Request, st *reqState, method, path string, body []byte, stream bool) (*http.Response, bool) {
 	kc := st.p.keys
 	key := kc.get()
 	if key == nil {
 		var err error
-		if key, err = kc.reload(r.Context(), nil); key == nil {
+		if key, err = kc.reload(ctx, nil); key == nil {
 			g.log.Warn("gateway has no upstream key", "workspace", st.p.workspace, "err", err)
 			writeError(w, http.StatusServiceUnavailable, typeUpstream, "upstream_key_unavailable",
 				"the upstream key of workspace "+st.p.workspace+" is not available")
@@ -647,8 +415,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st *reqState, 
 		}
 	}
 	for attempt := 0; ; attempt++ {
-		resp, err := g.send(r.Context(), st, method, path, body, stream, key)
+		st.sentKey = key.apiKey
+		resp, err := g.send(ctx, st, method, path, body, stream, key)
 		if err != nil {
+			st.wrote = !neverSent(err)
 			if r.Context().Err() != nil {
 				return nil, false // client gone
 			}
@@ -660,7 +430,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st *reqState, 
 			return resp, true
 		}
 		g.m.upstream.WithLabelValues(st.p.workspace, "unauthorized").Inc()
-		nk, rerr := kc.reload(r.Context(), key)
+		nk, rerr := kc.reload(ctx, key)
 		if nk == nil || nk.apiKey == key.apiKey {
 			if rerr != nil {
 				g.log.Warn("gateway key re-read after upstream 401 failed", "workspace", st.p.workspace, "err", rerr)
@@ -714,12 +484,6 @@ func (g *Gateway) send(ctx context.Context, st *reqState, method, path string, b
 	return resp, err
 }
 
-// relayError passes an upstream error through in Mistral's shape.
-func (g *Gateway) relayError(w http.ResponseWriter, st *reqState, resp *http.Response) {
-	b, _ := io.ReadAll(io.LimitReader(timedReader{resp.Body, &st.upstream}, 1<<20))
-	passError(w, resp.StatusCode, resp.Header, b)
-}
-
 // modelList is the upstream /v1/models answer.
 type modelList struct {
 	Object string            `json:"object"`
@@ -732,7 +496,8 @@ func (g *Gateway) models(w *respWriter, r *http.Request, st *reqState) {
 	if !g.authenticate(w, r, st) {
 		return
 	}
-	resp, ok := g.forward(w, r, st, http.MethodGet, pathModels, nil, false)
+	g.bodyDone(st)
+	resp, ok := g.forward(r.Context(), w, r, st, http.MethodGet, pathModels, nil, false)
 	if !ok {
 		return
 	}

@@ -372,6 +372,8 @@ func TestUpstreamFailures(t *testing.T) {
 		{"503", sandbox.Fault{Route: "POST /v1/chat/completions", Status: 503, Times: 1}, 503, ""},
 		{"429 with Retry-After", sandbox.Fault{Route: "POST /v1/chat/completions", Status: 429, Times: 1, RetryAfter: "7"}, 429, "7"},
 		{"403 without body", sandbox.Fault{Route: "POST /v1/chat/completions", Status: 403, Times: 1, Body: " "}, 403, ""},
+		// Dropped after the request was written: the upstream may have
+		// accepted it, so the whole reservation is charged.
 		{"dropped connection", sandbox.Fault{Route: "POST /v1/chat/completions", Drop: true, Times: 1}, 502, ""},
 	}
 	p := e.principal("budget")
@@ -395,8 +397,12 @@ func TestUpstreamFailures(t *testing.T) {
 				t.Fatalf("Retry-After %q, want %q", got, tc.wantRetry)
 			}
 			after, res, _, _ := p.ledger.snapshot()
-			if after != before || res != 0 {
-				t.Fatalf("failed request charged: settled %d→%d, reserved %d", before, after, res)
+			want := before
+			if tc.fault.Drop {
+				want += int64(len(chatBody("mistral-small-latest", 100, false, "hi"))) + 100
+			}
+			if after != want || res != 0 {
+				t.Fatalf("settled %d→%d (want %d), reserved %d", before, after, want, res)
 			}
 		})
 	}

@@ -15,18 +15,53 @@ func findUsage(doc []byte) (usage, bool) {
 		if u, ok := scanUsage(obj); ok && json.Valid(obj) {
 			return u, true
 		}
-		var u usage
-		if json.Unmarshal(obj, &u) == nil {
+		if u, ok := decodeUsage(obj); ok {
 			return u, true
 		}
 	}
 	var w struct {
-		Usage *usage `json:"usage"`
+		Usage json.RawMessage `json:"usage"`
 	}
-	if json.Unmarshal(doc, &w) == nil && w.Usage != nil {
-		return *w.Usage, true
+	if json.Unmarshal(doc, &w) == nil && len(w.Usage) > 0 && w.Usage[0] == '{' {
+		return decodeUsage(w.Usage)
 	}
 	return usage{}, false
+}
+
+// tokenDetails is a usage's prompt_tokens_details.
+type tokenDetails struct {
+	CachedTokens *int64 `json:"cached_tokens"`
+}
+
+// wireUsage is a usage object as decoded by encoding/json: the three
+// counts and where the cached prompt tokens may be (the spec shows
+// prompt_tokens_details, a misspelled prompt_token_details and
+// num_cached_tokens; the first one present wins).
+type wireUsage struct {
+	PromptTokens     int64         `json:"prompt_tokens"`
+	CompletionTokens int64         `json:"completion_tokens"`
+	TotalTokens      int64         `json:"total_tokens"`
+	Details          *tokenDetails `json:"prompt_tokens_details"`
+	DetailsAlt       *tokenDetails `json:"prompt_token_details"`
+	NumCached        *int64        `json:"num_cached_tokens"`
+}
+
+// decodeUsage decodes a usage object with encoding/json.
+func decodeUsage(obj []byte) (usage, bool) {
+	var w wireUsage
+	if json.Unmarshal(obj, &w) != nil {
+		return usage{}, false
+	}
+	u := usage{PromptTokens: w.PromptTokens, CompletionTokens: w.CompletionTokens, TotalTokens: w.TotalTokens}
+	switch {
+	case w.Details != nil && w.Details.CachedTokens != nil:
+		u.Cached = *w.Details.CachedTokens
+	case w.DetailsAlt != nil && w.DetailsAlt.CachedTokens != nil:
+		u.Cached = *w.DetailsAlt.CachedTokens
+	case w.NumCached != nil:
+		u.Cached = *w.NumCached
+	}
+	return u, true
 }
 
 // usageObject slices the object value of the last `"usage":` key, or nil.
@@ -81,9 +116,10 @@ func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\
 // scanUsage reads a usage object (as sliced by usageObject) without
 // encoding/json when it is the plain common case: keys without escapes,
 // the three token counts as non-negative integers, any other member a
-// number, string or literal. Anything else (nested values, keys differing
-// only in case from the three, floats, negative numbers) returns false and
-// the caller decodes the object with encoding/json.
+// number, string or literal. Anything else (nested values such as
+// prompt_tokens_details, a num_cached_tokens, keys differing only in case
+// from the three, floats, negative numbers) returns false and the caller
+// decodes the object with encoding/json (decodeUsage).
 func scanUsage(obj []byte) (usage, bool) {
 	var u usage
 	i := skipSpace(obj, 1)
@@ -117,7 +153,8 @@ func scanUsage(obj []byte) (usage, bool) {
 		case "total_tokens":
 			dst = &u.TotalTokens
 		default:
-			if strings.EqualFold(k, "prompt_tokens") || strings.EqualFold(k, "completion_tokens") || strings.EqualFold(k, "total_tokens") {
+			if strings.EqualFold(k, "prompt_tokens") || strings.EqualFold(k, "completion_tokens") || strings.EqualFold(k, "total_tokens") ||
+				strings.EqualFold(k, "num_cached_tokens") {
 				return usage{}, false
 			}
 		}

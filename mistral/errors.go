@@ -178,6 +178,11 @@ func Retryable(err error) bool {
 // keyLike matches tokens that look like API keys: 24+ letters and digits.
 var keyLike = regexp.MustCompile(`[A-Za-z0-9]{24,}`)
 
+// ScrubKeyLike replaces key-looking tokens (24+ letters and digits, with
+// both a letter and a digit) in server text by Redacted: what a proxy
+// relaying an upstream's error text (the gateway) must apply too.
+func ScrubKeyLike(s string) string { return scrubKeyLike(s) }
+
 // scrubKeyLike replaces key-looking tokens (with both a letter and a digit)
 // in server text, so a server echoing some key cannot leak it through us.
 func scrubKeyLike(s string) string {

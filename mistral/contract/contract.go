@@ -37,12 +37,16 @@ type Contract struct {
 	Waivers []Waiver `json:"waivers,omitempty"`
 }
 
-// Waiver drops a required field of a schema (or of its allOf branches)
-// where the spec contradicts itself.
+// Waiver amends a schema where the spec contradicts itself: it drops a
+// required field (of the schema or of its allOf branches), or admits a
+// property the spec defines for the same object elsewhere.
 type Waiver struct {
 	Schema   string `json:"schema"`
-	Required string `json:"required"`
-	Reason   string `json:"reason"`
+	Required string `json:"required,omitempty"`
+	// Property and Definition admit one more property.
+	Property   string  `json:"property,omitempty"`
+	Definition *Schema `json:"definition,omitempty"`
+	Reason     string  `json:"reason"`
 }
 
 // Waivers are applied by Extract.
@@ -50,6 +54,18 @@ var Waivers = []Waiver{{
 	Schema: "ChatCompletionResponse", Required: "data",
 	Reason: "the spec lists data as required in a chat completion, but its own examples of answers " +
 		"with this schema (POST /v1/agents/completions) have no data field, nor does the platform's answer",
+}, {
+	Schema: "UsageInfo", Property: "prompt_tokens_details",
+	Definition: &Schema{
+		Type: []string{"object", "null"},
+		Properties: map[string]*Schema{
+			"cached_tokens": {Type: []string{"integer"}},
+			"audio_tokens":  {Type: []string{"integer"}},
+		},
+	},
+	Reason: "the chat UsageInfo is closed and lacks prompt_tokens_details, yet chat requests take " +
+		"prompt_cache_key and the spec's own speech-stream UsageInfo carries prompt_tokens_details " +
+		"{cached_tokens, audio_tokens}: the platform reports cached prompt tokens there, billed at 10% of the input price",
 }}
 
 // Endpoint describes one operation.

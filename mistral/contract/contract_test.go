@@ -66,9 +66,12 @@ func TestContractCoversEndpoints(t *testing.T) {
 	}
 	for _, w := range contract.Waivers {
 		s := c.Schemas[w.Schema]
+		if w.Property != "" && s.Properties[w.Property] == nil {
+			t.Errorf("waiver %s.%s: property not admitted", w.Schema, w.Property)
+		}
 		for _, node := range append([]*contract.Schema{s}, s.AllOf...) {
 			for _, r := range node.Required {
-				if r == w.Required {
+				if w.Required != "" && r == w.Required {
 					t.Errorf("waiver %s.%s not applied", w.Schema, w.Required)
 				}
 			}

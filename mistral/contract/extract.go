@@ -70,8 +70,14 @@ func Extract(spec []byte, endpoints []string, src Source) (*Contract, error) {
 		if !ok {
 			continue
 		}
+		if w.Property != "" {
+			if s.Properties == nil {
+				s.Properties = map[string]*Schema{}
+			}
+			s.Properties[w.Property] = w.Definition
+		}
 		for _, node := range append([]*Schema{s}, s.AllOf...) {
-			if node != nil {
+			if node != nil && w.Required != "" {
 				node.Required = slices.DeleteFunc(node.Required, func(r string) bool { return r == w.Required })
 			}
 		}

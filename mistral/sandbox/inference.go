@@ -210,6 +210,48 @@ type chatBody struct {
 	ServiceTier       *string         `json:"service_tier"`
 }
 
+// chatUsage is a chat answer's usage: the token counts and, when part of
+// the prompt came from the prompt cache, prompt_tokens_details.
+type chatUsage struct {
+	mistral.TokenUsage
+	PromptTokensDetails *promptTokensDetails `json:"prompt_tokens_details,omitempty"`
+}
+
+type promptTokensDetails struct {
+	CachedTokens int `json:"cached_tokens"`
+}
+
+// CachedInputFactor is the share of the input price billed for a cached
+// prompt token.
+const CachedInputFactor = 0.1
+
+// cachedTokens is the sandbox's prompt cache: a request giving a
+// prompt_cache_key reuses the longest run of leading messages equal to
+// those of the last request with the same key; their tokens are cached.
+func (s *Server) cachedTokens(key *string, contents []string) int {
+	if key == nil || *key == "" {
+		return 0
+	}
+	prev, _ := s.promptCache.Swap(*key, contents)
+	old, _ := prev.([]string)
+	cached := 0
+	for i := 0; i < len(old) && i < len(contents) && old[i] == contents[i]; i++ {
+		cached += CountTokens(contents[i]) + 1
+	}
+	return cached
+}
+
+// discountCached takes the cached prompt tokens' rebate off the month's
+// cost: they bill at CachedInputFactor of the input price.
+func (s *Server) discountCached(model string, cached int) {
+	month := s.Now().UTC().Format("2006-01")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.prices[model]; ok {
+		s.monthCost[month] -= float64(cached) * p.InputPerMillion * (1 - CachedInputFactor) / 1e6
+	}
+}
+
 // contentText returns a message content's text (a string or a parts list).
 func contentText(raw json.RawMessage) string {
 	var s string
@@ -259,6 +301,9 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, rec *keyRec, patte
 	if b.MaxTokens != nil && *b.MaxTokens < 0 {
 		ds = append(ds, detail{Loc: []string{"body", "max_tokens"}, Msg: "Input should be greater than or equal to 0", Type: "greater_than_equal"})
 	}
+	if b.N != nil && *b.N < 1 {
+		ds = append(ds, detail{Loc: []string{"body", "n"}, Msg: "Input should be greater than or equal to 1", Type: "greater_than_equal"})
+	}
 	for i, m := range b.Messages {
 		ds = append(ds, m.check(i)...)
 	}
@@ -286,23 +331,42 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, rec *keyRec, patte
 		maxTokens = *b.MaxTokens
 	}
 	u := ChatUsage(contents, maxTokens)
+	n := 1
+	if b.N != nil {
+		n = *b.N
+	}
 	finish := "stop"
 	if maxTokens > 0 && u.CompletionTokens == maxTokens && maxTokens < DefaultCompletionTokens(u.PromptTokens) {
 		finish = "length"
 	}
 	text := completionText(u.CompletionTokens)
+	// n completions: each as long as one, all billed; the prompt once.
+	u.CompletionTokens *= n
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	cu := chatUsage{TokenUsage: u}
+	if c := s.cachedTokens(b.PromptCacheKey, contents); c > 0 {
+		cu.PromptTokensDetails = &promptTokensDetails{CachedTokens: c}
+	}
 	id := "cmpl-" + s.requestID()
 	created := s.Now().Unix()
+	// Billed now, as the platform does: whether the client stays or not.
 	s.recordUse(rec, pattern, *b.Model, int64(u.PromptTokens), int64(u.CompletionTokens))
+	if cu.PromptTokensDetails != nil {
+		s.discountCached(*b.Model, cu.PromptTokensDetails.CachedTokens)
+	}
 	setRateHeaders(w)
 	if b.Stream {
-		s.streamChat(w, id, created, *b.Model, text, finish, u)
+		s.streamChat(w, id, created, *b.Model, text, finish, n, cu)
 		return
+	}
+	choices := make([]any, n)
+	for i := range choices {
+		choices[i] = map[string]any{"index": i, "message": map[string]any{"role": "assistant", "content": text, "tool_calls": nil}, "finish_reason": finish}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"id": id, "object": "chat.completion", "created": created, "model": *b.Model,
-		"choices": []any{map[string]any{"index": 0, "message": map[string]any{"role": "assistant", "content": text, "tool_calls": nil}, "finish_reason": finish}},
-		"usage":   u,
+		"choices": choices,
+		"usage":   cu,
 	})
 }
 
@@ -325,16 +389,20 @@ func completionText(n int) string {
 // streamChat writes the completion as server-sent events: a role chunk,
 // content chunks, a last chunk with finish_reason and usage, then [DONE].
 // Chunks carry an extra field ("p") clients must ignore.
-func (s *Server) streamChat(w http.ResponseWriter, id string, created int64, model, text, finish string, u mistral.TokenUsage) {
+func (s *Server) streamChat(w http.ResponseWriter, id string, created int64, model, text, finish string, n int, u chatUsage) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	fl, _ := w.(http.Flusher)
-	send := func(delta map[string]any, fin *string, usage *mistral.TokenUsage) {
+	send := func(delta map[string]any, fin *string, usage *chatUsage) {
+		choices := make([]any, n) // the n completions advance together
+		for i := range choices {
+			choices[i] = map[string]any{"index": i, "delta": delta, "finish_reason": fin}
+		}
 		chunk := map[string]any{
 			"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-			"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": fin}},
+			"choices": choices,
 			"p":       "abcdefghijklmnopqrstuvwxyz0123456789",
 		}
 		if usage != nil {

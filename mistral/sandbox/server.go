@@ -175,6 +175,10 @@ type Server struct {
 	reqSeq   atomic.Uint64
 	idPrefix string
 
+	// promptCache holds, per prompt_cache_key, the message contents of
+	// the last chat request that gave it (see cachedTokens).
+	promptCache sync.Map
+
 	faultMu    sync.Mutex
 	faults     []*Fault
 	faultCount atomic.Int32

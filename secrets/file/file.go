@@ -23,7 +23,12 @@
 // partial file.
 //
 // A record file owned by another user is refused with secrets.ErrPermissionDenied
-// (as ssh refuses foreign keys), even when running as root. A missing store
+// (as ssh refuses foreign keys), even when running as root. So is a symlink
+// anywhere below the store's directory (never followed: each path element
+// is opened O_NOFOLLOW relative to its parent), a record that is not a
+// regular file (a FIFO is opened non-blocking, so it cannot hang the
+// daemon), and a directory, the store's own included, that group or others
+// can write (see safeopen.go). A missing store
 // directory (an unmounted volume) and I/O errors are secrets.ErrUnavailable.
 package file
 
@@ -36,6 +41,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -83,6 +89,9 @@ func New(dir string) (*Store, error) {
 	}
 	if !st.IsDir() {
 		return nil, fmt.Errorf("file store: %s is not a directory", abs)
+	}
+	if err := checkRootDir(abs); err != nil {
+		return nil, fmt.Errorf("file store: %w", err)
 	}
 	removeStaleTemps(abs, time.Now().Add(-staleTempAge))
 	return &Store{dir: abs}, nil
@@ -180,7 +189,8 @@ func classify(err error) error {
 	}
 }
 
-// checkRoot reports a vanished store directory as unavailable.
+// checkRoot reports a vanished store directory as unavailable, and one
+// that others can write (changed since New) as refused.
 func (s *Store) checkRoot() error {
 	st, err := os.Stat(s.dir)
 	if err != nil {
@@ -189,20 +199,24 @@ func (s *Store) checkRoot() error {
 	if !st.IsDir() {
 		return fmt.Errorf("file store: %w: %s is not a directory", secrets.ErrUnavailable, s.dir)
 	}
+	if err := checkRootDir(s.dir); err != nil {
+		return fmt.Errorf("file store: %w", err)
+	}
 	return nil
 }
 
-// load reads a record file; (nil, nil) when it does not exist.
-func (s *Store) load(p, name string) (*envelope, error) {
+// load reads a record file (see openRecord); (nil, nil) when it does not
+// exist.
+func (s *Store) load(p string) (*envelope, error) {
 	if err := s.checkRoot(); err != nil {
 		return nil, err
 	}
-	f, err := os.Open(name)
+	f, err := s.openRecord(p)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("file store: reading %s: %w", p, classify(err))
+		return nil, fmt.Errorf("file store: reading %s: %w", p, err)
+	}
+	if f == nil {
+		return nil, nil
 	}
 	defer f.Close()
 	st, err := f.Stat()
@@ -212,9 +226,6 @@ func (s *Store) load(p, name string) (*envelope, error) {
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
 		return nil, fmt.Errorf("file store: %s: %w: the record file is owned by uid %d, not by this process (uid %d)",
 			p, secrets.ErrPermissionDenied, sys.Uid, os.Geteuid())
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("file store: %s: the record file is not a regular file", p)
 	}
 	var env envelope
 	dec := json.NewDecoder(f)
@@ -230,11 +241,10 @@ func (s *Store) Read(ctx context.Context, t secrets.Target) (secrets.Versioned, 
 	if err := ctx.Err(); err != nil {
 		return secrets.Versioned{}, fmt.Errorf("file store: %w", err)
 	}
-	name, err := s.file(t.Path)
-	if err != nil {
-		return secrets.Versioned{}, err
+	if err := ValidatePath(t.Path); err != nil {
+		return secrets.Versioned{}, fmt.Errorf("file store: %w", err)
 	}
-	env, err := s.load(t.Path, name)
+	env, err := s.load(t.Path)
 	if err != nil {
 		return secrets.Versioned{}, err
 	}
@@ -256,11 +266,10 @@ func (s *Store) Describe(ctx context.Context, t secrets.Target) (secrets.Descrip
 	if err := ctx.Err(); err != nil {
 		return secrets.Description{}, fmt.Errorf("file store: %w", err)
 	}
-	name, err := s.file(t.Path)
-	if err != nil {
-		return secrets.Description{}, err
+	if err := ValidatePath(t.Path); err != nil {
+		return secrets.Description{}, fmt.Errorf("file store: %w", err)
 	}
-	env, err := s.load(t.Path, name)
+	env, err := s.load(t.Path)
 	if err != nil || env == nil {
 		return secrets.Description{}, err
 	}
@@ -278,9 +287,8 @@ func (s *Store) Describe(ctx context.Context, t secrets.Target) (secrets.Descrip
 // is req.IfVersion. A retried write whose token and key id match the current
 // version returns that version without writing.
 func (s *Store) Write(ctx context.Context, req secrets.WriteRequest) (secrets.Version, error) {
-	name, err := s.file(req.Target.Path)
-	if err != nil {
-		return "", err
+	if err := ValidatePath(req.Target.Path); err != nil {
+		return "", fmt.Errorf("file store: %w", err)
 	}
 	value, err := secrets.Encode(req.Target.Format, req.Record)
 	if err != nil {
@@ -292,7 +300,7 @@ func (s *Store) Write(ctx context.Context, req secrets.WriteRequest) (secrets.Ve
 	}
 	defer unlock()
 
-	env, err := s.load(req.Target.Path, name)
+	env, err := s.load(req.Target.Path)
 	if err != nil {
 		return "", err
 	}
@@ -322,7 +330,7 @@ func (s *Store) Write(ctx context.Context, req secrets.WriteRequest) (secrets.Ve
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("file store: %w", err)
 	}
-	if err := s.writeAtomic(name, append(data, '\n')); err != nil {
+	if err := s.writeAtomic(req.Target.Path, append(data, '\n')); err != nil {
 		return "", fmt.Errorf("file store: writing %s: %w", req.Target.Path, err)
 	}
 	return version(next), nil
@@ -333,9 +341,9 @@ func (s *Store) lock(ctx context.Context) (func(), error) {
 	if err := s.checkRoot(); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(s.dir, lockName), os.O_RDWR|os.O_CREATE, fileMode)
+	f, err := s.openLock()
 	if err != nil {
-		return nil, fmt.Errorf("file store: opening lock: %w", classify(err))
+		return nil, fmt.Errorf("file store: opening lock: %w", err)
 	}
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
@@ -359,11 +367,12 @@ func (s *Store) lock(ctx context.Context) (func(), error) {
 	}, nil
 }
 
-// writeAtomic replaces name with data: temp file in the same directory,
-// fsync, rename, fsync of the directory. On error nothing is left behind;
-// a crash at any point leaves the old file whole (and at worst a stray temp
-// file, which New removes once it is old).
-func (s *Store) writeAtomic(name string, data []byte) error {
+// writeAtomic replaces the record file of target path p with data: temp
+// file in the same directory, fsync, rename, fsync of the directory, all
+// through the directory's descriptor (openDirs: no symlink followed). On
+// error nothing is left behind; a crash at any point leaves the old file
+// whole (and at worst a stray temp file, which New removes once it is old).
+func (s *Store) writeAtomic(p string, data []byte) error {
 	died := func() error {
 		if s.dies == nil {
 			return nil
@@ -373,22 +382,26 @@ func (s *Store) writeAtomic(name string, data []byte) error {
 	if err := died(); err != nil {
 		return err
 	}
-	dir := filepath.Dir(name)
-	if err := os.MkdirAll(dir, dirMode); err != nil {
-		return classify(err)
+	dirs, base := splitRecord(p)
+	dfd, err := openDirs(s.dir, dirs, true)
+	if err != nil {
+		return err
 	}
+	d := os.NewFile(uintptr(dfd), filepath.Join(s.dir, filepath.FromSlash(path.Dir(p))))
+	defer d.Close()
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
-	tmp := filepath.Join(dir, ".tmp-"+filepath.Base(name)+"-"+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+	tmp := ".tmp-" + base + "-" + hex.EncodeToString(rnd[:])
+	fd, err := syscall.Openat(dfd, tmp, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, fileMode)
 	if err != nil {
-		return classify(err)
+		return classify(&os.PathError{Op: "create", Path: tmp, Err: err})
 	}
+	f := os.NewFile(uintptr(fd), tmp)
 	ok := false
 	defer func() {
 		if !ok {
 			f.Close()
-			os.Remove(tmp)
+			syscall.Unlinkat(dfd, tmp)
 		}
 	}()
 	if err := died(); err != nil { // killed with an empty temp file
@@ -409,20 +422,12 @@ func (s *Store) writeAtomic(name string, data []byte) error {
 		ok = true
 		return err
 	}
-	if err := os.Rename(tmp, name); err != nil {
-		return classify(err)
+	if err := syscall.Renameat(dfd, tmp, dfd, base); err != nil {
+		return classify(&os.LinkError{Op: "rename", Old: tmp, New: base, Err: err})
 	}
 	ok = true
 	if err := died(); err != nil { // killed after the rename, before the directory's fsync
 		return err
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return classify(err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return classify(err)
-	}
-	return nil
+	return classify(d.Sync())
 }

@@ -27,5 +27,8 @@ func OpenExisting(dir string) (*Store, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("file store: %s is not a directory", abs)
 	}
+	if err := checkRootDir(abs); err != nil {
+		return nil, fmt.Errorf("file store: %w", err)
+	}
 	return &Store{dir: abs}, nil
 }

@@ -19,12 +19,12 @@ import (
 
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/scheduler"
-	"github.com/mrbacd/mrbacd/state"
+	"github.com/mrbacd/mrbacd/journal"
 )
 
 // testBackend is a small real backend: a scheduler over a real journal.
 type testBackend struct {
-	db    *state.DB
+	db    *journal.DB
 	sched *scheduler.Scheduler
 	mu    sync.Mutex
 	// reloadErr, when set, makes Reload refuse the config.
@@ -67,7 +67,7 @@ func (b *testBackend) RunJob(ctx context.Context, job string, req jobs.Request, 
 }
 
 func (b *testBackend) Runs(ctx context.Context, limit int) ([]Run, error) {
-	rs, err := b.db.Runs(ctx, state.RunFilter{Limit: limit})
+	rs, err := b.db.Runs(ctx, journal.RunFilter{Limit: limit})
 	var out []Run
 	for _, r := range rs {
 		out = append(out, Run{ID: r.ID, Job: r.Job, Trigger: r.Trigger, Status: r.Status, Error: r.Error, Args: r.Args})
@@ -77,7 +77,7 @@ func (b *testBackend) Runs(ctx context.Context, limit int) ([]Run, error) {
 
 func (b *testBackend) Run(ctx context.Context, id int64) (Run, error) {
 	r, err := b.db.GetRun(ctx, id)
-	if errors.Is(err, state.ErrNotFound) {
+	if errors.Is(err, journal.ErrNotFound) {
 		return Run{}, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	return Run{ID: r.ID, Job: r.Job, Trigger: r.Trigger, Status: r.Status, Error: r.Error, Args: r.Args}, err
@@ -97,7 +97,7 @@ func (b *testBackend) Reload(ctx context.Context) (Reload, error) {
 
 func newBackend(t *testing.T) (*testBackend, chan struct{}) {
 	t.Helper()
-	db, err := state.Open(context.Background(), filepath.Join(t.TempDir(), "state.db"))
+	db, err := journal.Open(context.Background(), filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/mrbacd/mrbacd/admin"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/scheduler"
-	"github.com/mrbacd/mrbacd/state"
+	"github.com/mrbacd/mrbacd/journal"
 )
 
 // backend answers the admin socket from the daemon's scheduler and journal.
@@ -110,7 +110,7 @@ func (b backend) jobNames() []string {
 
 // Runs implements admin.Backend.
 func (b backend) Runs(ctx context.Context, limit int) ([]admin.Run, error) {
-	rs, err := b.d.db.Runs(ctx, state.RunFilter{Limit: limit})
+	rs, err := b.d.db.Runs(ctx, journal.RunFilter{Limit: limit})
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +124,7 @@ func (b backend) Runs(ctx context.Context, limit int) ([]admin.Run, error) {
 // Run implements admin.Backend.
 func (b backend) Run(ctx context.Context, id int64) (admin.Run, error) {
 	r, err := b.d.db.GetRun(ctx, id)
-	if errors.Is(err, state.ErrNotFound) {
+	if errors.Is(err, journal.ErrNotFound) {
 		return admin.Run{}, fmt.Errorf("%w: %w", admin.ErrNotFound, err)
 	}
 	if err != nil {
@@ -139,7 +139,7 @@ func (b backend) Reload(ctx context.Context) (admin.Reload, error) {
 }
 
 // toRun converts a journaled run; its summary is the JSON of a jobs.Result.
-func toRun(r state.Run) admin.Run {
+func toRun(r journal.Run) admin.Run {
 	out := admin.Run{ID: r.ID, Job: r.Job, Trigger: r.Trigger, Args: r.Args, Status: r.Status, Error: r.Error, StartedAt: r.StartedAt}
 	if !r.FinishedAt.IsZero() {
 		f := r.FinishedAt

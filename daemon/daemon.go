@@ -27,8 +27,8 @@ import (
 	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/scheduler"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/metrics"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // TriggerResume is the trigger of the run that resumes rotations in flight at start.
@@ -64,7 +64,7 @@ type Service struct {
 // Env is what Build and Services receive.
 type Env struct {
 	Config  *config.Config
-	Journal *state.DB
+	Journal journal.Journal
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
 }
@@ -92,13 +92,16 @@ type Options struct {
 	Now func() time.Time
 	// Load reads a config; default config.Load.
 	Load func(path string) (*config.Config, error)
+	// OpenJournal opens the journal a config names; default the SQLite
+	// file at state.path (journal.Open).
+	OpenJournal func(ctx context.Context, cfg *config.Config) (journal.Journal, error)
 }
 
 // Daemon is a running mrbacd.
 type Daemon struct {
 	opts    Options
 	log     *slog.Logger
-	db      *state.DB
+	db      journal.Journal
 	metrics *metrics.Metrics
 	sched   *scheduler.Scheduler
 	admin   *admin.Server
@@ -142,6 +145,9 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	if opts.Load == nil {
 		opts.Load = config.Load
 	}
+	if opts.OpenJournal == nil {
+		opts.OpenJournal = OpenSQLite
+	}
 	cfg, err := opts.Load(opts.ConfigPath)
 	if err != nil {
 		return nil, err
@@ -176,7 +182,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	}
 	closers = append(closers, func() { d.admin.Shutdown(context.Background()) })
 
-	d.db, err = state.Open(ctx, cfg.State.Path)
+	d.db, err = opts.OpenJournal(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
@@ -431,7 +437,16 @@ func (d *Daemon) Config() *config.Config {
 func (d *Daemon) Scheduler() *scheduler.Scheduler { return d.sched }
 
 // Journal returns the journal.
-func (d *Daemon) Journal() *state.DB { return d.db }
+func (d *Daemon) Journal() journal.Journal { return d.db }
+
+// OpenSQLite opens the SQLite journal at the config's state.path.
+func OpenSQLite(ctx context.Context, cfg *config.Config) (journal.Journal, error) {
+	db, err := journal.Open(ctx, cfg.State.Path)
+	if err != nil {
+		return nil, err // a nil *journal.DB must not become a non-nil Journal
+	}
+	return db, nil
+}
 
 func (d *Daemon) onFinish(ctx context.Context, f scheduler.Finished) {
 	d.metrics.ObserveRun(f.Job, f.Status, f.Duration)

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mrbacd/mrbacd/state"
+	"github.com/mrbacd/mrbacd/journal"
 )
 
 // Message builders: jobs pass plain data, get a Notification with a stable
@@ -22,11 +22,11 @@ const DefaultTop = 10
 // AuditDigest is one audit run's outcome, for AuditDigestMessage.
 type AuditDigest struct {
 	At         time.Time
-	Scope      string // findings scope given to state.SyncFindings (default "audit")
+	Scope      string // findings scope given to journal.SyncFindings (default "audit")
 	Workspaces int    // workspaces scanned
 	Keys       int    // keys scanned
-	// Delta is state.SyncFindings's answer: what is new, persisting, resolved.
-	Delta state.FindingsDelta
+	// Delta is journal.SyncFindings's answer: what is new, persisting, resolved.
+	Delta journal.FindingsDelta
 	// Revoked lists keys revoked by revoke_unused ("name (key_id)").
 	Revoked []string
 	DryRun  bool
@@ -141,8 +141,8 @@ func AuditDigestMessage(d AuditDigest) Notification {
 
 var severityRank = map[string]int{"critical": 0, "warning": 1, "info": 2}
 
-func sortedFindings(in []state.Finding) []state.Finding {
-	fs := append([]state.Finding(nil), in...)
+func sortedFindings(in []journal.Finding) []journal.Finding {
+	fs := append([]journal.Finding(nil), in...)
 	sort.SliceStable(fs, func(i, j int) bool {
 		ri, okI := severityRank[fs[i].Severity]
 		rj, okJ := severityRank[fs[j].Severity]
@@ -163,7 +163,7 @@ func sortedFindings(in []state.Finding) []state.Finding {
 	return fs
 }
 
-func findingLines(fs []state.Finding, top int) []string {
+func findingLines(fs []journal.Finding, top int) []string {
 	var lines []string
 	for i, f := range fs {
 		if i == top {
@@ -183,7 +183,7 @@ func findingLines(fs []state.Finding, top int) []string {
 }
 
 // FindingResolvedMessage announces, once, that a reported finding is gone.
-func FindingResolvedMessage(scope string, f state.Finding) Notification {
+func FindingResolvedMessage(scope string, f journal.Finding) Notification {
 	n := Notification{
 		Kind: KindFindingResolved, Severity: Info,
 		Title:  fmt.Sprintf("Resolved: %s %s", f.Kind, f.Subject),

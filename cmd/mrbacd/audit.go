@@ -12,10 +12,10 @@ import (
 	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/audit"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/notify"
 	"github.com/mrbacd/mrbacd/secrets"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 func init() {
@@ -25,13 +25,13 @@ func init() {
 // newAuditJob wires the audit job: the platform, the stores' records, the
 // journal (findings already reported) and the outbox its digest goes to
 // (nil: no notification). A nil journal leaves Job.Journal nil (a nil
-// *state.DB must not become a non-nil interface).
-func newAuditJob(cfg *config.Config, platform *mistral.Client, stores map[string]secrets.Store, journal *state.DB,
+// *journal.DB must not become a non-nil interface).
+func newAuditJob(cfg *config.Config, platform *mistral.Client, stores map[string]secrets.Store, jr journal.Journal,
 	outbox *notify.Outbox, logger *slog.Logger) *audit.Job {
 	j := &audit.Job{Config: cfg, Platform: platform, Logger: logger,
 		Records: audit.StoreRecords{Stores: stores, Target: storeTarget}}
-	if journal != nil {
-		j.Journal = journal
+	if jr != nil {
+		j.Journal = jr
 	}
 	if outbox != nil {
 		j.Notifier = audit.OutboxNotifier{Outbox: outbox}
@@ -118,7 +118,7 @@ type oneShotDeps struct {
 	log      *slog.Logger
 	platform *mistral.Client
 	stores   map[string]secrets.Store
-	journal  *state.DB
+	journal  journal.Journal
 	// journal is read-only in a dry run (nil when none exists yet); outbox
 	// is nil in a dry run.
 	outbox *notify.Outbox
@@ -166,12 +166,18 @@ func oneShot(ctx context.Context, env *cmdEnv, s oneShotSpec) int {
 	}
 	if s.dryRun {
 		// Read-only, and only if it exists: a dry run records nothing.
-		d.journal, err = state.OpenReadOnly(ctx, cfg.State.Path)
-		if errors.Is(err, state.ErrNoJournal) {
-			d.journal, err = nil, nil
+		var db *journal.DB
+		db, err = journal.OpenReadOnly(ctx, cfg.State.Path)
+		if errors.Is(err, journal.ErrNoJournal) {
+			err = nil
+		} else if err == nil {
+			d.journal = db
 		}
 	} else {
-		d.journal, err = openJournal(ctx, cfg)
+		var db *journal.DB
+		if db, err = openJournal(ctx, cfg); err == nil {
+			d.journal = db
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(env.stderr, "mrbacd %s: %v\n", s.name, err)
@@ -203,14 +209,14 @@ func oneShot(ctx context.Context, env *cmdEnv, s oneShotSpec) int {
 	}
 	res, runErr := s.build(d).Run(ctx, jobs.Request{RunID: runID, Trigger: "cli", DryRun: s.dryRun})
 	if runID != 0 {
-		status, errMsg := state.RunOK, ""
+		status, errMsg := journal.RunOK, ""
 		switch {
 		case runErr != nil && ctx.Err() != nil:
-			status, errMsg = state.RunCanceled, runErr.Error()
+			status, errMsg = journal.RunCanceled, runErr.Error()
 		case runErr != nil:
-			status, errMsg = state.RunFailed, runErr.Error()
+			status, errMsg = journal.RunFailed, runErr.Error()
 		case res.Failed:
-			status = state.RunFailed
+			status = journal.RunFailed
 		}
 		// The run's outcome must be recorded even if ctx was canceled.
 		if err := d.journal.FinishRun(context.WithoutCancel(ctx), runID, status, errMsg, res.Summary); err != nil {

@@ -10,9 +10,9 @@ import (
 	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/budget"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/notify"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 func init() {
@@ -21,10 +21,10 @@ func init() {
 
 // newBudgetJob wires the budget job: the platform, the journal (once-marks)
 // and the outbox its alerts go to (nil: no notification).
-func newBudgetJob(cfg *config.Config, platform *mistral.Client, journal *state.DB, outbox *notify.Outbox, logger *slog.Logger) *budget.Job {
+func newBudgetJob(cfg *config.Config, platform *mistral.Client, jr journal.Journal, outbox *notify.Outbox, logger *slog.Logger) *budget.Job {
 	j := &budget.Job{Config: cfg, Platform: platform, Logger: logger}
-	if journal != nil { // a nil *state.DB must not become a non-nil Journal
-		j.Journal = journal
+	if jr != nil {
+		j.Journal = jr
 	}
 	if outbox != nil {
 		j.Notifier = budget.OutboxNotifier{Outbox: outbox}

@@ -22,10 +22,10 @@ import (
 	"github.com/mrbacd/mrbacd/jobs/audit"
 	"github.com/mrbacd/mrbacd/jobs/budget"
 	"github.com/mrbacd/mrbacd/jobs/rotate"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 	"github.com/mrbacd/mrbacd/notify"
 	"github.com/mrbacd/mrbacd/secrets"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // demoData holds the demo's embedded defaults: the config template and the
@@ -342,7 +342,7 @@ type demoDriver struct {
 	sb      *sandbox.Server
 	cfg     *config.Config
 	stores  map[string]secrets.Store
-	journal *state.DB
+	journal *journal.DB
 	outbox  *notify.Outbox
 	notes   *rotationNotes
 	// eventSeq is the last sandbox event already narrated.
@@ -366,12 +366,12 @@ func (d *demoDriver) step(name, job, title, equivalent string, fn func(jobs.Requ
 	}
 	req.RunID = runID
 	res, runErr := fn(req)
-	status, msg := state.RunOK, ""
+	status, msg := journal.RunOK, ""
 	switch {
 	case runErr != nil:
-		status, msg = state.RunFailed, runErr.Error()
+		status, msg = journal.RunFailed, runErr.Error()
 	case res.Failed:
-		status = state.RunFailed
+		status = journal.RunFailed
 	}
 	if err := d.journal.FinishRun(context.WithoutCancel(d.ctx), runID, status, msg, res.Summary); err != nil {
 		fmt.Fprintf(d.env.stderr, "mrbacd demo: recording the end of run %d: %v\n", runID, err)

@@ -14,7 +14,6 @@ import (
 	"github.com/mrbacd/mrbacd/jobs/rotate"
 	"github.com/mrbacd/mrbacd/notify"
 	"github.com/mrbacd/mrbacd/notify/slack"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // oneShotFlushTimeout bounds how long a one-shot command (audit, budget)
@@ -39,8 +38,8 @@ func newNotifier(_ context.Context, cfg *config.Config, env *cmdEnv, logger *slo
 
 // newOutbox returns the durable outbox over the journal, delivering through
 // sender.
-func newOutbox(journal *state.DB, sender notify.Sender, logger *slog.Logger) *notify.Outbox {
-	return notify.NewOutbox(journal, sender, notify.OutboxOptions{Logger: logger})
+func newOutbox(jr notify.Journal, sender notify.Sender, logger *slog.Logger) *notify.Outbox {
+	return notify.NewOutbox(jr, sender, notify.OutboxOptions{Logger: logger})
 }
 
 // flushNotifications delivers what a one-shot command queued, within

@@ -19,10 +19,10 @@ import (
 	"github.com/mrbacd/mrbacd/jobs/audit"
 	"github.com/mrbacd/mrbacd/jobs/budget"
 	"github.com/mrbacd/mrbacd/jobs/rotate"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/secrets"
 	"github.com/mrbacd/mrbacd/secrets/file"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 func init() {
@@ -114,9 +114,9 @@ func runPlan(ctx context.Context, env *cmdEnv, args []string) int {
 	defer closeStores()
 	rep := planReport{Journal: "none yet"}
 	deps := rotate.Deps{Platform: platform, Stores: stores, Logger: log}
-	db, err := state.OpenReadOnly(ctx, cfg.State.Path)
+	db, err := journal.OpenReadOnly(ctx, cfg.State.Path)
 	switch {
-	case errors.Is(err, state.ErrNoJournal):
+	case errors.Is(err, journal.ErrNoJournal):
 		db = nil
 	case err != nil:
 		fmt.Fprintf(env.stderr, "mrbacd plan: %v\n", err)
@@ -227,7 +227,7 @@ var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month 
 
 // planSchedules returns each job's schedule, next fire after now and last
 // journaled fire (db may be nil).
-func planSchedules(ctx context.Context, cfg *config.Config, db *state.DB, now time.Time) ([]planSchedule, error) {
+func planSchedules(ctx context.Context, cfg *config.Config, db *journal.DB, now time.Time) ([]planSchedule, error) {
 	tz := cfg.Jobs.Timezone
 	if tz == "" {
 		tz = "UTC"
@@ -277,7 +277,7 @@ func planSchedules(ctx context.Context, cfg *config.Config, db *state.DB, now ti
 // notifier; db (read-only, may be nil) only tells rotations in flight and
 // which findings are already open.
 func planAuditRun(ctx context.Context, cfg *config.Config, client *mistral.Client, stores map[string]secrets.Store,
-	db *state.DB, log *slog.Logger) planAudit {
+	db *journal.DB, log *slog.Logger) planAudit {
 	j := newAuditJob(cfg, client, stores, db, nil, log)
 	res, err := j.Run(ctx, jobs.Request{Trigger: "plan", DryRun: true})
 	if err != nil {
@@ -317,7 +317,7 @@ func planAuditRun(ctx context.Context, cfg *config.Config, client *mistral.Clien
 // planBudgetRun runs the budget poll as a dry run (nothing queued, no
 // once-mark) and tells, from the read-only journal, which alerts were sent
 // already this month.
-func planBudgetRun(ctx context.Context, cfg *config.Config, client *mistral.Client, db *state.DB, log *slog.Logger) planBudget {
+func planBudgetRun(ctx context.Context, cfg *config.Config, client *mistral.Client, db *journal.DB, log *slog.Logger) planBudget {
 	j := newBudgetJob(cfg, client, nil, nil, log)
 	res, err := j.Run(ctx, jobs.Request{Trigger: "plan", DryRun: true})
 	if err != nil {

@@ -14,8 +14,8 @@ import (
 	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/rotate"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/notify"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 func init() {
@@ -67,17 +67,17 @@ func runRotate(ctx context.Context, env *cmdEnv, args []string) int {
 		return exitFailed
 	}
 	defer closeStores()
-	var journal *state.DB
+	var jdb *journal.DB
 	if !*dryRun || journalExists(cfg) {
-		if journal, err = openJournal(ctx, cfg); err != nil {
+		if jdb, err = openJournal(ctx, cfg); err != nil {
 			fmt.Fprintf(env.stderr, "mrbacd rotate: %v\n", err)
 			return exitFailed
 		}
-		defer journal.Close()
+		defer jdb.Close()
 	}
 	deps := rotate.Deps{Platform: platform, Stores: stores, Logger: log}
-	if journal != nil {
-		deps.Journal = journal
+	if jdb != nil {
+		deps.Journal = jdb
 	}
 	// Notifications: a digest of the rotations done and one message per
 	// failure, queued in the journal's outbox and delivered before exiting
@@ -95,7 +95,7 @@ func runRotate(ctx context.Context, env *cmdEnv, args []string) int {
 			fmt.Fprintf(env.stderr, "mrbacd rotate: %v\n", err)
 			return exitUsage
 		}
-		outbox = newOutbox(journal, sender, log)
+		outbox = newOutbox(jdb, sender, log)
 		deps.Notifier = notes
 	}
 	engine, err := rotate.New(deps, rotate.OptionsFromConfig(cfg), rotate.KeysFromConfig(cfg))
@@ -108,27 +108,27 @@ func runRotate(ctx context.Context, env *cmdEnv, args []string) int {
 	if !*dryRun {
 		// Record the run; a journal that refuses it is reported, not fatal.
 		argLine := strings.Join(args, " ")
-		if runID, err = journal.StartRun(ctx, jobs.Rotate, "cli", argLine); err != nil {
+		if runID, err = jdb.StartRun(ctx, jobs.Rotate, "cli", argLine); err != nil {
 			log.Warn("recording the run in the journal failed", "err", err)
 		}
 		req.RunID = runID
 	}
 	res, runErr := engine.Run(ctx, req)
 	if runID != 0 {
-		status, msg := state.RunOK, ""
+		status, msg := journal.RunOK, ""
 		switch {
 		case runErr != nil && ctx.Err() != nil:
-			status, msg = state.RunCanceled, runErr.Error()
+			status, msg = journal.RunCanceled, runErr.Error()
 		case runErr != nil:
-			status, msg = state.RunFailed, runErr.Error()
+			status, msg = journal.RunFailed, runErr.Error()
 		case ctx.Err() != nil:
-			status = state.RunCanceled
+			status = journal.RunCanceled
 		case res.Failed:
-			status = state.RunFailed
+			status = journal.RunFailed
 		}
 		summary, _ := json.Marshal(res)
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		if err := journal.FinishRun(fctx, runID, status, msg, string(summary)); err != nil {
+		if err := jdb.FinishRun(fctx, runID, status, msg, string(summary)); err != nil {
 			log.Warn("recording the run's end in the journal failed", "run_id", runID, "err", err)
 		}
 		cancel()

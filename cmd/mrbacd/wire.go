@@ -11,12 +11,12 @@ import (
 	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/daemon"
 	"github.com/mrbacd/mrbacd/jobs/rotate"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/secrets"
 	"github.com/mrbacd/mrbacd/secrets/awssm"
 	"github.com/mrbacd/mrbacd/secrets/file"
 	"github.com/mrbacd/mrbacd/secrets/vault"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // Shared wiring of the subcommands: config, logger, platform client, stores
@@ -177,8 +177,8 @@ func vaultAuth(a config.VaultAuth) (vault.AuthOptions, error) {
 }
 
 // openJournal opens (creating if needed) the journal at state.path.
-func openJournal(ctx context.Context, cfg *config.Config) (*state.DB, error) {
-	db, err := state.Open(ctx, cfg.State.Path)
+func openJournal(ctx context.Context, cfg *config.Config) (*journal.DB, error) {
+	db, err := journal.Open(ctx, cfg.State.Path)
 	if err != nil {
 		return nil, err
 	}

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/jobs"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/secrets"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // Deps are the engine's collaborators.
@@ -81,7 +81,7 @@ type KeyReport struct {
 	Error    string `json:"error,omitempty"`
 }
 
-// Journal step names (state.Rotation.Step).
+// Journal step names (journal.Rotation.Step).
 const (
 	StepBegin    = "begin"
 	StepCreate   = "create"
@@ -276,7 +276,7 @@ func (e *Engine) newRun(ctx context.Context, req jobs.Request) *run {
 type task struct {
 	spec    KeySpec
 	known   bool // spec comes from the config
-	rot     state.Rotation
+	rot     journal.Rotation
 	begun   bool // rot is journaled
 	recover bool // resumed before publish: reconcile with the store first
 	claimed bool // this engine works on the key (in-process exclusion)
@@ -302,7 +302,7 @@ func (r *run) checkTask(k KeySpec) *task {
 	return t
 }
 
-func (r *run) resumeTask(rot state.Rotation) *task {
+func (r *run) resumeTask(rot journal.Rotation) *task {
 	spec, known := r.e.byKey[rot.KeyName]
 	t := &task{spec: spec, known: known, rot: rot, begun: true, recover: true,
 		bootstrap: rot.OldKeyID == "",
@@ -385,7 +385,7 @@ func (r *run) advance(t *task) (time.Time, bool) {
 			next = r.check(t) // claims the key when it is due
 		case !t.claimed:
 			next = r.e.claim(t) && r.reloadResumed(t)
-		case t.rot.Status != state.StatusInFlight:
+		case t.rot.Status != journal.StatusInFlight:
 			return time.Time{}, true
 		case t.rot.Step == StepAbort:
 			next = r.abort(t, errors.New(t.rot.Error))
@@ -452,7 +452,7 @@ func (r *run) interrupted(t *task, err error) {
 	}
 	t.rep.Outcome = OutcomeInterrupted
 	t.rep.Step = t.rot.Step
-	t.rep.InFlight = t.begun && t.rot.Status == state.StatusInFlight
+	t.rep.InFlight = t.begun && t.rot.Status == journal.StatusInFlight
 	t.rep.Error = err.Error()
 	t.log.Warn("rotation interrupted; it stays journaled and resumes next start", "step", t.rot.Step, "err", err)
 }
@@ -479,7 +479,7 @@ func (r *run) fail(t *task, err error, inFlight bool) {
 	t.rep.Step = t.rot.Step
 	t.rep.InFlight = inFlight && t.begun
 	t.fillIDs()
-	if t.begun && inFlight && t.rot.Status == state.StatusInFlight && t.known {
+	if t.begun && inFlight && t.rot.Status == journal.StatusInFlight && t.known {
 		t.rot.Error = msg
 		if jerr := r.journal(t); jerr != nil {
 			t.log.Error("journal the failure", "err", jerr)

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/secrets"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // Each step returns true to go on with the task's next step, false when the
@@ -40,8 +40,8 @@ func (r *run) check(t *task) bool {
 	}
 	id := randHex(8)
 	now := r.e.now().UTC()
-	t.rot = state.Rotation{
-		ID: id, KeyName: t.spec.Name, Step: StepBegin, Status: state.StatusInFlight,
+	t.rot = journal.Rotation{
+		ID: id, KeyName: t.spec.Name, Step: StepBegin, Status: journal.StatusInFlight,
 		OldKeyID:   cur.KeyID,
 		NewKeyName: fmt.Sprintf("%s-%s-%s", t.spec.Name, now.Format("20060102"), id[:8]),
 		Trigger:    r.req.Trigger,
@@ -49,7 +49,7 @@ func (r *run) check(t *task) bool {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), 15*time.Second)
 	err := r.e.d.Journal.BeginRotation(ctx, t.rot)
 	cancel()
-	if errors.Is(err, state.ErrRotationInFlight) {
+	if errors.Is(err, journal.ErrRotationInFlight) {
 		t.rep.Outcome = OutcomeBusy
 		t.rep.Reason = "another process began a rotation of this key"
 		return false
@@ -81,7 +81,7 @@ func (r *run) reloadResumed(t *task) bool {
 		r.fail(t, fmt.Errorf("journal: %w", err), true)
 		return false
 	}
-	if rot.Status != state.StatusInFlight {
+	if rot.Status != journal.StatusInFlight {
 		t.rot = rot
 		t.rep.Outcome = OutcomeBusy
 		t.rep.Reason = "another process finished this rotation"
@@ -306,9 +306,9 @@ func (r *run) revoke(t *task) bool {
 			t.log.Warn("deleted a stray copy of the new key", "step", StepDone, "key_id", k.KeyID)
 		}
 	}
-	t.rot.Step, t.rot.Status, t.rot.Error = StepDone, state.StatusDone, ""
+	t.rot.Step, t.rot.Status, t.rot.Error = StepDone, journal.StatusDone, ""
 	if err := r.journal(t); err != nil {
-		t.rot.Status = state.StatusInFlight
+		t.rot.Status = journal.StatusInFlight
 		r.fail(t, err, true)
 		return false
 	}
@@ -374,9 +374,9 @@ func (r *run) abort(t *task, cause error) bool {
 
 // finishFailed journals the rotation failed (no longer in flight) and reports it.
 func (r *run) finishFailed(t *task, cause error) bool {
-	t.rot.Status, t.rot.Error = state.StatusFailed, cause.Error()
+	t.rot.Status, t.rot.Error = journal.StatusFailed, cause.Error()
 	if err := r.journal(t); err != nil {
-		t.rot.Status = state.StatusInFlight
+		t.rot.Status = journal.StatusInFlight
 		r.fail(t, fmt.Errorf("%w (after: %s)", err, cause), true)
 		return false
 	}

@@ -60,7 +60,7 @@ const (
 	TriggerCatchUp = "catch-up"
 )
 
-// Journal is what the scheduler needs from the journal (package state).
+// Journal is what the scheduler needs from the journal (package journal).
 type Journal interface {
 	StartRun(ctx context.Context, job, trigger, args string) (int64, error)
 	FinishRun(ctx context.Context, id int64, status, errMsg, summary string) error

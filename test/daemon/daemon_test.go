@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/admin"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/secrets"
 	"github.com/mrbacd/mrbacd/secrets/file"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // storedKey reads a managed key's record from the file store.
@@ -30,9 +30,9 @@ func (e *env) storedKey(name string) secrets.Versioned {
 	return v
 }
 
-func (e *env) journal() *state.DB {
+func (e *env) journal() *journal.DB {
 	e.t.Helper()
-	db, err := state.Open(context.Background(), filepath.Join(e.dir, "state.db"))
+	db, err := journal.Open(context.Background(), filepath.Join(e.dir, "state.db"))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -304,7 +304,7 @@ func TestSIGTERMMidRotationResumesNextStart(t *testing.T) {
 		t.Fatalf("run rotate: %+v", r)
 	}
 	db := e.journal()
-	var inflight []state.Rotation
+	var inflight []journal.Rotation
 	waitFor(t, 10*time.Second, "the rotation to reach its propagation wait", func() bool {
 		var err error
 		inflight, err = db.InFlightRotations(context.Background())

@@ -1,4 +1,4 @@
-// Package state is mrbacd's embedded journal: one SQLite file (modernc.org/sqlite,
+// Package journal is mrbacd's embedded journal: one SQLite file (modernc.org/sqlite,
 // pure Go) in WAL mode that survives crashes and may be shared by two processes
 // (the daemon and a one-shot command, or two daemons).
 //
@@ -63,4 +63,4 @@
 // with busy_timeout avoids the SQLITE_BUSY deadlock of upgrading a read
 // transaction; readers never block in WAL mode. synchronous=FULL: a commit that
 // returned survives power loss, which the rotation protocol relies on.
-package state
+package journal

@@ -1,4 +1,4 @@
-package state
+package journal
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 )
 
 // ErrNoJournal: OpenReadOnly found no journal file at the path.
-var ErrNoJournal = errors.New("state: no journal")
+var ErrNoJournal = errors.New("journal: no journal")
 
 // OpenReadOnly opens an existing journal for reading only, for commands that
 // must change nothing (mrbacd plan). It creates no file or directory and

@@ -1,4 +1,4 @@
-package state
+package journal
 
 import (
 	"context"
@@ -16,11 +16,11 @@ import (
 // Errors callers branch on.
 var (
 	// ErrNotFound: no row with that id.
-	ErrNotFound = errors.New("state: not found")
+	ErrNotFound = errors.New("journal: not found")
 	// ErrRotationInFlight: the key already has an in-flight rotation.
-	ErrRotationInFlight = errors.New("state: rotation already in flight for this key")
+	ErrRotationInFlight = errors.New("journal: rotation already in flight for this key")
 	// ErrInvalid: an argument the journal refuses (empty id, unknown status...).
-	ErrInvalid = errors.New("state: invalid argument")
+	ErrInvalid = errors.New("journal: invalid argument")
 )
 
 // busyTimeout is how long a statement waits for another connection or

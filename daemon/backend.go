@@ -138,26 +138,23 @@ func (b backend) Reload(ctx context.Context) (admin.Reload, error) {
 	return b.d.Reload(ctx, admin.ReloadTrigger(ctx))
 }
 
-// toRun converts a journaled run; its summary is the JSON of a jobs.Result.
+// toRun converts a journaled run; its summary is the JSON of a jobs.Result
+// (scheduler.Once and the scheduler both record it so).
 func toRun(r journal.Run) admin.Run {
 	out := admin.Run{ID: r.ID, Job: r.Job, Trigger: r.Trigger, Args: r.Args, Status: r.Status, Error: r.Error, StartedAt: r.StartedAt}
 	if !r.FinishedAt.IsZero() {
 		f := r.FinishedAt
 		out.FinishedAt = &f
 	}
-	if r.Summary != "" {
-		var res struct {
-			Failed  bool            `json:"failed"`
-			Summary string          `json:"summary"`
-			Details json.RawMessage `json:"details"`
-		}
-		if err := json.Unmarshal([]byte(r.Summary), &res); err == nil {
-			out.Failed, out.Summary = res.Failed, res.Summary
-			if len(res.Details) > 0 && string(res.Details) != "null" {
-				out.Details = res.Details
-			}
-		} else {
-			out.Summary = r.Summary
+	var res struct {
+		Failed  bool            `json:"failed"`
+		Summary string          `json:"summary"`
+		Details json.RawMessage `json:"details"`
+	}
+	if r.Summary != "" && json.Unmarshal([]byte(r.Summary), &res) == nil {
+		out.Failed, out.Summary = res.Failed, res.Summary
+		if len(res.Details) > 0 && string(res.Details) != "null" {
+			out.Details = res.Details
 		}
 	}
 	out.Failed = out.Failed || (r.Status != scheduler.StatusOK && r.Status != scheduler.StatusRunning)

@@ -262,37 +262,23 @@ func closeComps(log *slog.Logger, c *Components) {
 
 // jobsFor returns the scheduler's jobs for cfg and comps.
 func (d *Daemon) jobsFor(cfg *config.Config, comps *Components) (*time.Location, []scheduler.Job, error) {
-	tz := cfg.Jobs.Timezone
-	if tz == "" {
-		tz = "UTC"
-	}
-	loc, err := time.LoadLocation(tz)
+	table, err := cfg.Jobs.Table()
 	if err != nil {
-		return nil, nil, fmt.Errorf("jobs.timezone %q: %w", tz, err)
-	}
-	specs := []struct {
-		name     string
-		schedule string
-		timeout  time.Duration
-		disabled bool
-	}{
-		{jobs.Rotate, cfg.Jobs.Rotate.Schedule, cfg.Jobs.Rotate.Timeout.D(), cfg.Jobs.Rotate.Disabled},
-		{jobs.Audit, cfg.Jobs.Audit.Schedule, cfg.Jobs.Audit.Timeout.D(), cfg.Jobs.Audit.Disabled},
-		{jobs.Budget, cfg.Jobs.Budget.Schedule, cfg.Jobs.Budget.Timeout.D(), cfg.Jobs.Budget.Disabled},
+		return nil, nil, err
 	}
 	var out []scheduler.Job
-	for _, s := range specs {
-		r := comps.Runners[s.name]
+	for _, s := range table.Specs {
+		r := comps.Runners[s.Name]
 		if r == nil {
-			d.log.Warn("job has no runner; not scheduled", "job", s.name)
+			d.log.Warn("job has no runner; not scheduled", "job", s.Name)
 			continue
 		}
-		if s.name == jobs.Rotate && comps.Resume != nil {
+		if s.Name == jobs.Rotate && comps.Resume != nil {
 			r = resumeOr(comps.Resume, r)
 		}
-		out = append(out, scheduler.Job{Name: s.name, Schedule: s.schedule, Timeout: s.timeout, Disabled: s.disabled, Runner: r})
+		out = append(out, scheduler.Job{Name: s.Name, Schedule: s.Schedule, Timeout: s.Timeout, Disabled: s.Disabled, Runner: r})
 	}
-	return loc, out, nil
+	return table.Location, out, nil
 }
 
 // resumeOr runs resume for the start-up resume run and run otherwise, so a

@@ -4,32 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"text/tabwriter"
 
-	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/budget"
-	"github.com/mrbacd/mrbacd/journal"
-	"github.com/mrbacd/mrbacd/mistral"
-	"github.com/mrbacd/mrbacd/notify"
 )
 
 func init() {
 	register(&command{name: "budget", summary: "poll this month's spend per workspace once against the budgets", run: runBudget})
-}
-
-// newBudgetJob wires the budget job: the platform, the journal (once-marks)
-// and the outbox its alerts go to (nil: no notification).
-func newBudgetJob(cfg *config.Config, platform *mistral.Client, jr journal.Journal, outbox *notify.Outbox, logger *slog.Logger) *budget.Job {
-	j := &budget.Job{Config: cfg, Platform: platform, Logger: logger}
-	if jr != nil {
-		j.Journal = jr
-	}
-	if outbox != nil {
-		j.Notifier = budget.OutboxNotifier{Outbox: outbox}
-	}
-	return j
 }
 
 // runBudget is `mrbacd budget --config FILE [--json]`: one poll in the
@@ -42,9 +24,6 @@ func runBudget(ctx context.Context, env *cmdEnv, args []string) int {
 		return code
 	}
 	spec.noStores = true
-	spec.build = func(d oneShotDeps) jobs.Runner {
-		return newBudgetJob(d.cfg, d.platform, d.journal, d.outbox, d.log)
-	}
 	spec.print = func(w io.Writer, res jobs.Result) {
 		if rep, ok := res.Details.(*budget.Report); ok {
 			printBudgetReport(w, rep)

@@ -400,11 +400,11 @@ func TestSetJobsRejects(t *testing.T) {
 		jobs []Job
 		want string
 	}{
-		{"bad cron", []Job{{Name: "a", Schedule: "* * *", Runner: ok}}, "invalid schedule"},
-		{"no runner", []Job{{Name: "a"}}, "no runner"},
-		{"duplicate", []Job{{Name: "a", Runner: ok}, {Name: "a", Runner: ok}}, "twice"},
-		{"no name", []Job{{Runner: ok}}, "no name"},
-		{"negative timeout", []Job{{Name: "a", Runner: ok, Timeout: -time.Second}}, "negative"},
+		{name: "bad cron", jobs: []Job{{Name: "a", Schedule: "* * *", Runner: ok}}, want: "invalid cron schedule"},
+		{name: "no runner", jobs: []Job{{Name: "a"}}, want: "no runner"},
+		{name: "duplicate", jobs: []Job{{Name: "a", Runner: ok}, {Name: "a", Runner: ok}}, want: "twice"},
+		{name: "no name", jobs: []Job{{Runner: ok}}, want: "no name"},
+		{name: "negative timeout", jobs: []Job{{Name: "a", Runner: ok, Timeout: -time.Second}}, want: "negative"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,16 +1,15 @@
-package main
+package app
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
 
 	"github.com/mrbacd/mrbacd/config"
-	"github.com/mrbacd/mrbacd/daemon"
-	"github.com/mrbacd/mrbacd/jobs/rotate"
 	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/secrets"
@@ -19,53 +18,9 @@ import (
 	"github.com/mrbacd/mrbacd/secrets/vault"
 )
 
-// Shared wiring of the subcommands: config, logger, platform client, stores
-// and journal, built the same way everywhere.
-
-// loadConfig loads and validates the config at path. On error it prints every
-// problem (FILE:LINE:COL: field: message) to stderr and returns exitUsage.
-func loadConfig(env *cmdEnv, path string) (*config.Config, int) {
-	if path == "" {
-		fmt.Fprintln(env.stderr, "mrbacd: --config is required")
-		return nil, exitUsage
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		printConfigError(env, "mrbacd", err)
-		return nil, exitUsage
-	}
-	return cfg, exitOK
-}
-
-// printConfigError prints why a config did not load to stderr: every
-// problem (FILE:LINE:COL: field: message) on its own line, or else the
-// error after prefix ("mrbacd", "mrbacd check").
-func printConfigError(env *cmdEnv, prefix string, err error) {
-	var ps config.Problems
-	if errors.As(err, &ps) {
-		for _, p := range ps {
-			fmt.Fprintln(env.stderr, p.String())
-		}
-		return
-	}
-	fmt.Fprintf(env.stderr, "%s: %v\n", prefix, err)
-}
-
-// newLogger returns the slog logger the config asks for (text or json, its
-// level, overridden by $MRBACD_LOG_LEVEL), writing to stderr. A bad level or
-// format falls back to text at info, with a warning.
-func newLogger(env *cmdEnv, cfg *config.Config) *slog.Logger {
-	log, _, err := daemon.NewLogger(env.stderr, cfg.Log.Format, cfg.Log.Level)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "mrbacd: %v; logging text at info\n", err)
-		return slog.New(slog.NewTextHandler(env.stderr, nil))
-	}
-	return log
-}
-
-// newMistral returns the platform client, its admin key read from
+// NewMistral returns the platform client, its admin key read from
 // mistral.admin_key_env or mistral.admin_key_file.
-func newMistral(cfg *config.Config, logger *slog.Logger) (*mistral.Client, error) {
+func NewMistral(cfg *config.Config, logger *slog.Logger) (*mistral.Client, error) {
 	adminKey, err := config.ResolveSecret(cfg.Mistral.AdminKeyEnv, cfg.Mistral.AdminKeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("mistral admin key: %w", err)
@@ -176,14 +131,72 @@ func vaultAuth(a config.VaultAuth) (vault.AuthOptions, error) {
 	return o, nil
 }
 
-// openJournal opens (creating if needed) the journal at state.path.
-func openJournal(ctx context.Context, cfg *config.Config) (*journal.DB, error) {
-	db, err := journal.Open(ctx, cfg.State.Path)
+// openJournal opens the journal at state.path: created if needed, or, for
+// a dry run, read-only and only if it exists (nil, nil when it does not: a
+// dry run records nothing).
+func openJournal(ctx context.Context, cfg *config.Config, dryRun bool) (journal.Journal, error) {
+	open := journal.Open
+	if dryRun {
+		open = journal.OpenReadOnly
+	}
+	db, err := open(ctx, cfg.State.Path)
+	if dryRun && errors.Is(err, journal.ErrNoJournal) {
+		return nil, nil
+	}
 	if err != nil {
-		return nil, err
+		return nil, err // a nil *journal.DB must not become a non-nil Journal
 	}
 	return db, nil
 }
 
-// storeTarget is the store target of a managed key.
-func storeTarget(k config.Key) secrets.Target { return rotate.Target(k) }
+// openPlanStores opens the stores the keys use, creating nothing: the file
+// store is opened without New's directory creation and temp-file cleanup,
+// and a missing directory reads as a store with no records yet (the first
+// write creates it). Vault and AWS are opened as everywhere (openStores).
+func openPlanStores(ctx context.Context, cfg *config.Config, log *slog.Logger) (map[string]secrets.Store, func(), error) {
+	rest := *cfg
+	rest.Secrets.File = nil
+	stores, closeAll, err := openStores(ctx, &rest, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	used := false
+	for _, k := range cfg.Keys {
+		used = used || k.Store.Backend == "file"
+	}
+	if f := cfg.Secrets.File; f != nil && used {
+		s, err := file.OpenExisting(f.Dir)
+		switch {
+		case err == nil:
+			stores["file"] = s
+		case errors.Is(err, fs.ErrNotExist):
+			stores["file"] = absentStore{dir: f.Dir}
+		default:
+			closeAll()
+			return nil, nil, fmt.Errorf("file store: %w", err)
+		}
+	}
+	return stores, closeAll, nil
+}
+
+// absentStore is a file store whose directory does not exist yet: it holds
+// no record, and plan never writes.
+type absentStore struct{ dir string }
+
+// Read implements secrets.Store: nothing is stored.
+func (a absentStore) Read(_ context.Context, t secrets.Target) (secrets.Versioned, error) {
+	return secrets.Versioned{}, fmt.Errorf("file store: %s (directory %s does not exist yet): %w", t.Path, a.dir, secrets.ErrNotFound)
+}
+
+// Write implements secrets.Store: refused, plan changes nothing.
+func (a absentStore) Write(context.Context, secrets.WriteRequest) (secrets.Version, error) {
+	return "", fmt.Errorf("file store: %w: plan writes nothing", secrets.ErrPermissionDenied)
+}
+
+// Describe implements secrets.Store: nothing exists.
+func (a absentStore) Describe(context.Context, secrets.Target) (secrets.Description, error) {
+	return secrets.Description{}, nil
+}
+
+// Name implements secrets.Store.
+func (a absentStore) Name() string { return "file" }

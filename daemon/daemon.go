@@ -23,8 +23,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mrbacd/mrbacd/admin"
 	"github.com/mrbacd/mrbacd/config"
+	"github.com/mrbacd/mrbacd/ctlsock"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/scheduler"
 	"github.com/mrbacd/mrbacd/journal"
@@ -104,7 +104,7 @@ type Daemon struct {
 	db      journal.Journal
 	metrics *metrics.Metrics
 	sched   *scheduler.Scheduler
-	admin   *admin.Server
+	admin   *ctlsock.Server
 	metSrv  *metrics.Server
 	started time.Time
 
@@ -120,7 +120,7 @@ type Daemon struct {
 	mu       sync.RWMutex
 	cfg      *config.Config
 	comps    *Components
-	last     *admin.Reload
+	last     *ctlsock.Reload
 
 	keyAges keyAgeCache
 
@@ -173,7 +173,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	d.admin, err = admin.Listen(admin.ServerOptions{
+	d.admin, err = ctlsock.Listen(ctlsock.ServerOptions{
 		Socket: cfg.Admin.Socket, Mode: mode, Group: cfg.Admin.SocketGroup,
 		AllowedUIDs: cfg.Admin.AllowedUIDs, Backend: backend{d}, Logger: d.log,
 	})
@@ -464,19 +464,19 @@ func (d *Daemon) health(ctx context.Context) error {
 
 // Reload reads and validates the config file again and swaps it in only if
 // it is valid and its components build; otherwise the old config keeps
-// running and the returned error (wrapping admin.ErrInvalid, or
-// admin.ErrUnavailable once Shutdown began) says why.
+// running and the returned error (wrapping ctlsock.ErrInvalid, or
+// ctlsock.ErrUnavailable once Shutdown began) says why.
 // Shutdown cancels a reload in progress (the ctx of Build), so a slow store
 // cannot hold the stop past its bound. trigger says who asked ("signal",
 // "uid:N"). Changes that need a restart (socket, metrics listener, journal
 // path, notification sender) are listed in Notes, with what
 // Options.Reloaded reports of the services.
-func (d *Daemon) Reload(ctx context.Context, trigger string) (admin.Reload, error) {
+func (d *Daemon) Reload(ctx context.Context, trigger string) (ctlsock.Reload, error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	if d.stopping.Load() {
-		return admin.Reload{At: time.Now().UTC(), Trigger: trigger, Error: "the daemon is stopping"},
-			fmt.Errorf("%w: reload: the daemon is stopping", admin.ErrUnavailable)
+		return ctlsock.Reload{At: time.Now().UTC(), Trigger: trigger, Error: "the daemon is stopping"},
+			fmt.Errorf("%w: reload: the daemon is stopping", ctlsock.ErrUnavailable)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -488,17 +488,17 @@ func (d *Daemon) Reload(ctx context.Context, trigger string) (admin.Reload, erro
 		}
 	}()
 
-	rec := admin.Reload{At: time.Now().UTC(), Trigger: trigger}
-	fail := func(err error) (admin.Reload, error) {
+	rec := ctlsock.Reload{At: time.Now().UTC(), Trigger: trigger}
+	fail := func(err error) (ctlsock.Reload, error) {
 		rec.Error = err.Error()
 		d.mu.Lock()
 		d.last = &rec
 		d.mu.Unlock()
 		d.metrics.ObserveReload(false)
 		d.log.Error("reload refused; the old config keeps running", "trigger", trigger, "err", err)
-		kind := admin.ErrInvalid
+		kind := ctlsock.ErrInvalid
 		if d.stopping.Load() { // cancelled by Shutdown, not an invalid config
-			kind = admin.ErrUnavailable
+			kind = ctlsock.ErrUnavailable
 		}
 		return rec, fmt.Errorf("%w: reload refused, the old config keeps running: %w", kind, err)
 	}

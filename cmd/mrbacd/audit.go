@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -11,24 +10,11 @@ import (
 )
 
 func init() {
-	register(&command{name: "audit", summary: "audit every key and workspace once and report findings", run: runAudit})
-}
-
-// runAudit is `mrbacd audit --config FILE [--json] [--dry-run]`: one audit in
-// the foreground, journaled as a run triggered by "cli", its digest queued
-// and delivered before exiting. Exit 0 when the audit ran without failures,
-// 1 when it failed, 2 on bad usage or config.
-func runAudit(ctx context.Context, env *cmdEnv, args []string) int {
-	spec, code, done := parseOneShotFlags(env, jobs.Audit, "report only: revoke nothing, record nothing, notify nothing", args)
-	if done {
-		return code
-	}
-	spec.print = func(w io.Writer, res jobs.Result) {
-		if rep, ok := res.Details.(*audit.Report); ok {
-			printAuditReport(w, rep)
-		}
-	}
-	return oneShot(ctx, env, spec)
+	// `mrbacd audit --config FILE [--json] [--dry-run]`: one audit in the
+	// foreground, journaled as a "cli" run, its digest queued and delivered
+	// before exiting.
+	register(&command{name: "audit", summary: "audit every key and workspace once and report findings",
+		run: jobCommand(jobs.Audit, "report only: revoke nothing, record nothing, notify nothing")})
 }
 
 // printAuditReport writes the findings as a table.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -11,25 +10,11 @@ import (
 )
 
 func init() {
-	register(&command{name: "budget", summary: "poll this month's spend per workspace once against the budgets", run: runBudget})
-}
-
-// runBudget is `mrbacd budget --config FILE [--json]`: one poll in the
-// foreground, journaled as a "cli" run, its alerts queued and delivered
-// before exiting. Exit 0 when every workspace was polled, 1 otherwise, 2 on
-// bad usage or config.
-func runBudget(ctx context.Context, env *cmdEnv, args []string) int {
-	spec, code, done := parseOneShotFlags(env, jobs.Budget, "report only: alert nothing", args)
-	if done {
-		return code
-	}
-	spec.noStores = true
-	spec.print = func(w io.Writer, res jobs.Result) {
-		if rep, ok := res.Details.(*budget.Report); ok {
-			printBudgetReport(w, rep)
-		}
-	}
-	return oneShot(ctx, env, spec)
+	// `mrbacd budget --config FILE [--json] [--dry-run]`: one poll in the
+	// foreground, journaled as a "cli" run, its alerts queued and delivered
+	// before exiting.
+	register(&command{name: "budget", summary: "poll this month's spend per workspace once against the budgets",
+		run: jobCommand(jobs.Budget, "report only: alert nothing")})
 }
 
 // printBudgetReport writes spend per workspace, the organization's limits

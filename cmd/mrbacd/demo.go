@@ -3,39 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
-	"embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
-	"text/template"
 	"time"
 
 	"github.com/mrbacd/mrbacd/app"
 	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/jobs"
-	"github.com/mrbacd/mrbacd/jobs/audit"
-	"github.com/mrbacd/mrbacd/jobs/budget"
 	"github.com/mrbacd/mrbacd/jobs/rotate"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 	"github.com/mrbacd/mrbacd/secrets"
 )
-
-// demoData holds the demo's embedded defaults: the config template and the
-// sandbox seed template (both rendered with demoVars).
-//
-//go:embed demodata/config.yaml.tmpl demodata/seed.yaml.tmpl
-var demoData embed.FS
-
-// demoOwnerUserID is the sandbox user the demo's managed keys are created
-// for (the Admin API needs a user id to create a key).
-const demoOwnerUserID = "7d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 
 func init() {
 	register(&command{name: "demo", summary: "the whole loop once on an in-process sandbox: bootstrap, forced rotation, audit, budget", run: runDemoCommand})
@@ -98,36 +79,6 @@ func runDemoCommand(ctx context.Context, env *cmdEnv, args []string) int {
 	return code
 }
 
-// demoVars fill the embedded templates.
-type demoVars struct {
-	BaseURL, AdminKeyFile, StatePath, SocketPath, SecretsDir, LogLevel string
-	OwnerUserID, Month                                                 string
-	now                                                                time.Time
-}
-
-// renderDemo renders the embedded template name with v. Strings are quoted
-// with quote (a JSON string is a valid YAML double-quoted scalar).
-func renderDemo(name string, v demoVars) ([]byte, error) {
-	funcs := template.FuncMap{
-		"quote":     func(s string) string { b, _ := json.Marshal(s); return string(b) },
-		"daysAgo":   func(n int) string { return v.now.AddDate(0, 0, -n).Format(time.DateOnly) },
-		"daysAhead": func(n int) string { return v.now.AddDate(0, 0, n).Format(time.DateOnly) },
-	}
-	src, err := demoData.ReadFile("demodata/" + name)
-	if err != nil {
-		return nil, fmt.Errorf("demo data %s: %w", name, err)
-	}
-	t, err := template.New(name).Funcs(funcs).Option("missingkey=error").Parse(string(src))
-	if err != nil {
-		return nil, fmt.Errorf("demo data %s: %w", name, err)
-	}
-	var b bytes.Buffer
-	if err := t.Execute(&b, v); err != nil {
-		return nil, fmt.Errorf("demo data %s: %w", name, err)
-	}
-	return b.Bytes(), nil
-}
-
 // runDemo runs the demo and returns what it did (nil when it could not set
 // up) and the exit code: 0 when every step succeeded, 1 otherwise.
 func runDemo(ctx context.Context, env *cmdEnv, opts demoOptions) (*demoRun, int) {
@@ -141,24 +92,17 @@ func runDemo(ctx context.Context, env *cmdEnv, opts demoOptions) (*demoRun, int)
 	if opts.json {
 		out = io.Discard
 	}
-	// The working directory: config, admin key, journal and file store.
-	dir := opts.dir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "mrbacd-demo-")
-		if err != nil {
-			return fail("temporary directory: %v", err)
-		}
-		dir = d
-		if !opts.keep {
-			defer os.RemoveAll(dir)
-		}
-	}
-	run, stopSandbox, err := startDemoSandbox(ctx, dir, opts)
+	world, err := app.StartDemo(ctx, app.DemoOptions{Dir: opts.dir, Keep: opts.keep, Verbose: opts.verbose})
 	if err != nil {
 		return fail("%v", err)
 	}
-	defer stopSandbox()
-	cfg, code := loadConfig(env, filepath.Join(dir, "mrbacd.yaml"))
+	defer world.Close()
+	dir := world.Dir
+	run := &demoRun{SandboxURL: world.URL, sandbox: world.Sandbox}
+	if opts.keep || opts.dir != "" {
+		run.Dir = dir
+	}
+	cfg, code := loadConfig(env, world.ConfigPath)
 	if cfg == nil {
 		fmt.Fprintln(env.stderr, "mrbacd demo: the embedded demo config does not validate (a bug)")
 		return nil, code
@@ -191,87 +135,9 @@ func runDemo(ctx context.Context, env *cmdEnv, opts demoOptions) (*demoRun, int)
 		"mrbacd rotate", d.printRotation(false))
 	d.step("forced_rotation", jobs.Request{Force: true}, "forced rotation: replace every managed key now, revoking the old one last",
 		"mrbacd rotate --force", d.printRotation(true))
-	d.audit()
-	d.budget()
+	d.stepJob("audit", jobs.Audit, jobs.Request{}, "audit: every key and workspace on the platform against the config", "mrbacd audit", nil)
+	d.stepJob("budget", jobs.Budget, jobs.Request{}, "budget: this month's spend per workspace against its budget", "mrbacd budget", nil)
 	return d.conclude(start, dir, opts)
-}
-
-// startDemoSandbox starts the sandbox platform, seeded from the embedded
-// seed, and writes the admin key and the config into dir. stop ends it.
-func startDemoSandbox(ctx context.Context, dir string, opts demoOptions) (run *demoRun, stop func(), err error) {
-	now := time.Now().UTC()
-	vars := demoVars{
-		AdminKeyFile: filepath.Join(dir, "mistral-admin-key"),
-		StatePath:    filepath.Join(dir, "state.db"),
-		SocketPath:   filepath.Join(dir, "admin.sock"),
-		SecretsDir:   filepath.Join(dir, "secrets"),
-		LogLevel:     "error",
-		OwnerUserID:  demoOwnerUserID,
-		Month:        now.Format("2006-01"),
-		now:          now,
-	}
-	if opts.verbose {
-		vars.LogLevel = "info"
-	}
-	seedYAML, err := renderDemo("seed.yaml.tmpl", vars)
-	if err != nil {
-		return nil, nil, err
-	}
-	seed, err := sandbox.ParseSeed(seedYAML)
-	if err != nil {
-		return nil, nil, fmt.Errorf("embedded seed: %w", err)
-	}
-	sb := sandbox.New(sandbox.Options{Seed: seed}) // a random admin key
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, nil, fmt.Errorf("sandbox listen: %w", err)
-	}
-	hs := &http.Server{Handler: sb, ReadHeaderTimeout: 10 * time.Second}
-	go hs.Serve(ln) //nolint:errcheck // ends with Shutdown below
-	stop = func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		hs.Shutdown(sctx) //nolint:errcheck // best effort at exit
-	}
-	vars.BaseURL = "http://" + ln.Addr().String()
-	run = &demoRun{SandboxURL: vars.BaseURL, sandbox: sb}
-	if opts.keep || opts.dir != "" {
-		run.Dir = dir
-	}
-	// The admin key goes to a file the config names, never to the output.
-	if err := os.WriteFile(vars.AdminKeyFile, []byte(sb.AdminKey()+"\n"), 0o600); err != nil {
-		stop()
-		return nil, nil, fmt.Errorf("admin key file: %w", err)
-	}
-	cfgYAML, err := renderDemo("config.yaml.tmpl", vars)
-	if err == nil {
-		err = os.WriteFile(filepath.Join(dir, "mrbacd.yaml"), cfgYAML, 0o600)
-	}
-	if err != nil {
-		stop()
-		return nil, nil, fmt.Errorf("config: %w", err)
-	}
-	return run, stop, nil
-}
-
-// audit is the demo's audit step.
-func (d *demoDriver) audit() {
-	d.stepJob("audit", jobs.Audit, jobs.Request{}, "audit: every key and workspace on the platform against the config",
-		"mrbacd audit", func(res jobs.Result) {
-			if rep, ok := res.Details.(*audit.Report); ok {
-				printAuditReport(&indentWriter{w: d.out, prefix: "  "}, rep)
-			}
-		})
-}
-
-// budget is the demo's budget step.
-func (d *demoDriver) budget() {
-	d.stepJob("budget", jobs.Budget, jobs.Request{}, "budget: this month's spend per workspace against its budget",
-		"mrbacd budget", func(res jobs.Result) {
-			if rep, ok := res.Details.(*budget.Report); ok {
-				printBudgetReport(&indentWriter{w: d.out, prefix: "  "}, rep)
-			}
-		})
 }
 
 // conclude prints the verdict (and the JSON report with --json) and returns
@@ -359,6 +225,8 @@ func (d *demoDriver) stepJob(name, job string, req jobs.Request, title, equivale
 		fmt.Fprintf(d.out, "  %s\n", res.Summary)
 		if print != nil {
 			print(res)
+		} else {
+			printDetails(&indentWriter{w: d.out, prefix: "  "}, res)
 		}
 		if res.Failed {
 			st.Error = "the job reported failures"

@@ -9,6 +9,9 @@ import (
 
 	"github.com/mrbacd/mrbacd/app"
 	"github.com/mrbacd/mrbacd/jobs"
+	"github.com/mrbacd/mrbacd/jobs/audit"
+	"github.com/mrbacd/mrbacd/jobs/budget"
+	"github.com/mrbacd/mrbacd/jobs/rotate"
 	"github.com/mrbacd/mrbacd/notify"
 )
 
@@ -18,30 +21,27 @@ type oneShotSpec struct {
 	configPath string
 	json       bool
 	req        jobs.Request
-	// noStores: the job does not read the secret stores.
-	noStores bool
-	// print prints the result's details after its summary line.
-	print func(w io.Writer, res jobs.Result)
 }
 
-// parseOneShotFlags parses the flags of a one-shot job command (`mrbacd
-// audit|budget --config FILE [--json] [--dry-run]`). done is true when the
-// command ends here (--help, or bad usage) with exit code code.
-func parseOneShotFlags(env *cmdEnv, name, dryRunHelp string, args []string) (spec oneShotSpec, code int, done bool) {
-	fs := newFlagSet(env, name, "--config FILE [--json] [--dry-run]")
-	path := fs.String("config", "", "the config `FILE` (required)")
-	asJSON := fs.Bool("json", false, "print the report as JSON")
-	dryRun := fs.Bool("dry-run", false, dryRunHelp)
-	if code, done := parseFlags(fs, args); done {
-		return oneShotSpec{}, code, true
+// jobCommand is a one-shot job command without options of its own
+// (`mrbacd audit|budget --config FILE [--json] [--dry-run]`).
+func jobCommand(name, dryRunHelp string) func(ctx context.Context, env *cmdEnv, args []string) int {
+	return func(ctx context.Context, env *cmdEnv, args []string) int {
+		fs := newFlagSet(env, name, "--config FILE [--json] [--dry-run]")
+		path := fs.String("config", "", "the config `FILE` (required)")
+		asJSON := fs.Bool("json", false, "print the report as JSON")
+		dryRun := fs.Bool("dry-run", false, dryRunHelp)
+		if code, done := parseFlags(fs, args); done {
+			return code
+		}
+		if fs.NArg() > 0 {
+			fmt.Fprintf(env.stderr, "mrbacd %s: unexpected argument %q\n", name, fs.Arg(0))
+			fs.Usage()
+			return exitUsage
+		}
+		return oneShot(ctx, env, oneShotSpec{name: name, configPath: *path, json: *asJSON,
+			req: jobs.Request{Trigger: "cli", DryRun: *dryRun}})
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(env.stderr, "mrbacd %s: unexpected argument %q\n", name, fs.Arg(0))
-		fs.Usage()
-		return oneShotSpec{}, exitUsage, true
-	}
-	return oneShotSpec{name: name, configPath: *path, json: *asJSON,
-		req: jobs.Request{Trigger: "cli", DryRun: *dryRun}}, exitOK, false
 }
 
 // oneShot loads the config, wires the job (package app), runs it once as a
@@ -65,7 +65,7 @@ func oneShot(ctx context.Context, env *cmdEnv, s oneShotSpec) int {
 	if s.json {
 		notifyTo = env.stderr
 	}
-	a, err := app.Open(ctx, cfg, log, app.Options{DryRun: s.req.DryRun, NoStores: s.noStores, Notify: notifyTo})
+	a, err := app.Open(ctx, cfg, log, app.Options{DryRun: s.req.DryRun, NoStores: s.name == jobs.Budget, Notify: notifyTo})
 	if err != nil {
 		fmt.Fprintf(env.stderr, "mrbacd %s: %v\n", s.name, err)
 		return failCode(err)
@@ -84,9 +84,7 @@ func oneShot(ctx context.Context, env *cmdEnv, s oneShotSpec) int {
 		}
 	} else {
 		fmt.Fprintln(env.stdout, fin.Result.Summary)
-		if s.print != nil {
-			s.print(env.stdout, fin.Result)
-		}
+		printDetails(env.stdout, fin.Result)
 	}
 	if fin.Result.Failed {
 		return exitFailed
@@ -103,6 +101,18 @@ func printFlushError(env *cmdEnv, name string, err error) {
 		fmt.Fprintf(env.stderr, "mrbacd %s: some notifications are not delivered yet; they stay queued in the journal and the daemon (or the next run) sends them: %v\n", name, err)
 	default:
 		fmt.Fprintf(env.stderr, "mrbacd %s: delivering notifications: %v\n", name, err)
+	}
+}
+
+// printDetails prints a job's report after its summary line.
+func printDetails(w io.Writer, res jobs.Result) {
+	switch rep := res.Details.(type) {
+	case []rotate.KeyReport:
+		printRotateReport(w, rep)
+	case *audit.Report:
+		printAuditReport(w, rep)
+	case *budget.Report:
+		printBudgetReport(w, rep)
 	}
 }
 

@@ -35,13 +35,11 @@ func runRotate(ctx context.Context, env *cmdEnv, args []string) int {
 		return exitUsage
 	}
 	return oneShot(ctx, env, oneShotSpec{name: jobs.Rotate, configPath: *cfgPath, json: *asJSON,
-		req:   jobs.Request{Trigger: "cli", Key: *key, Force: *force, DryRun: *dryRun},
-		print: printRotateReport})
+		req: jobs.Request{Trigger: "cli", Key: *key, Force: *force, DryRun: *dryRun}})
 }
 
 // printRotateReport prints one line per key.
-func printRotateReport(w io.Writer, res jobs.Result) {
-	reps, _ := res.Details.([]rotate.KeyReport)
+func printRotateReport(w io.Writer, reps []rotate.KeyReport) {
 	if len(reps) == 0 {
 		return
 	}

@@ -1,4 +1,4 @@
-package admin
+package ctlsock
 
 import (
 	"bytes"
@@ -10,8 +10,11 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"time"
+
+	"github.com/mrbacd/mrbacd/config"
 )
 
 // Client talks to the admin socket.
@@ -147,4 +150,27 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return fmt.Errorf("%s %s: decoding answer: %w", method, path, err)
 	}
 	return nil
+}
+
+// SocketEnv names the socket when neither a path nor a config is given.
+const SocketEnv = "MRBACD_SOCKET"
+
+// SocketPath is the socket `mrbacd ctl` talks to: path when set, else the
+// admin.socket of the config at cfgPath when set, else $MRBACD_SOCKET, else
+// config.DefaultAdminSocket.
+func SocketPath(path, cfgPath string) (string, error) {
+	if path == "" && cfgPath != "" {
+		cfg, err := config.Load(cfgPath)
+		if err != nil {
+			return "", err
+		}
+		path = cfg.Admin.Socket
+	}
+	if path == "" {
+		path = os.Getenv(SocketEnv)
+	}
+	if path == "" {
+		path = config.DefaultAdminSocket
+	}
+	return path, nil
 }

@@ -1,6 +1,7 @@
-// Package admin is mrbacd's local control API: HTTP over a unix socket,
-// guarded by the socket's file mode and by each connection's peer uid
-// (SO_PEERCRED), plus the client `mrbacd ctl` uses.
+// Package ctlsock is mrbacd's local control socket (named so it is never
+// taken for Mistral's Admin API, which package mistral calls): HTTP over a
+// unix socket, guarded by the socket's file mode and by each connection's
+// peer uid (SO_PEERCRED), plus the client `mrbacd ctl` uses.
 //
 // Routes (all JSON; errors are {"error": "..."} with a precise status):
 //
@@ -12,7 +13,7 @@
 //	POST /v1/reload          validate the config file and swap it in, or keep the old one (422)
 //
 // The server does no work itself: a Backend (the daemon) answers each route.
-package admin
+package ctlsock
 
 import (
 	"context"

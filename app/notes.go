@@ -12,6 +12,7 @@ import (
 	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/rotate"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/notify"
 	"github.com/mrbacd/mrbacd/notify/slack"
 )
@@ -94,7 +95,7 @@ func (n *rotationNotes) enqueue(ctx context.Context, outbox *notify.Outbox, res 
 
 // failedStep is the step a failed rotation failed at: the engine's
 // FailedStep, or the step it reached when an older event lacks one.
-func failedStep(ev rotate.Event) string {
+func failedStep(ev rotate.Event) journal.Step {
 	if ev.FailedStep != "" {
 		return ev.FailedStep
 	}

@@ -4,19 +4,20 @@ import (
 	"testing"
 
 	"github.com/mrbacd/mrbacd/jobs/rotate"
+	"github.com/mrbacd/mrbacd/journal"
 )
 
 func TestFailedStep(t *testing.T) {
 	tests := []struct {
 		name string
 		ev   rotate.Event
-		want string
+		want journal.Step
 	}{
-		{"failed where it stopped", rotate.Event{Step: rotate.StepPublish, FailedStep: rotate.StepReverify, Err: "reverify: 401"}, rotate.StepReverify},
-		{"aborted at verify", rotate.Event{Step: rotate.StepAbort, FailedStep: rotate.StepVerify, Err: "verify: mistral: GET /v1/models: 401"}, rotate.StepVerify},
-		{"aborted at create", rotate.Event{Step: rotate.StepAbort, FailedStep: rotate.StepCreate, Err: "create: look for duplicates: 500"}, rotate.StepCreate},
-		{"revoke failed", rotate.Event{Step: rotate.StepReverify, FailedStep: rotate.StepRevoke, Err: "revoke old key: 500"}, rotate.StepRevoke},
-		{"no failed step: the step reached", rotate.Event{Step: rotate.StepAbort}, rotate.StepAbort},
+		{name: "failed where it stopped", ev: rotate.Event{Step: journal.StepPublish, FailedStep: journal.StepReverify, Err: "reverify: 401"}, want: journal.StepReverify},
+		{name: "aborted at verify", ev: rotate.Event{Step: journal.StepAbort, FailedStep: journal.StepVerify, Err: "verify: mistral: GET /v1/models: 401"}, want: journal.StepVerify},
+		{name: "aborted at create", ev: rotate.Event{Step: journal.StepAbort, FailedStep: journal.StepCreate, Err: "create: look for duplicates: 500"}, want: journal.StepCreate},
+		{name: "revoke failed", ev: rotate.Event{Step: journal.StepReverify, FailedStep: journal.StepRevoke, Err: "revoke old key: 500"}, want: journal.StepRevoke},
+		{name: "no failed step: the step reached", ev: rotate.Event{Step: journal.StepAbort}, want: journal.StepAbort},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -57,7 +57,7 @@ func BenchmarkRotationJournal(b *testing.B) {
 		if err := db.BeginRotation(ctx, r); err != nil {
 			b.Fatal(err)
 		}
-		for _, s := range []string{"create", "verify", "publish", "propagate", "reverify", "revoke"} {
+		for _, s := range []Step{StepCreate, StepVerify, StepPublish, StepPropagate, StepReverify, StepRevoke} {
 			r.Step = s
 			if err := db.UpdateRotation(ctx, r); err != nil {
 				b.Fatal(err)

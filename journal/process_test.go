@@ -153,7 +153,7 @@ func TestNoPlaintextInJournal(t *testing.T) {
 		t.Fatalf("lease: %v %v", ok, err)
 	}
 	must(db.BeginRotation(ctx, rot))
-	for _, step := range []string{"create", "verify", "publish", "propagate", "reverify", "revoke"} {
+	for _, step := range []Step{StepCreate, StepVerify, StepPublish, StepPropagate, StepReverify, StepRevoke} {
 		clk.Add(time.Second)
 		rot.Step = step
 		rot.NewKeyID = "key-new"

@@ -23,7 +23,7 @@ const (
 type Rotation struct {
 	ID             string    // rotation id (unique)
 	KeyName        string    // the managed key's name in the config
-	Step           string    // last step journaled: begin, create, verify, publish, propagate, reverify, revoke, done...
+	Step           Step      // last step journaled: begin, create, verify, publish, reverify, done, abort
 	Status         string    // in_flight, done or failed
 	OldKeyID       string    // platform id of the key being replaced ("" on bootstrap)
 	NewKeyID       string    // platform id of the key created ("" until create)
@@ -78,7 +78,7 @@ func (db *DB) BeginRotation(ctx context.Context, r Rotation) error {
 		return fmt.Errorf("begin rotation %s: %w: status %q", r.ID, ErrInvalid, r.Status)
 	}
 	if r.Step == "" {
-		r.Step = "begin"
+		r.Step = StepBegin
 	}
 	now := db.now()
 	if r.StartedAt.IsZero() {

@@ -57,7 +57,7 @@ func printRotateReport(w io.Writer, reps []rotate.KeyReport) {
 		if r.Resumed {
 			outcome += " (resumed)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Key, outcome, dash(r.RotationID), dash(r.Step),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Key, outcome, dash(r.RotationID), dash(string(r.Step)),
 			dash(r.OldKeyID), dash(r.NewKeyID), detail)
 	}
 	tw.Flush()

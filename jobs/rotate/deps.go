@@ -41,13 +41,13 @@ type Event struct {
 	OldKeyID   string
 	NewKeyID   string
 	NewKeyName string
-	// Step is the journal step the rotation reached: StepAbort for a
+	// Step is the journal step the rotation reached: journal.StepAbort for a
 	// rotation aborted before publish.
-	Step string
-	// FailedStep is, for a failure, the step that failed: StepCreate,
-	// StepVerify, StepPublish, StepReverify or StepRevoke (or, for a failure
+	Step journal.Step
+	// FailedStep is, for a failure, the step that failed: journal.StepCreate,
+	// journal.StepVerify, journal.StepPublish, journal.StepReverify or journal.StepRevoke (or, for a failure
 	// outside those such as the journal refusing a write, the step reached).
-	FailedStep string
+	FailedStep journal.Step
 	// Bootstrap is true when there was no old key to replace.
 	Bootstrap bool
 	// Err is the failure, "" on success.

@@ -59,44 +59,44 @@ func TestRecovery(t *testing.T) {
 		}, wantOutcome: OutcomeRotated, wantAttempts: 1},
 		{name: "create journaled", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepCreate, w.created.ID
+			r.Step, r.NewKeyID = journal.StepCreate, w.created.ID
 		}, wantOutcome: OutcomeRotated, wantAttempts: 1},
 		{name: "create journaled, a duplicate exists too", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepCreate, w.created.ID
+			r.Step, r.NewKeyID = journal.StepCreate, w.created.ID
 			if _, err := e.sb.AddKey(name, "", nil); err != nil {
 				e.t.Fatal(err)
 			}
 		}, wantOutcome: OutcomeRotated, wantAttempts: 1},
 		{name: "verify journaled", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepVerify, w.created.ID
+			r.Step, r.NewKeyID = journal.StepVerify, w.created.ID
 		}, wantOutcome: OutcomeRotated, wantAttempts: 1},
 		{name: "verify journaled but the store already holds the new key", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepVerify, w.created.ID
+			r.Step, r.NewKeyID = journal.StepVerify, w.created.ID
 			publishNew(e, w)
 		}, wantOutcome: OutcomeRotated, wantKeepsNew: true},
 		{name: "publish journaled, propagation deadline ahead", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepPublish, w.created.ID
+			r.Step, r.NewKeyID = journal.StepPublish, w.created.ID
 			r.StoreVersion = string(publishNew(e, w))
 			r.PropagateUntil = time.Now().Add(400 * time.Millisecond)
 		}, wantOutcome: OutcomeRotated, wantKeepsNew: true, wantMinElapse: 300 * time.Millisecond},
 		{name: "publish journaled, deadline passed", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepPublish, w.created.ID
+			r.Step, r.NewKeyID = journal.StepPublish, w.created.ID
 			r.StoreVersion = string(publishNew(e, w))
 			r.PropagateUntil = time.Now().Add(-time.Minute)
 		}, wantOutcome: OutcomeRotated, wantKeepsNew: true},
 		{name: "reverify journaled", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepReverify, w.created.ID
+			r.Step, r.NewKeyID = journal.StepReverify, w.created.ID
 			r.StoreVersion = string(publishNew(e, w))
 		}, wantOutcome: OutcomeRotated, wantKeepsNew: true},
 		{name: "reverify journaled, old key already deleted", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepReverify, w.created.ID
+			r.Step, r.NewKeyID = journal.StepReverify, w.created.ID
 			r.StoreVersion = string(publishNew(e, w))
 			if err := e.client.DeleteKey(context.Background(), w.old.ID); err != nil {
 				e.t.Fatal(err)
@@ -104,20 +104,20 @@ func TestRecovery(t *testing.T) {
 		}, wantOutcome: OutcomeRotated, wantKeepsNew: true, testRevokes: true},
 		{name: "abort journaled", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID, r.Error = StepAbort, w.created.ID, "verify: unauthorized"
+			r.Step, r.NewKeyID, r.Error = journal.StepAbort, w.created.ID, "verify: unauthorized"
 		}, wantOutcome: OutcomeFailed},
 		{name: "bootstrap begun", bootstrap: true, prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepCreate, w.created.ID
+			r.Step, r.NewKeyID = journal.StepCreate, w.created.ID
 		}, wantOutcome: OutcomeBootstrapped, wantAttempts: 1},
 		{name: "bootstrap published", bootstrap: true, prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepPublish, w.created.ID
+			r.Step, r.NewKeyID = journal.StepPublish, w.created.ID
 			r.StoreVersion = string(publishNew(e, w))
 		}, wantOutcome: OutcomeBootstrapped, wantKeepsNew: true},
 		{name: "store changed by someone else before publish", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepVerify, w.created.ID
+			r.Step, r.NewKeyID = journal.StepVerify, w.created.ID
 			other, _ := e.sb.AddKey("someone-else", "", nil)
 			if _, err := e.files.Write(context.Background(), secrets.WriteRequest{Target: e.spec("k").Target, IfVersion: "1",
 				Record: secrets.Record{APIKey: other.Plaintext, KeyID: other.ID, CreatedAt: time.Now()}}); err != nil {
@@ -132,7 +132,7 @@ func TestRecovery(t *testing.T) {
 			if !tc.bootstrap {
 				w.old = e.seed("k", time.Hour, true)
 			}
-			r := journal.Rotation{ID: id, KeyName: "k", Step: StepBegin, Status: journal.StatusInFlight, OldKeyID: w.old.ID, NewKeyName: name}
+			r := journal.Rotation{ID: id, KeyName: "k", Step: journal.StepBegin, Status: journal.StatusInFlight, OldKeyID: w.old.ID, NewKeyName: name}
 			if err := e.db.BeginRotation(context.Background(), r); err != nil {
 				t.Fatal(err)
 			}
@@ -289,7 +289,7 @@ func TestCancelDuringPropagation(t *testing.T) {
 	go func() {
 		for ctx.Err() == nil {
 			rots, _ := e.db.InFlightRotations(context.Background())
-			if len(rots) == 1 && rots[0].Step == StepPublish {
+			if len(rots) == 1 && rots[0].Step == journal.StepPublish {
 				cancel()
 				return
 			}
@@ -354,7 +354,7 @@ func TestRecoveryRefusesEmptyName(t *testing.T) {
 	e := newEnv(t)
 	old := e.seed("k", time.Hour, true)
 	bystander, _ := e.sb.AddKey("someone-elses-key", "", nil)
-	r := journal.Rotation{ID: "feedfacefeedface", KeyName: "k", Step: StepCreate, Status: journal.StatusInFlight, OldKeyID: old.ID}
+	r := journal.Rotation{ID: "feedfacefeedface", KeyName: "k", Step: journal.StepCreate, Status: journal.StatusInFlight, OldKeyID: old.ID}
 	if err := e.db.BeginRotation(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
@@ -377,7 +377,7 @@ func TestPlanAndResume(t *testing.T) {
 	a := e.seed("a", time.Hour, true)
 	b := e.seed("b", 100*24*time.Hour, true)
 	name := "a-" + time.Now().UTC().Format("20060102") + "-aaaaaaaa"
-	r := journal.Rotation{ID: "aaaaaaaaaaaaaaaa", KeyName: "a", Step: StepBegin, Status: journal.StatusInFlight, OldKeyID: a.ID, NewKeyName: name}
+	r := journal.Rotation{ID: "aaaaaaaaaaaaaaaa", KeyName: "a", Step: journal.StepBegin, Status: journal.StatusInFlight, OldKeyID: a.ID, NewKeyName: name}
 	if err := e.db.BeginRotation(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
@@ -420,12 +420,12 @@ func TestResumeAtReverifyAfterRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The store still (or again) holds the old key: an operator rolled back.
-	r := journal.Rotation{ID: "0badc0de0badc0de", KeyName: "k", Step: StepBegin, Status: journal.StatusInFlight,
+	r := journal.Rotation{ID: "0badc0de0badc0de", KeyName: "k", Step: journal.StepBegin, Status: journal.StatusInFlight,
 		OldKeyID: old.ID, NewKeyName: name}
 	if err := e.db.BeginRotation(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
-	r.Step, r.NewKeyID, r.StoreVersion, r.Error = StepReverify, created.ID, "2", "revoke old key: platform unavailable"
+	r.Step, r.NewKeyID, r.StoreVersion, r.Error = journal.StepReverify, created.ID, "2", "revoke old key: platform unavailable"
 	if err := e.db.UpdateRotation(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}

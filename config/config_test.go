@@ -39,9 +39,10 @@ func TestGoodConfigs(t *testing.T) {
 	}
 }
 
-// TestDesignExample checks the decoded values of DESIGN.md's example.
-func TestDesignExample(t *testing.T) {
-	cfg, err := Load("testdata/good/design.yaml")
+// TestFullExample checks the decoded values of a config touching every
+// section (testdata/good/full.yaml).
+func TestFullExample(t *testing.T) {
+	cfg, err := Load("testdata/good/full.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mrbacd/mrbacd/internal/testenv"
 )
 
 // TestMain lets the test binary act as a second process sharing the journal.
@@ -34,12 +37,14 @@ func child(mode, path, name string) int {
 		return 1
 	}
 	defer db.Close()
-	// Start together.
-	for {
-		if _, err := os.Stat(path + ".go"); err == nil {
-			break
-		}
-		time.Sleep(time.Millisecond)
+	// Start together: say ready, then wait for the parent's go (a line on stdin).
+	if err := os.WriteFile(path+".ready."+name, nil, 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		fmt.Fprintln(os.Stderr, "waiting for go:", err)
+		return 1
 	}
 	for i := 0; i < 20; i++ {
 		key := fmt.Sprintf("key-%02d", i)
@@ -80,12 +85,16 @@ func TestTwoProcesses(t *testing.T) {
 	outs := make([]bytes.Buffer, 3)
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
+	gos := make([]io.WriteCloser, len(outs))
 	for i := range outs {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), "STATE_TEST_CHILD=race", "STATE_TEST_PATH="+path, fmt.Sprintf("STATE_TEST_NAME=p%d", i))
 		cmd.Stdout = &outs[i]
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
+		if gos[i], err = cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -97,9 +106,15 @@ func TestTwoProcesses(t *testing.T) {
 			}
 		}(i)
 	}
-	time.Sleep(200 * time.Millisecond)
-	if err := os.WriteFile(path+".go", nil, 0o600); err != nil {
-		t.Fatal(err)
+	testenv.WaitFor(t, 30*time.Second, "the children to open the journal", func() bool {
+		ready, _ := filepath.Glob(path + ".ready.*")
+		return len(ready) == len(outs)
+	})
+	for _, w := range gos {
+		if _, err := io.WriteString(w, "go\n"); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
 	}
 	wg.Wait()
 	for _, err := range errs {

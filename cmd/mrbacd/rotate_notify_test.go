@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/url"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/mrbacd/mrbacd/app"
 	"github.com/mrbacd/mrbacd/internal/testenv"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 )
 
@@ -115,7 +117,16 @@ func TestRotateCommandQueuesWhenSlackIsDown(t *testing.T) {
 	slack.SetDown(false)
 	// The next pass (nothing due) delivers the queued digest once its retry
 	// is due (the outbox's first backoff is 1s to 1.2s).
-	time.Sleep(1300 * time.Millisecond)
+	db, err := journal.OpenReadOnly(context.Background(), w.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	due, queued, err := db.NextDue(context.Background())
+	db.Close()
+	if err != nil || !queued {
+		t.Fatalf("no digest queued in the journal (%v)", err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the digest's retry to come due", func() bool { return !time.Now().Before(due) })
 	if code, _, errOut := w.run("rotate", "--config", w.cfgPath); code != exitOK {
 		t.Fatalf("second rotate exit %d:\n%s", code, errOut)
 	}

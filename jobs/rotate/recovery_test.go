@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
@@ -287,13 +288,11 @@ func TestCancelDuringPropagation(t *testing.T) {
 	eng := e.engine(Options{}, spec)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		for ctx.Err() == nil {
+		if testenv.Until(ctx, func() bool {
 			rots, _ := e.db.InFlightRotations(context.Background())
-			if len(rots) == 1 && rots[0].Step == journal.StepPublish {
-				cancel()
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
+			return len(rots) == 1 && rots[0].Step == journal.StepPublish
+		}) {
+			cancel()
 		}
 	}()
 	res, err := eng.Run(ctx, jobs.Request{Force: true})

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/journal"
 )
@@ -311,11 +312,12 @@ func TestCatchUpOnceAfterDowntime(t *testing.T) {
 			if err := s.Start(ctx); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(5 * time.Second)
-			for len(fin.list()) < tc.want && time.Now().Before(deadline) {
-				time.Sleep(5 * time.Millisecond)
+			testenv.WaitFor(t, 5*time.Second, "the catch-up runs", func() bool { return len(fin.list()) >= tc.want })
+			// Start triggered every catch-up run before returning: once
+			// stopped (its runs journaled), a wrong second run would show.
+			if err := s.Stop(ctx); err != nil {
+				t.Fatal(err)
 			}
-			time.Sleep(50 * time.Millisecond) // give a wrong second run the chance to show
 			if got := int(calls.Load()); got != tc.want {
 				t.Fatalf("catch-up runs = %d, want %d", got, tc.want)
 			}
@@ -357,13 +359,7 @@ func TestCronFiresAndReloadReplacesRunner(t *testing.T) {
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for first.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if first.Load() == 0 {
-		t.Fatal("cron never fired")
-	}
+	testenv.WaitFor(t, 5*time.Second, "a cron fire", func() bool { return first.Load() > 0 })
 	// An invalid reload changes nothing.
 	err := s.SetJobs(time.UTC, []Job{{Name: "budget", Schedule: "61 * * * *", Runner: jobs.RunnerFunc(nil)}})
 	if !errors.Is(err, ErrInvalidSchedule) {
@@ -379,11 +375,8 @@ func TestCronFiresAndReloadReplacesRunner(t *testing.T) {
 	})}}); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(5 * time.Second)
-	for second.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if second.Load() == 0 || s.Location() != paris {
+	testenv.WaitFor(t, 5*time.Second, "a fire of the reloaded job", func() bool { return second.Load() > 0 })
+	if s.Location() != paris {
 		t.Fatalf("reloaded job never fired (loc %v)", s.Location())
 	}
 	for _, f := range fin.list() {

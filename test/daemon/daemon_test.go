@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/ctlsock"
+	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/secrets"
 	"github.com/mrbacd/mrbacd/secrets/file"
@@ -111,7 +112,7 @@ func TestCtlDrivesTheDaemon(t *testing.T) {
 		t.Fatalf("run audit: %+v %+v", r, run)
 	}
 	var runs []ctlsock.Run
-	waitFor(t, 10*time.Second, "the audit run to finish", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the audit run to finish", func() bool {
 		e.ctlJSON(&runs, "history")
 		runs = notCron(runs)
 		return len(runs) >= 1 && runs[0].ID == run.ID && runs[0].Status != "running"
@@ -197,7 +198,7 @@ func TestPeerUIDRefused(t *testing.T) {
 	}
 	// The daemon logs before it answers, but its stderr reaches the buffer
 	// through a pipe the test copies: poll.
-	waitFor(t, 5*time.Second, "the refusal to be logged", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the refusal to be logged", func() bool {
 		return strings.Contains(p.stderr.String(), `"msg":"admin request refused","uid":65534`)
 	})
 	var runs []ctlsock.Run
@@ -249,7 +250,7 @@ func TestSIGHUPWithBrokenConfigKeepsServing(t *testing.T) {
 			e.ctlJSON(&prev, "status")
 			p.cmd.Process.Signal(syscall.SIGHUP)
 			var st ctlsock.Status
-			waitFor(t, 10*time.Second, "the reload to be recorded", func() bool {
+			testenv.WaitFor(t, 10*time.Second, "the reload to be recorded", func() bool {
 				r := e.ctlJSON(&st, "status")
 				return r.code == 0 && st.LastReload != nil && (prev.LastReload == nil || st.LastReload.At.After(prev.LastReload.At))
 			})
@@ -305,7 +306,7 @@ func TestSIGTERMMidRotationResumesNextStart(t *testing.T) {
 	}
 	db := e.journal()
 	var inflight []journal.Rotation
-	waitFor(t, 10*time.Second, "the rotation to reach its propagation wait", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the rotation to reach its propagation wait", func() bool {
 		var err error
 		inflight, err = db.InFlightRotations(context.Background())
 		return err == nil && len(inflight) == 1 && inflight[0].Step == "publish"
@@ -333,7 +334,7 @@ func TestSIGTERMMidRotationResumesNextStart(t *testing.T) {
 
 	// The next start resumes it: waits the rest of the propagation, revokes the old key.
 	p2 := e.start()
-	waitFor(t, wait+10*time.Second, "the resumed rotation to finish", func() bool {
+	testenv.WaitFor(t, wait+10*time.Second, "the resumed rotation to finish", func() bool {
 		n, err := db.InFlightRotations(context.Background())
 		return err == nil && len(n) == 0
 	})
@@ -349,7 +350,7 @@ func TestSIGTERMMidRotationResumesNextStart(t *testing.T) {
 		t.Error("old key still live after the resumed rotation finished")
 	}
 	var runs []ctlsock.Run
-	waitFor(t, 10*time.Second, "the resume run to be journaled", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the resume run to be journaled", func() bool {
 		e.ctlJSON(&runs, "history")
 		runs = notCron(runs)
 		return len(runs) > 0 && runs[0].Status != "running"
@@ -373,7 +374,7 @@ func TestCatchUpAfterDowntime(t *testing.T) {
 	}
 	p := e.start()
 	var runs []ctlsock.Run
-	waitFor(t, 15*time.Second, "the catch-up audit run to finish", func() bool {
+	testenv.WaitFor(t, 15*time.Second, "the catch-up audit run to finish", func() bool {
 		e.ctlJSON(&runs, "history")
 		runs = notCron(runs)
 		return len(runs) == 1 && runs[0].Status != "running"
@@ -436,9 +437,9 @@ func TestSystemdNotifications(t *testing.T) {
 	e.writeConfig(cfgOpts{})
 	// WatchdogSec=0.4s as systemd would pass it: pings every 200ms.
 	p := e.start("WATCHDOG_USEC=400000")
-	waitFor(t, 5*time.Second, "WATCHDOG=1", func() bool { return strings.Contains(p.notify.String(), "WATCHDOG=1") })
+	testenv.WaitFor(t, 5*time.Second, "WATCHDOG=1", func() bool { return strings.Contains(p.notify.String(), "WATCHDOG=1") })
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, 5*time.Second, "RELOADING=1 then READY=1", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "RELOADING=1 then READY=1", func() bool {
 		n := p.notify.String()
 		i := strings.Index(n, "RELOADING=1\nMONOTONIC_USEC=")
 		return i >= 0 && strings.Contains(n[i:], "READY=1")

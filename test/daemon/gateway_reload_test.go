@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/ctlsock"
+	"github.com/mrbacd/mrbacd/internal/testenv"
 )
 
 // gatewayExtra is the roles and gateway config serving clients, each a
@@ -62,7 +63,7 @@ func TestGatewayTakesReloads(t *testing.T) {
 		return resp.StatusCode
 	}
 	// The gateway picks up the bootstrapped key within its poll interval.
-	waitFor(t, 10*time.Second, "client a to be served", func() bool { return status(tokA) == 200 })
+	testenv.WaitFor(t, 10*time.Second, "client a to be served", func() bool { return status(tokA) == 200 })
 
 	lastReload := func() *ctlsock.Reload {
 		var st ctlsock.Status
@@ -91,7 +92,7 @@ func TestGatewayTakesReloads(t *testing.T) {
 		if s.sighup {
 			before := time.Now().UTC()
 			p.cmd.Process.Signal(syscall.SIGHUP)
-			waitFor(t, 10*time.Second, "the SIGHUP reload", func() bool {
+			testenv.WaitFor(t, 10*time.Second, "the SIGHUP reload", func() bool {
 				var st ctlsock.Status
 				r := e.ctlJSON(&st, "status")
 				return r.code == 0 && st.LastReload != nil && !st.LastReload.At.Before(before) &&

@@ -18,9 +18,9 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/internal/testenv"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/notify"
 	"github.com/mrbacd/mrbacd/notify/slack"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 const token = "xoxb-outbox-test-token"
@@ -60,10 +60,10 @@ func (s *timedSender) Send(ctx context.Context, n notify.Notification) error {
 	return err
 }
 
-func openJournal(t testing.TB) (*state.DB, string) {
+func openJournal(t testing.TB) (*journal.DB, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "state.db")
-	db, err := state.Open(context.Background(), path)
+	db, err := journal.Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,13 +107,7 @@ func TestOutboxThroughFaults(t *testing.T) {
 	}
 	// Let it hit the 429 and the 500s, then take Slack down for a few attempts.
 	waitAttempts := func(n int) {
-		deadline := time.Now().Add(20 * time.Second)
-		for s.Attempts() < n && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
-		if s.Attempts() < n {
-			t.Fatalf("only %d attempts, want %d", s.Attempts(), n)
-		}
+		testenv.WaitFor(t, 20*time.Second, fmt.Sprintf("%d delivery attempts", n), func() bool { return s.Attempts() >= n })
 	}
 	waitAttempts(3)
 	s.SetDown(true)
@@ -193,7 +187,7 @@ func TestOutboxPermanentFailure(t *testing.T) {
 	if got := len(s.Messages()); got != 2 {
 		t.Fatalf("%d delivered, want 2", got)
 	}
-	dead, _ := db.Messages(ctx, state.MsgDead, 0)
+	dead, _ := db.Messages(ctx, journal.MsgDead, 0)
 	if len(dead) != 1 || dead[0].Dedupe != "msg-0" || dead[0].LastError == "" {
 		t.Fatalf("dead = %+v", dead)
 	}
@@ -231,9 +225,14 @@ func TestFlushWhileSlackIsDown(t *testing.T) {
 		t.Fatalf("Flush while down = %v, want ErrUndelivered", err)
 	}
 	s.SetDown(false)
-	time.Sleep(10 * time.Millisecond) // the backoff
-	if err := ob.Flush(ctx); err != nil {
-		t.Fatalf("Flush after outage = %v", err)
+	// Flush delivers what is due: the messages come due after their backoff.
+	var flushErr error
+	testenv.WaitFor(t, 10*time.Second, "a Flush after the outage to deliver", func() bool {
+		flushErr = ob.Flush(ctx)
+		return flushErr == nil || !errors.Is(flushErr, notify.ErrUndelivered)
+	})
+	if flushErr != nil {
+		t.Fatalf("Flush after outage = %v", flushErr)
 	}
 	if c := countByDedupe(t, s); c["msg-1"] != 1 || c["msg-2"] != 1 {
 		t.Fatalf("counts = %v", c)
@@ -255,7 +254,7 @@ func TestOutboxMaxAge(t *testing.T) {
 	if err := ob.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	dead, _ := db.Messages(ctx, state.MsgDead, 0)
+	dead, _ := db.Messages(ctx, journal.MsgDead, 0)
 	if len(dead) != 1 || dead[0].Dedupe != "msg-1" {
 		t.Fatalf("dead = %+v", dead)
 	}
@@ -332,7 +331,7 @@ func (d *dieAfterSend) Send(ctx context.Context, n notify.Notification) error {
 // for a job re-running after a crash) and drains the outbox.
 func child() int {
 	ctx := context.Background()
-	db, err := state.Open(ctx, os.Getenv("NOTIFY_TEST_DB"))
+	db, err := journal.Open(ctx, os.Getenv("NOTIFY_TEST_DB"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -396,6 +395,17 @@ func startChild(t *testing.T, env ...string) *childProc {
 	return c
 }
 
+// exited reports whether the child has ended.
+func (c *childProc) exited() bool {
+	select {
+	case err := <-c.done:
+		c.done <- err
+		return true
+	default:
+		return false
+	}
+}
+
 func (c *childProc) wait(t *testing.T, timeout time.Duration) error {
 	t.Helper()
 	select {
@@ -424,8 +434,12 @@ func TestOutboxKilledAndRestarted(t *testing.T) {
 	for round := 0; round < 12; round++ {
 		before := len(s.Messages())
 		c := startChild(t, env...)
-		// Let some messages flow, then fail Slack mid-stream, then kill.
-		time.Sleep(time.Duration(20+rng.IntN(60)) * time.Millisecond)
+		// Let some messages flow (or the child end), then fail Slack
+		// mid-stream, then kill.
+		flowed := min(total, before+1+rng.IntN(4))
+		waitCtx, cancelWait := context.WithTimeout(context.Background(), 10*time.Second)
+		testenv.Until(waitCtx, func() bool { return len(s.Messages()) >= flowed || c.exited() })
+		cancelWait()
 		switch round % 3 {
 		case 0:
 			s.RateLimit(1, "1")

@@ -63,20 +63,21 @@ gateway:
 	}()
 	addrRE := regexp.MustCompile(`listening on (http://\S+)`)
 	var base string
-	for deadline := time.Now().Add(10 * time.Second); base == ""; {
+	exited := -1
+	testenv.WaitFor(t, 10*time.Second, "the gateway to start", func() bool {
 		if m := addrRE.FindStringSubmatch(stdout.String()); m != nil {
 			base = m[1]
-			break
+			return true
 		}
 		select {
-		case code := <-done:
-			t.Fatalf("exited %d early; stderr:\n%s", code, stderr.String())
+		case exited = <-done:
+			return true
 		default:
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway did not start; stderr:\n%s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	})
+	if base == "" {
+		t.Fatalf("exited %d early; stderr:\n%s", exited, stderr.String())
 	}
 	tests := []struct {
 		name, model, token string
@@ -115,7 +116,10 @@ gateway:
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	status := 0
+	reloadCtx, cancelReload := context.WithTimeout(ctx, 10*time.Second)
+	defer cancelReload()
+	if !testenv.Until(reloadCtx, func() bool {
 		req, _ := http.NewRequest("GET", base+"/v1/models", nil)
 		req.Header.Set("Authorization", "Bearer "+token2)
 		resp, err := http.DefaultClient.Do(req)
@@ -123,13 +127,10 @@ gateway:
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the client added before SIGHUP gets %d; stderr:\n%s", resp.StatusCode, stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+		status = resp.StatusCode
+		return status == 200
+	}) {
+		t.Fatalf("the client added before SIGHUP gets %d; stderr:\n%s", status, stderr.String())
 	}
 	cancel()
 	select {

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mrbacd/mrbacd/app"
 	"github.com/mrbacd/mrbacd/internal/testenv"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 )
 
@@ -102,7 +105,7 @@ func TestRotateCommandQueuesWhenSlackIsDown(t *testing.T) {
 	}()
 	select {
 	case <-done:
-	case <-time.After(oneShotFlushTimeout + 30*time.Second):
+	case <-time.After(app.FlushTimeout + 30*time.Second):
 		t.Fatal("rotate did not end")
 	}
 	if code != exitOK {
@@ -114,7 +117,16 @@ func TestRotateCommandQueuesWhenSlackIsDown(t *testing.T) {
 	slack.SetDown(false)
 	// The next pass (nothing due) delivers the queued digest once its retry
 	// is due (the outbox's first backoff is 1s to 1.2s).
-	time.Sleep(1300 * time.Millisecond)
+	db, err := journal.OpenReadOnly(context.Background(), w.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	due, queued, err := db.NextDue(context.Background())
+	db.Close()
+	if err != nil || !queued {
+		t.Fatalf("no digest queued in the journal (%v)", err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the digest's retry to come due", func() bool { return !time.Now().Before(due) })
 	if code, _, errOut := w.run("rotate", "--config", w.cfgPath); code != exitOK {
 		t.Fatalf("second rotate exit %d:\n%s", code, errOut)
 	}

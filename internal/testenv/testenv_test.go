@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -267,5 +268,24 @@ func TestMissingToolsFailLoudly(t *testing.T) {
 				t.Fatalf("failure message %q does not say how to get the tool (%q)", msg, tc.want)
 			}
 		})
+	}
+}
+
+func TestUntilAndWaitFor(t *testing.T) {
+	var n atomic.Int32
+	go func() {
+		for range 3 {
+			n.Add(1)
+		}
+	}()
+	WaitFor(t, 10*time.Second, "three increments", func() bool { return n.Load() == 3 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if Until(ctx, func() bool { return false }) {
+		t.Fatal("Until reported a condition that never holds")
+	}
+	msg := fatalOf(t, func(tb testing.TB) { WaitFor(tb, 10*time.Millisecond, "nothing", func() bool { return false }) })
+	if !strings.Contains(msg, "timed out after 10ms waiting for nothing") {
+		t.Fatalf("WaitFor failed with %q", msg)
 	}
 }

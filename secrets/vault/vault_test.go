@@ -251,10 +251,9 @@ func TestDeletedVersionIsNotFound(t *testing.T) {
 	}
 }
 
-// TestRawRetryCompletesMetadata simulates a writer of an older mrbacd
-// (data first, then flat metadata) that crashed between the two requests:
-// readers get a retryable error, and the retry of that write completes it
-// instead of conflicting.
+// TestRawRetryCompletesMetadata: a version whose data landed without its
+// entry (a write cut off between its requests) reads as a retryable error,
+// and the retry of that write completes it instead of conflicting.
 func TestRawRetryCompletesMetadata(t *testing.T) {
 	v := testenv.Vault(t)
 	s := newStore(t, v, AuthOptions{Method: "token", Token: v.RootToken}, nil)
@@ -325,26 +324,21 @@ func TestAppRoleRenewalAndRelogin(t *testing.T) {
 	if _, err := s.Write(ctx, secrets.WriteRequest{Target: tg, Record: rec, Token: "r1"}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(25 * time.Second)
-	for logs.Count("vault login") < 2 || logs.Count("vault token renewed") < 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no renewal and re-login seen; logs:\n%s", logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+	wctx, cancel := context.WithTimeout(ctx, 25*time.Second)
+	defer cancel()
+	if !testenv.Until(wctx, func() bool { return logs.Count("vault login") >= 2 && logs.Count("vault token renewed") >= 1 }) {
+		t.Fatalf("no renewal and re-login seen; logs:\n%s", logs.String())
 	}
 	if s.client.Token() == first {
 		t.Fatalf("token unchanged after re-login")
 	}
 	// The first token reaches its max TTL (the watcher gives up a little
 	// before it): from then on the store works only because it logged in again.
-	for {
-		if _, err := v.NewClient(t, first).Auth().Token().LookupSelf(); err != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("first token still valid long after its max TTL")
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !testenv.Until(wctx, func() bool {
+		_, err := v.NewClient(t, first).Auth().Token().LookupSelf()
+		return err != nil
+	}) {
+		t.Fatalf("first token still valid long after its max TTL")
 	}
 	if got, err := s.Read(ctx, tg); err != nil || got.APIKey != rec.APIKey {
 		t.Fatalf("Read after re-login = %v, %v", got.Record, err)
@@ -390,12 +384,10 @@ func TestTokenRenewal(t *testing.T) {
 	start := time.Now()
 	s := newStore(t, v, AuthOptions{Method: "token", Token: tok}, logs)
 	// Past twice the TTL, with renewals seen: only renewal keeps it alive.
-	deadline := start.Add(30 * time.Second)
-	for time.Since(start) < 4*time.Second || logs.Count("vault token renewed") < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("fewer than 2 renewals logged in %s:\n%s", time.Since(start).Round(time.Second), logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+	wctx, cancel := context.WithDeadline(context.Background(), start.Add(30*time.Second))
+	defer cancel()
+	if !testenv.Until(wctx, func() bool { return time.Since(start) >= 4*time.Second && logs.Count("vault token renewed") >= 2 }) {
+		t.Fatalf("fewer than 2 renewals logged in %s:\n%s", time.Since(start).Round(time.Second), logs.String())
 	}
 	if _, err := s.Write(context.Background(), secrets.WriteRequest{Target: secrets.Target{Path: "mrbacd-test/tok"},
 		Record: secrets.Record{APIKey: "sk-t", KeyID: "k"}, Token: "t"}); err != nil {

@@ -10,10 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mrbacd/mrbacd/admin"
+	"github.com/mrbacd/mrbacd/ctlsock"
+	"github.com/mrbacd/mrbacd/internal/testenv"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/secrets"
 	"github.com/mrbacd/mrbacd/secrets/file"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // storedKey reads a managed key's record from the file store.
@@ -30,9 +31,9 @@ func (e *env) storedKey(name string) secrets.Versioned {
 	return v
 }
 
-func (e *env) journal() *state.DB {
+func (e *env) journal() *journal.DB {
 	e.t.Helper()
-	db, err := state.Open(context.Background(), filepath.Join(e.dir, "state.db"))
+	db, err := journal.Open(context.Background(), filepath.Join(e.dir, "state.db"))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -106,12 +107,12 @@ func TestCtlDrivesTheDaemon(t *testing.T) {
 	}
 
 	// JSON output, and a run started without --wait that is then looked up.
-	var run admin.Run
+	var run ctlsock.Run
 	if r := e.ctlJSON(&run, "run", "audit"); r.code != 0 || run.ID == 0 || run.Job != "audit" {
 		t.Fatalf("run audit: %+v %+v", r, run)
 	}
-	var runs []admin.Run
-	waitFor(t, 10*time.Second, "the audit run to finish", func() bool {
+	var runs []ctlsock.Run
+	testenv.WaitFor(t, 10*time.Second, "the audit run to finish", func() bool {
 		e.ctlJSON(&runs, "history")
 		runs = notCron(runs)
 		return len(runs) >= 1 && runs[0].ID == run.ID && runs[0].Status != "running"
@@ -197,10 +198,10 @@ func TestPeerUIDRefused(t *testing.T) {
 	}
 	// The daemon logs before it answers, but its stderr reaches the buffer
 	// through a pipe the test copies: poll.
-	waitFor(t, 5*time.Second, "the refusal to be logged", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the refusal to be logged", func() bool {
 		return strings.Contains(p.stderr.String(), `"msg":"admin request refused","uid":65534`)
 	})
-	var runs []admin.Run
+	var runs []ctlsock.Run
 	if e.ctlJSON(&runs, "history"); len(notCron(runs)) != 0 {
 		t.Errorf("a refused peer started runs: %+v", runs)
 	}
@@ -223,7 +224,7 @@ func TestSIGHUPWithBrokenConfigKeepsServing(t *testing.T) {
 	e := newEnv(t, startSandbox(t))
 	e.writeConfig(cfgOpts{})
 	p := e.start()
-	var before admin.Status
+	var before ctlsock.Status
 	e.ctlJSON(&before, "status")
 
 	tests := []struct {
@@ -245,11 +246,11 @@ func TestSIGHUPWithBrokenConfigKeepsServing(t *testing.T) {
 			} else {
 				e.writeConfig(cfgOpts{extra: tc.extra})
 			}
-			var prev admin.Status
+			var prev ctlsock.Status
 			e.ctlJSON(&prev, "status")
 			p.cmd.Process.Signal(syscall.SIGHUP)
-			var st admin.Status
-			waitFor(t, 10*time.Second, "the reload to be recorded", func() bool {
+			var st ctlsock.Status
+			testenv.WaitFor(t, 10*time.Second, "the reload to be recorded", func() bool {
 				r := e.ctlJSON(&st, "status")
 				return r.code == 0 && st.LastReload != nil && (prev.LastReload == nil || st.LastReload.At.After(prev.LastReload.At))
 			})
@@ -304,8 +305,8 @@ func TestSIGTERMMidRotationResumesNextStart(t *testing.T) {
 		t.Fatalf("run rotate: %+v", r)
 	}
 	db := e.journal()
-	var inflight []state.Rotation
-	waitFor(t, 10*time.Second, "the rotation to reach its propagation wait", func() bool {
+	var inflight []journal.Rotation
+	testenv.WaitFor(t, 10*time.Second, "the rotation to reach its propagation wait", func() bool {
 		var err error
 		inflight, err = db.InFlightRotations(context.Background())
 		return err == nil && len(inflight) == 1 && inflight[0].Step == "publish"
@@ -333,7 +334,7 @@ func TestSIGTERMMidRotationResumesNextStart(t *testing.T) {
 
 	// The next start resumes it: waits the rest of the propagation, revokes the old key.
 	p2 := e.start()
-	waitFor(t, wait+10*time.Second, "the resumed rotation to finish", func() bool {
+	testenv.WaitFor(t, wait+10*time.Second, "the resumed rotation to finish", func() bool {
 		n, err := db.InFlightRotations(context.Background())
 		return err == nil && len(n) == 0
 	})
@@ -348,8 +349,8 @@ func TestSIGTERMMidRotationResumesNextStart(t *testing.T) {
 	if sb.Accepts(old.APIKey) {
 		t.Error("old key still live after the resumed rotation finished")
 	}
-	var runs []admin.Run
-	waitFor(t, 10*time.Second, "the resume run to be journaled", func() bool {
+	var runs []ctlsock.Run
+	testenv.WaitFor(t, 10*time.Second, "the resume run to be journaled", func() bool {
 		e.ctlJSON(&runs, "history")
 		runs = notCron(runs)
 		return len(runs) > 0 && runs[0].Status != "running"
@@ -372,8 +373,8 @@ func TestCatchUpAfterDowntime(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := e.start()
-	var runs []admin.Run
-	waitFor(t, 15*time.Second, "the catch-up audit run to finish", func() bool {
+	var runs []ctlsock.Run
+	testenv.WaitFor(t, 15*time.Second, "the catch-up audit run to finish", func() bool {
 		e.ctlJSON(&runs, "history")
 		runs = notCron(runs)
 		return len(runs) == 1 && runs[0].Status != "running"
@@ -436,9 +437,9 @@ func TestSystemdNotifications(t *testing.T) {
 	e.writeConfig(cfgOpts{})
 	// WatchdogSec=0.4s as systemd would pass it: pings every 200ms.
 	p := e.start("WATCHDOG_USEC=400000")
-	waitFor(t, 5*time.Second, "WATCHDOG=1", func() bool { return strings.Contains(p.notify.String(), "WATCHDOG=1") })
+	testenv.WaitFor(t, 5*time.Second, "WATCHDOG=1", func() bool { return strings.Contains(p.notify.String(), "WATCHDOG=1") })
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, 5*time.Second, "RELOADING=1 then READY=1", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "RELOADING=1 then READY=1", func() bool {
 		n := p.notify.String()
 		i := strings.Index(n, "RELOADING=1\nMONOTONIC_USEC=")
 		return i >= 0 && strings.Contains(n[i:], "READY=1")
@@ -454,7 +455,7 @@ func TestSystemdNotifications(t *testing.T) {
 // notCron drops the runs cron started: a default schedule's boundary (budget
 // every 30 minutes) may fall inside a test, and the tests count the runs they
 // caused.
-func notCron(runs []admin.Run) []admin.Run {
+func notCron(runs []ctlsock.Run) []ctlsock.Run {
 	out := runs[:0:0]
 	for _, r := range runs {
 		if r.Trigger != "cron" {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mrbacd/mrbacd/internal/testenv"
 )
 
 // gatewayAddr finds the gateway's address in the daemon's JSON log.
@@ -56,7 +58,7 @@ gateway:
 		t.Run(tc.name, func(t *testing.T) {
 			var code int
 			// The gateway picks up the bootstrapped key within its poll interval.
-			waitFor(t, 10*time.Second, "the gateway to answer", func() bool {
+			testenv.WaitFor(t, 10*time.Second, "the gateway to answer", func() bool {
 				req, _ := http.NewRequest("GET", url, nil)
 				req.Header.Set("Authorization", "Bearer "+tc.token)
 				resp, err := http.DefaultClient.Do(req)

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mrbacd/mrbacd/admin"
+	"github.com/mrbacd/mrbacd/ctlsock"
 	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 )
@@ -213,16 +213,14 @@ func (e *env) start(extraEnv ...string) *proc {
 	case <-time.After(20 * time.Second):
 		e.t.Fatalf("no READY=1 from the daemon; stderr:\n%s", p.stderr.String())
 	}
-	c := admin.NewClient(e.socket)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if _, err := c.Status(context.Background()); err == nil {
-			p.answered = time.Since(p.started)
-			break
-		} else if time.Now().After(deadline) {
-			e.t.Fatalf("admin socket never answered: %v\n%s", err, p.stderr.String())
-		}
-		time.Sleep(2 * time.Millisecond)
+	c := ctlsock.NewClient(e.socket)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var statusErr error
+	if !testenv.Until(ctx, func() bool { _, statusErr = c.Status(context.Background()); return statusErr == nil }) {
+		e.t.Fatalf("admin socket never answered: %v\n%s", statusErr, p.stderr.String())
 	}
+	p.answered = time.Since(p.started)
 	return p
 }
 
@@ -279,17 +277,6 @@ func (e *env) ctlJSON(v any, args ...string) ctlResult {
 		}
 	}
 	return r
-}
-
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(timeout); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // execCommand returns the binary with args and the sandbox admin key in its environment.

@@ -54,7 +54,11 @@ func TestMeasure(t *testing.T) {
 		p := e.start()
 		ready = append(ready, p.ready)
 		answered = append(answered, p.answered)
-		time.Sleep(2 * time.Second) // idle: timers armed, nothing running
+		select { // an idle window: timers armed, nothing running
+		case <-p.done:
+			t.Fatalf("the daemon exited while idle (%d)", p.code)
+		case <-time.After(2 * time.Second):
+		}
 		if r := e.ctl("status"); r.code != 0 {
 			t.Fatalf("status: %+v", r)
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 )
 
@@ -48,7 +49,7 @@ func TestMetricsAndFailureNotification(t *testing.T) {
 		t.Fatalf("bootstrap: %+v", r)
 	}
 	// The rotation digest goes out through the outbox (stdout: no Slack configured).
-	waitFor(t, 10*time.Second, "the rotation digest", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the rotation digest", func() bool {
 		return strings.Contains(p.stdout.String(), "Key rotation: 1 rotated, 0 failed")
 	})
 	// The platform is down: the budget poll fails, ctl exits 1, and on-call
@@ -59,7 +60,7 @@ func TestMetricsAndFailureNotification(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stdout, "budget: failed") {
 		t.Errorf("failed budget run: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	waitFor(t, 10*time.Second, "the job failure notification", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the job failure notification", func() bool {
 		return strings.Contains(p.stdout.String(), "Job budget failed")
 	})
 
@@ -67,7 +68,7 @@ func TestMetricsAndFailureNotification(t *testing.T) {
 	var code int
 	var body string
 	// Sent, then marked sent: wait for the outbox to be empty.
-	waitFor(t, 10*time.Second, "no notification pending", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "no notification pending", func() bool {
 		code, body = httpGet(t, base+"/metrics")
 		return code == 200 && strings.Contains(body, "mrbacd_notifications_pending 0")
 	})

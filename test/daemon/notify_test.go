@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 )
 
@@ -20,7 +21,7 @@ func TestDaemonRotationNotifications(t *testing.T) {
 	if r := e.ctl("run", "rotate", "--wait"); r.code != 0 {
 		t.Fatalf("bootstrap: %+v", r)
 	}
-	waitFor(t, 10*time.Second, "the rotation digest", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the rotation digest", func() bool {
 		return strings.Contains(p.stdout.String(), "Key rotation: 2 rotated, 0 failed")
 	})
 
@@ -30,14 +31,14 @@ func TestDaemonRotationNotifications(t *testing.T) {
 	if r.code != 1 {
 		t.Fatalf("forced rotation with verify failing: exit %d, want 1: %+v", r.code, r)
 	}
-	waitFor(t, 10*time.Second, "a failure message per key", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "a failure message per key", func() bool {
 		out := p.stdout.String()
 		return strings.Contains(out, "Rotation of key-00 failed at verify") && strings.Contains(out, "Rotation of key-01 failed at verify")
 	})
 	// Every message of the run is queued before ctl --wait returns: once the
 	// outbox is empty, a doubled report would be out.
 	base := "http://" + p.metricsAddr(t)
-	waitFor(t, 10*time.Second, "no notification pending", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "no notification pending", func() bool {
 		code, body := httpGet(t, base+"/metrics")
 		return code == 200 && strings.Contains(body, "mrbacd_notifications_pending 0")
 	})

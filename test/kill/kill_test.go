@@ -277,14 +277,19 @@ func runKills(t *testing.T, backend string, want int, st *stats) {
 			killed := false
 			switch mode {
 			case 0: // inside the injected latency of one platform call
-				for !c.exited() && time.Since(start) < 10*time.Second && w.sb.Stats()[route] <= base {
-					time.Sleep(time.Millisecond)
-				}
+				reached, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				testenv.Until(reached, func() bool { return c.exited() || w.sb.Stats()[route] > base })
+				cancel()
 				if !c.exited() && w.sb.Stats()[route] > base {
-					time.Sleep(time.Duration(rng.Int64N(int64(140 * time.Millisecond))))
-					killed = c.kill()
-					if killed {
-						st.latencyKills++
+					// Kill at a random moment of the call's latency, unless
+					// the process ends first.
+					select {
+					case <-c.done:
+					case <-time.After(time.Duration(rng.Int64N(int64(140 * time.Millisecond)))):
+						killed = c.kill()
+						if killed {
+							st.latencyKills++
+						}
 					}
 				}
 			case 1, 2: // at a random moment of a run

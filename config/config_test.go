@@ -319,21 +319,6 @@ func TestModelPatterns(t *testing.T) {
 	}
 }
 
-func TestParseSchedule(t *testing.T) {
-	good := []string{"0 3 * * *", "*/30 * * * *", "@daily", "@every 1h", "30 2 * * 1-5"}
-	bad := []string{"", "0 3 * *", "0 25 * * *", "TZ=UTC 0 3 * * *", "CRON_TZ=UTC 0 3 * * *", "@sometimes", "0 0 3 * * *"}
-	for _, s := range good {
-		if err := ParseSchedule(s); err != nil {
-			t.Errorf("ParseSchedule(%q) = %v", s, err)
-		}
-	}
-	for _, s := range bad {
-		if err := ParseSchedule(s); err == nil {
-			t.Errorf("ParseSchedule(%q) = nil, want an error", s)
-		}
-	}
-}
-
 func TestPrices(t *testing.T) {
 	cfg, err := Parse("p.yaml", []byte(minimalBody+"prices:\n  mistral-small-latest: {input: 0.2, output: 0.7}\n  my-model: {input: 1}\n"))
 	if err != nil {

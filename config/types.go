@@ -1,6 +1,11 @@
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/mrbacd/mrbacd/jobs"
+	"github.com/mrbacd/mrbacd/jobs/scheduler"
+)
 
 // Config is the whole of mrbacd's configuration: the strategy as code.
 // Field names follow the YAML keys. Defaults are filled by applyDefaults,
@@ -187,6 +192,15 @@ type Jobs struct {
 	Rotate   RotateJob `yaml:"rotate"`
 	Audit    AuditJob  `yaml:"audit"`
 	Budget   BudgetJob `yaml:"budget"`
+}
+
+// Table returns the job table: the time zone and the rotate, audit and
+// budget jobs' schedules, timeouts and switches.
+func (j Jobs) Table() (scheduler.Table, error) {
+	return scheduler.NewTable(j.Timezone,
+		scheduler.Spec{Name: jobs.Rotate, Schedule: j.Rotate.Schedule, Timeout: j.Rotate.Timeout.D(), Disabled: j.Rotate.Disabled},
+		scheduler.Spec{Name: jobs.Audit, Schedule: j.Audit.Schedule, Timeout: j.Audit.Timeout.D(), Disabled: j.Audit.Disabled},
+		scheduler.Spec{Name: jobs.Budget, Schedule: j.Budget.Schedule, Timeout: j.Budget.Timeout.D(), Disabled: j.Budget.Disabled})
 }
 
 // RotateJob configures rotation.

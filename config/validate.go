@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -10,9 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
-	"github.com/robfig/cron/v3"
+	"github.com/mrbacd/mrbacd/jobs/scheduler"
 )
 
 // MaxKeyNameLen bounds a managed key's name, so generated platform key
@@ -24,58 +22,6 @@ var (
 	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	hex64RE   = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 )
-
-var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
-
-// ParseSchedule checks a cron spec: the standard five fields or a
-// descriptor such as @daily or @every 1h. Time zones come from
-// jobs.timezone, so a TZ= prefix is refused.
-func ParseSchedule(spec string) error {
-	_, err := parseSchedule(spec)
-	return err
-}
-
-func parseSchedule(spec string) (cron.Schedule, error) {
-	s := strings.TrimSpace(spec)
-	if s == "" {
-		return nil, fmt.Errorf("empty schedule")
-	}
-	if strings.HasPrefix(s, "TZ=") || strings.HasPrefix(s, "CRON_TZ=") {
-		return nil, fmt.Errorf("a TZ= prefix is not allowed: set jobs.timezone")
-	}
-	sched, err := parseCron(s)
-	if err != nil {
-		if !echoSafeSchedule(s) {
-			// The parser's message quotes the value: keep a misplaced secret out.
-			return nil, errors.New("invalid cron schedule (a token is too long to be a cron field; value not shown): " +
-				"want five fields (minute hour day-of-month month day-of-week) or a descriptor such as @daily or @every 1h")
-		}
-		return nil, fmt.Errorf("invalid cron schedule %s: %v", quoteShort(spec), err)
-	}
-	return sched, nil
-}
-
-// echoSafeSchedule reports whether a schedule may be quoted in a message:
-// cron fields are short words (0-59, */15, MON-FRI, @daily, 1h30m); a
-// longer token is no schedule and may be a secret put in the wrong place.
-func echoSafeSchedule(s string) bool {
-	for _, tok := range strings.FieldsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || r == ',' }) {
-		if len(tok) > 16 {
-			return false
-		}
-	}
-	return true
-}
-
-// parseCron wraps the cron parser, which panics on some inputs.
-func parseCron(s string) (sched cron.Schedule, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			sched, err = nil, fmt.Errorf("malformed")
-		}
-	}()
-	return cronParser.Parse(s)
-}
 
 // validator checks a decoded, defaulted config; it locates each problem
 // through the decoder's field positions.
@@ -414,7 +360,7 @@ func (v *validator) validateJobs() {
 		{"jobs.audit.schedule", j.Audit.Schedule},
 		{"jobs.budget.schedule", j.Budget.Schedule},
 	} {
-		if err := ParseSchedule(s.spec); err != nil {
+		if _, err := scheduler.ParseSchedule(s.spec); err != nil {
 			v.errorf(s.path, "%v", err)
 		}
 	}

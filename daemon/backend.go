@@ -10,26 +10,26 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mrbacd/mrbacd/admin"
+	"github.com/mrbacd/mrbacd/ctlsock"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/scheduler"
-	"github.com/mrbacd/mrbacd/state"
+	"github.com/mrbacd/mrbacd/journal"
 )
 
 // backend answers the admin socket from the daemon's scheduler and journal.
 type backend struct{ d *Daemon }
 
-// Status implements admin.Backend.
-func (b backend) Status(ctx context.Context) (admin.Status, error) {
+// Status implements ctlsock.Backend.
+func (b backend) Status(ctx context.Context) (ctlsock.Status, error) {
 	d := b.d
 	js, err := b.Jobs(ctx)
 	if err != nil {
-		return admin.Status{}, err
+		return ctlsock.Status{}, err
 	}
 	d.mu.RLock()
 	cfg, last := d.cfg, d.last
 	d.mu.RUnlock()
-	return admin.Status{
+	return ctlsock.Status{
 		Version:       d.opts.Version,
 		PID:           os.Getpid(),
 		StartedAt:     d.started.UTC(),
@@ -41,17 +41,17 @@ func (b backend) Status(ctx context.Context) (admin.Status, error) {
 	}, nil
 }
 
-// Jobs implements admin.Backend: the scheduler's view plus each job's last journaled run.
-func (b backend) Jobs(ctx context.Context) ([]admin.Job, error) {
-	var out []admin.Job
+// Jobs implements ctlsock.Backend: the scheduler's view plus each job's last journaled run.
+func (b backend) Jobs(ctx context.Context) ([]ctlsock.Job, error) {
+	var out []ctlsock.Job
 	for _, j := range b.d.sched.Jobs() {
-		aj := admin.Job{Name: j.Name, Schedule: j.Schedule, TimeoutSeconds: j.Timeout.Seconds(), Disabled: j.Disabled}
+		aj := ctlsock.Job{Name: j.Name, Schedule: j.Schedule, TimeoutSeconds: j.Timeout.Seconds(), Disabled: j.Disabled}
 		if !j.Next.IsZero() {
 			n := j.Next.UTC()
 			aj.NextRun = &n
 		}
 		if j.Running != nil {
-			aj.Running = &admin.Run{ID: j.Running.ID, Job: j.Name, Trigger: j.Running.Trigger, Status: scheduler.StatusRunning, StartedAt: j.Running.Started.UTC()}
+			aj.Running = &ctlsock.Run{ID: j.Running.ID, Job: j.Name, Trigger: j.Running.Trigger, Status: scheduler.StatusRunning, StartedAt: j.Running.Started.UTC()}
 		}
 		last, ok, err := b.d.db.LastRun(ctx, j.Name)
 		if err != nil {
@@ -66,9 +66,9 @@ func (b backend) Jobs(ctx context.Context) ([]admin.Job, error) {
 	return out, nil
 }
 
-// RunJob implements admin.Backend: the key is checked against the config, then the
+// RunJob implements ctlsock.Backend: the key is checked against the config, then the
 // scheduler starts the run (refusing overlap); with wait it returns the finished run.
-func (b backend) RunJob(ctx context.Context, job string, req jobs.Request, wait bool) (admin.Run, error) {
+func (b backend) RunJob(ctx context.Context, job string, req jobs.Request, wait bool) (ctlsock.Run, error) {
 	if req.Key != "" {
 		cfg := b.d.Config()
 		if _, ok := cfg.Key(req.Key); !ok {
@@ -77,25 +77,25 @@ func (b backend) RunJob(ctx context.Context, job string, req jobs.Request, wait 
 				names = append(names, k.Name)
 			}
 			sort.Strings(names)
-			return admin.Run{}, fmt.Errorf("%w: unknown key %q (managed keys: %s)", admin.ErrInvalid, req.Key, strings.Join(names, ", "))
+			return ctlsock.Run{}, fmt.Errorf("%w: unknown key %q (managed keys: %s)", ctlsock.ErrInvalid, req.Key, strings.Join(names, ", "))
 		}
 	}
 	r, err := b.d.sched.Trigger(ctx, job, req)
 	switch {
 	case errors.Is(err, scheduler.ErrUnknownJob):
-		return admin.Run{}, fmt.Errorf("%w: %w (jobs: %s)", admin.ErrNotFound, err, strings.Join(b.jobNames(), ", "))
+		return ctlsock.Run{}, fmt.Errorf("%w: %w (jobs: %s)", ctlsock.ErrNotFound, err, strings.Join(b.jobNames(), ", "))
 	case errors.Is(err, scheduler.ErrAlreadyRunning):
-		return admin.Run{}, fmt.Errorf("%w: %w", admin.ErrConflict, err)
+		return ctlsock.Run{}, fmt.Errorf("%w: %w", ctlsock.ErrConflict, err)
 	case errors.Is(err, scheduler.ErrStopped):
-		return admin.Run{}, fmt.Errorf("%w: daemon is shutting down: %w", admin.ErrUnavailable, err)
+		return ctlsock.Run{}, fmt.Errorf("%w: daemon is shutting down: %w", ctlsock.ErrUnavailable, err)
 	case err != nil:
-		return admin.Run{}, err
+		return ctlsock.Run{}, err
 	}
 	if !wait {
-		return admin.Run{ID: r.ID, Job: job, Trigger: r.Trigger, Status: scheduler.StatusRunning, StartedAt: r.Started.UTC()}, nil
+		return ctlsock.Run{ID: r.ID, Job: job, Trigger: r.Trigger, Status: scheduler.StatusRunning, StartedAt: r.Started.UTC()}, nil
 	}
 	if _, err := r.Wait(ctx); err != nil {
-		return admin.Run{}, err
+		return ctlsock.Run{}, err
 	}
 	return b.Run(ctx, r.ID)
 }
@@ -108,56 +108,53 @@ func (b backend) jobNames() []string {
 	return names
 }
 
-// Runs implements admin.Backend.
-func (b backend) Runs(ctx context.Context, limit int) ([]admin.Run, error) {
-	rs, err := b.d.db.Runs(ctx, state.RunFilter{Limit: limit})
+// Runs implements ctlsock.Backend.
+func (b backend) Runs(ctx context.Context, limit int) ([]ctlsock.Run, error) {
+	rs, err := b.d.db.Runs(ctx, journal.RunFilter{Limit: limit})
 	if err != nil {
 		return nil, err
 	}
-	out := make([]admin.Run, 0, len(rs))
+	out := make([]ctlsock.Run, 0, len(rs))
 	for _, r := range rs {
 		out = append(out, toRun(r))
 	}
 	return out, nil
 }
 
-// Run implements admin.Backend.
-func (b backend) Run(ctx context.Context, id int64) (admin.Run, error) {
+// Run implements ctlsock.Backend.
+func (b backend) Run(ctx context.Context, id int64) (ctlsock.Run, error) {
 	r, err := b.d.db.GetRun(ctx, id)
-	if errors.Is(err, state.ErrNotFound) {
-		return admin.Run{}, fmt.Errorf("%w: %w", admin.ErrNotFound, err)
+	if errors.Is(err, journal.ErrNotFound) {
+		return ctlsock.Run{}, fmt.Errorf("%w: %w", ctlsock.ErrNotFound, err)
 	}
 	if err != nil {
-		return admin.Run{}, err
+		return ctlsock.Run{}, err
 	}
 	return toRun(r), nil
 }
 
-// Reload implements admin.Backend.
-func (b backend) Reload(ctx context.Context) (admin.Reload, error) {
-	return b.d.Reload(ctx, admin.ReloadTrigger(ctx))
+// Reload implements ctlsock.Backend.
+func (b backend) Reload(ctx context.Context) (ctlsock.Reload, error) {
+	return b.d.Reload(ctx, ctlsock.ReloadTrigger(ctx))
 }
 
-// toRun converts a journaled run; its summary is the JSON of a jobs.Result.
-func toRun(r state.Run) admin.Run {
-	out := admin.Run{ID: r.ID, Job: r.Job, Trigger: r.Trigger, Args: r.Args, Status: r.Status, Error: r.Error, StartedAt: r.StartedAt}
+// toRun converts a journaled run; its summary is the JSON of a jobs.Result
+// (scheduler.Once and the scheduler both record it so).
+func toRun(r journal.Run) ctlsock.Run {
+	out := ctlsock.Run{ID: r.ID, Job: r.Job, Trigger: r.Trigger, Args: r.Args, Status: r.Status, Error: r.Error, StartedAt: r.StartedAt}
 	if !r.FinishedAt.IsZero() {
 		f := r.FinishedAt
 		out.FinishedAt = &f
 	}
-	if r.Summary != "" {
-		var res struct {
-			Failed  bool            `json:"failed"`
-			Summary string          `json:"summary"`
-			Details json.RawMessage `json:"details"`
-		}
-		if err := json.Unmarshal([]byte(r.Summary), &res); err == nil {
-			out.Failed, out.Summary = res.Failed, res.Summary
-			if len(res.Details) > 0 && string(res.Details) != "null" {
-				out.Details = res.Details
-			}
-		} else {
-			out.Summary = r.Summary
+	var res struct {
+		Failed  bool            `json:"failed"`
+		Summary string          `json:"summary"`
+		Details json.RawMessage `json:"details"`
+	}
+	if r.Summary != "" && json.Unmarshal([]byte(r.Summary), &res) == nil {
+		out.Failed, out.Summary = res.Failed, res.Summary
+		if len(res.Details) > 0 && string(res.Details) != "null" {
+			out.Details = res.Details
 		}
 	}
 	out.Failed = out.Failed || (r.Status != scheduler.StatusOK && r.Status != scheduler.StatusRunning)

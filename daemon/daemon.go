@@ -23,12 +23,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mrbacd/mrbacd/admin"
 	"github.com/mrbacd/mrbacd/config"
+	"github.com/mrbacd/mrbacd/ctlsock"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/scheduler"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/metrics"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // TriggerResume is the trigger of the run that resumes rotations in flight at start.
@@ -64,7 +64,7 @@ type Service struct {
 // Env is what Build and Services receive.
 type Env struct {
 	Config  *config.Config
-	Journal *state.DB
+	Journal journal.Journal
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
 }
@@ -92,16 +92,19 @@ type Options struct {
 	Now func() time.Time
 	// Load reads a config; default config.Load.
 	Load func(path string) (*config.Config, error)
+	// OpenJournal opens the journal a config names; default the SQLite
+	// file at state.path (journal.Open).
+	OpenJournal func(ctx context.Context, cfg *config.Config) (journal.Journal, error)
 }
 
 // Daemon is a running mrbacd.
 type Daemon struct {
 	opts    Options
 	log     *slog.Logger
-	db      *state.DB
+	db      journal.Journal
 	metrics *metrics.Metrics
 	sched   *scheduler.Scheduler
-	admin   *admin.Server
+	admin   *ctlsock.Server
 	metSrv  *metrics.Server
 	started time.Time
 
@@ -117,7 +120,7 @@ type Daemon struct {
 	mu       sync.RWMutex
 	cfg      *config.Config
 	comps    *Components
-	last     *admin.Reload
+	last     *ctlsock.Reload
 
 	keyAges keyAgeCache
 
@@ -141,6 +144,9 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	}
 	if opts.Load == nil {
 		opts.Load = config.Load
+	}
+	if opts.OpenJournal == nil {
+		opts.OpenJournal = OpenSQLite
 	}
 	cfg, err := opts.Load(opts.ConfigPath)
 	if err != nil {
@@ -167,7 +173,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	d.admin, err = admin.Listen(admin.ServerOptions{
+	d.admin, err = ctlsock.Listen(ctlsock.ServerOptions{
 		Socket: cfg.Admin.Socket, Mode: mode, Group: cfg.Admin.SocketGroup,
 		AllowedUIDs: cfg.Admin.AllowedUIDs, Backend: backend{d}, Logger: d.log,
 	})
@@ -176,7 +182,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	}
 	closers = append(closers, func() { d.admin.Shutdown(context.Background()) })
 
-	d.db, err = state.Open(ctx, cfg.State.Path)
+	d.db, err = opts.OpenJournal(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
@@ -256,37 +262,23 @@ func closeComps(log *slog.Logger, c *Components) {
 
 // jobsFor returns the scheduler's jobs for cfg and comps.
 func (d *Daemon) jobsFor(cfg *config.Config, comps *Components) (*time.Location, []scheduler.Job, error) {
-	tz := cfg.Jobs.Timezone
-	if tz == "" {
-		tz = "UTC"
-	}
-	loc, err := time.LoadLocation(tz)
+	table, err := cfg.Jobs.Table()
 	if err != nil {
-		return nil, nil, fmt.Errorf("jobs.timezone %q: %w", tz, err)
-	}
-	specs := []struct {
-		name     string
-		schedule string
-		timeout  time.Duration
-		disabled bool
-	}{
-		{jobs.Rotate, cfg.Jobs.Rotate.Schedule, cfg.Jobs.Rotate.Timeout.D(), cfg.Jobs.Rotate.Disabled},
-		{jobs.Audit, cfg.Jobs.Audit.Schedule, cfg.Jobs.Audit.Timeout.D(), cfg.Jobs.Audit.Disabled},
-		{jobs.Budget, cfg.Jobs.Budget.Schedule, cfg.Jobs.Budget.Timeout.D(), cfg.Jobs.Budget.Disabled},
+		return nil, nil, err
 	}
 	var out []scheduler.Job
-	for _, s := range specs {
-		r := comps.Runners[s.name]
+	for _, s := range table.Specs {
+		r := comps.Runners[s.Name]
 		if r == nil {
-			d.log.Warn("job has no runner; not scheduled", "job", s.name)
+			d.log.Warn("job has no runner; not scheduled", "job", s.Name)
 			continue
 		}
-		if s.name == jobs.Rotate && comps.Resume != nil {
+		if s.Name == jobs.Rotate && comps.Resume != nil {
 			r = resumeOr(comps.Resume, r)
 		}
-		out = append(out, scheduler.Job{Name: s.name, Schedule: s.schedule, Timeout: s.timeout, Disabled: s.disabled, Runner: r})
+		out = append(out, scheduler.Job{Name: s.Name, Schedule: s.Schedule, Timeout: s.Timeout, Disabled: s.Disabled, Runner: r})
 	}
-	return loc, out, nil
+	return table.Location, out, nil
 }
 
 // resumeOr runs resume for the start-up resume run and run otherwise, so a
@@ -431,7 +423,16 @@ func (d *Daemon) Config() *config.Config {
 func (d *Daemon) Scheduler() *scheduler.Scheduler { return d.sched }
 
 // Journal returns the journal.
-func (d *Daemon) Journal() *state.DB { return d.db }
+func (d *Daemon) Journal() journal.Journal { return d.db }
+
+// OpenSQLite opens the SQLite journal at the config's state.path.
+func OpenSQLite(ctx context.Context, cfg *config.Config) (journal.Journal, error) {
+	db, err := journal.Open(ctx, cfg.State.Path)
+	if err != nil {
+		return nil, err // a nil *journal.DB must not become a non-nil Journal
+	}
+	return db, nil
+}
 
 func (d *Daemon) onFinish(ctx context.Context, f scheduler.Finished) {
 	d.metrics.ObserveRun(f.Job, f.Status, f.Duration)
@@ -463,19 +464,19 @@ func (d *Daemon) health(ctx context.Context) error {
 
 // Reload reads and validates the config file again and swaps it in only if
 // it is valid and its components build; otherwise the old config keeps
-// running and the returned error (wrapping admin.ErrInvalid, or
-// admin.ErrUnavailable once Shutdown began) says why.
+// running and the returned error (wrapping ctlsock.ErrInvalid, or
+// ctlsock.ErrUnavailable once Shutdown began) says why.
 // Shutdown cancels a reload in progress (the ctx of Build), so a slow store
 // cannot hold the stop past its bound. trigger says who asked ("signal",
 // "uid:N"). Changes that need a restart (socket, metrics listener, journal
 // path, notification sender) are listed in Notes, with what
 // Options.Reloaded reports of the services.
-func (d *Daemon) Reload(ctx context.Context, trigger string) (admin.Reload, error) {
+func (d *Daemon) Reload(ctx context.Context, trigger string) (ctlsock.Reload, error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	if d.stopping.Load() {
-		return admin.Reload{At: time.Now().UTC(), Trigger: trigger, Error: "the daemon is stopping"},
-			fmt.Errorf("%w: reload: the daemon is stopping", admin.ErrUnavailable)
+		return ctlsock.Reload{At: time.Now().UTC(), Trigger: trigger, Error: "the daemon is stopping"},
+			fmt.Errorf("%w: reload: the daemon is stopping", ctlsock.ErrUnavailable)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -487,17 +488,17 @@ func (d *Daemon) Reload(ctx context.Context, trigger string) (admin.Reload, erro
 		}
 	}()
 
-	rec := admin.Reload{At: time.Now().UTC(), Trigger: trigger}
-	fail := func(err error) (admin.Reload, error) {
+	rec := ctlsock.Reload{At: time.Now().UTC(), Trigger: trigger}
+	fail := func(err error) (ctlsock.Reload, error) {
 		rec.Error = err.Error()
 		d.mu.Lock()
 		d.last = &rec
 		d.mu.Unlock()
 		d.metrics.ObserveReload(false)
 		d.log.Error("reload refused; the old config keeps running", "trigger", trigger, "err", err)
-		kind := admin.ErrInvalid
+		kind := ctlsock.ErrInvalid
 		if d.stopping.Load() { // cancelled by Shutdown, not an invalid config
-			kind = admin.ErrUnavailable
+			kind = ctlsock.ErrUnavailable
 		}
 		return rec, fmt.Errorf("%w: reload refused, the old config keeps running: %w", kind, err)
 	}

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mrbacd/mrbacd/admin"
 	"github.com/mrbacd/mrbacd/config"
+	"github.com/mrbacd/mrbacd/ctlsock"
 	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/scheduler"
@@ -90,7 +90,7 @@ type harness struct {
 	d      *Daemon
 	cfg    string
 	dir    string
-	client *admin.Client
+	client *ctlsock.Client
 	logs   *testenv.LogBuffer
 	tr     *testRunners
 }
@@ -132,7 +132,7 @@ func startWith(t *testing.T, extra string, adjust func(*Options)) *harness {
 		defer cancel()
 		d.Shutdown(ctx)
 	})
-	return &harness{d: d, cfg: cfgPath, dir: dir, client: admin.NewClient(d.AdminSocket()), logs: logs, tr: tr}
+	return &harness{d: d, cfg: cfgPath, dir: dir, client: ctlsock.NewClient(d.AdminSocket()), logs: logs, tr: tr}
 }
 
 func TestRunJobsThroughTheSocket(t *testing.T) {
@@ -141,22 +141,22 @@ func TestRunJobsThroughTheSocket(t *testing.T) {
 	tests := []struct {
 		name       string
 		job        string
-		req        admin.RunRequest
+		req        ctlsock.RunRequest
 		wantStatus string
 		wantErr    int
 		wantText   string
 	}{
-		{"ok with wait", "budget", admin.RunRequest{Wait: true}, "ok", 0, "polled 1 workspace (build 1"},
-		{"panic recorded", "audit", admin.RunRequest{Wait: true}, "panicked", 0, "index out of range"},
-		{"scheduler alive after panic", "budget", admin.RunRequest{Wait: true, Key: "dev-team-key"}, "ok", 0, `key "dev-team-key"`},
-		{"unknown job", "nope", admin.RunRequest{}, "", 404, "unknown job"},
-		{"unknown key", "rotate", admin.RunRequest{Key: "ghost"}, "", 422, `unknown key "ghost" (managed keys: dev-team-key)`},
+		{"ok with wait", "budget", ctlsock.RunRequest{Wait: true}, "ok", 0, "polled 1 workspace (build 1"},
+		{"panic recorded", "audit", ctlsock.RunRequest{Wait: true}, "panicked", 0, "index out of range"},
+		{"scheduler alive after panic", "budget", ctlsock.RunRequest{Wait: true, Key: "dev-team-key"}, "ok", 0, `key "dev-team-key"`},
+		{"unknown job", "nope", ctlsock.RunRequest{}, "", 404, "unknown job"},
+		{"unknown key", "rotate", ctlsock.RunRequest{Key: "ghost"}, "", 422, `unknown key "ghost" (managed keys: dev-team-key)`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			run, err := h.client.RunJob(ctx, tc.job, tc.req)
 			if tc.wantErr != 0 {
-				var ae *admin.APIError
+				var ae *ctlsock.APIError
 				if !errors.As(err, &ae) || ae.StatusCode != tc.wantErr || !strings.Contains(ae.Message, tc.wantText) {
 					t.Fatalf("err = %v, want %d %q", err, tc.wantErr, tc.wantText)
 				}
@@ -174,12 +174,12 @@ func TestRunJobsThroughTheSocket(t *testing.T) {
 		})
 	}
 	// A running job refuses a second trigger with 409.
-	if _, err := h.client.RunJob(ctx, "rotate", admin.RunRequest{}); err != nil {
+	if _, err := h.client.RunJob(ctx, "rotate", ctlsock.RunRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	<-h.tr.rotateStarted
-	_, err := h.client.RunJob(ctx, "rotate", admin.RunRequest{})
-	var ae *admin.APIError
+	_, err := h.client.RunJob(ctx, "rotate", ctlsock.RunRequest{})
+	var ae *ctlsock.APIError
 	if !errors.As(err, &ae) || ae.StatusCode != 409 || !strings.Contains(ae.Message, "already running") {
 		t.Errorf("second rotate: %v", err)
 	}
@@ -239,7 +239,7 @@ func TestReloadKeepsOldConfigWhenInvalid(t *testing.T) {
 					t.Fatalf("reload: %v %+v", err, rel)
 				}
 			} else {
-				var ae *admin.APIError
+				var ae *ctlsock.APIError
 				if !errors.As(err, &ae) || ae.StatusCode != 422 || ae.Reload == nil || !strings.Contains(ae.Reload.Error, tc.wantText) {
 					t.Fatalf("reload err = %v, want 422 naming %q", err, tc.wantText)
 				}
@@ -262,7 +262,7 @@ func TestReloadKeepsOldConfigWhenInvalid(t *testing.T) {
 		})
 	}
 	// The reloaded runners are in use.
-	run, err := h.client.RunJob(ctx, "budget", admin.RunRequest{Wait: true})
+	run, err := h.client.RunJob(ctx, "budget", ctlsock.RunRequest{Wait: true})
 	if err != nil || !strings.Contains(run.Summary, "build 2") {
 		t.Errorf("after reload: %+v %v", run, err)
 	}
@@ -329,7 +329,7 @@ func TestReloadedTellsTheServices(t *testing.T) {
 func TestShutdownCancelsRunsWithinBound(t *testing.T) {
 	h := start(t, "shutdown_timeout: 5s\n")
 	ctx := context.Background()
-	run, err := h.client.RunJob(ctx, "rotate", admin.RunRequest{})
+	run, err := h.client.RunJob(ctx, "rotate", ctlsock.RunRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +395,7 @@ func TestShutdownCancelsAReloadInProgress(t *testing.T) {
 	}
 	select {
 	case err := <-errc:
-		if !errors.Is(err, admin.ErrUnavailable) || !errors.Is(err, context.Canceled) {
+		if !errors.Is(err, ctlsock.ErrUnavailable) || !errors.Is(err, context.Canceled) {
 			t.Errorf("reload err = %v, want unavailable: cancelled by the shutdown", err)
 		}
 	case <-time.After(10 * time.Second):

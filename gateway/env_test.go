@@ -21,11 +21,11 @@ import (
 
 	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/internal/testenv"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 	"github.com/mrbacd/mrbacd/secrets"
 	"github.com/mrbacd/mrbacd/secrets/file"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // testEnv is a real sandbox, a file store holding the workspace's key, a
@@ -37,7 +37,7 @@ type testEnv struct {
 	admin  *mistral.Client
 	store  *file.Store
 	target secrets.Target
-	db     *state.DB
+	db     *journal.DB
 	dbPath string
 	opts   Options
 	gw     *Gateway
@@ -152,7 +152,7 @@ func newEnv(t testing.TB, opts ...envOption) *testEnv {
 	}
 	e.keyID = k.ID
 	e.dbPath = filepath.Join(dir, "state.db")
-	if e.db, err = state.Open(ctx, e.dbPath); err != nil {
+	if e.db, err = journal.Open(ctx, e.dbPath); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.db.Close() })

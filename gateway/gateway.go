@@ -15,7 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mrbacd/mrbacd/state"
+	"github.com/mrbacd/mrbacd/journal"
 )
 
 // Gateway is the role-enforcing proxy. It is an http.Handler; Run serves it
@@ -296,7 +296,7 @@ func (g *Gateway) syncUsage(ctx context.Context) error {
 	}
 	for _, p := range g.snap.Load().clients {
 		sub := usageSubject(p.name)
-		d, h := dm[state.UsageKey{Subject: sub, Window: dw}], hm[state.UsageKey{Subject: sub, Window: hw}]
+		d, h := dm[journal.UsageKey{Subject: sub, Window: dw}], hm[journal.UsageKey{Subject: sub, Window: hw}]
 		dk, hk := usageKey{sub, dw}, usageKey{sub, hw}
 		p.ledger.sync(now, day, hour, func() (int64, float64, float64) {
 			pd, ph := g.usage.pendingOf(dk), g.usage.pendingOf(hk)

@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mrbacd/mrbacd/config"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/secrets"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // Defaults of Options fields left zero.
@@ -33,14 +33,14 @@ type KeyReader interface {
 	Describe(ctx context.Context, t secrets.Target) (secrets.Description, error)
 }
 
-// UsageStore is where usage counters persist (the journal, *state.DB,
+// UsageStore is where usage counters persist (the journal, *journal.DB,
 // satisfies it). A window is "day:YYYY-MM-DD" or "hour:YYYY-MM-DDTHH" (UTC);
 // a subject is "gateway-client:NAME".
 type UsageStore interface {
 	// AddUsage adds to one counter.
 	AddUsage(ctx context.Context, subject, window string, tokens int64, usd float64) error
 	// LoadUsage returns every counter whose window starts with windowPrefix.
-	LoadUsage(ctx context.Context, windowPrefix string) (map[state.UsageKey]state.UsageTotal, error)
+	LoadUsage(ctx context.Context, windowPrefix string) (map[journal.UsageKey]journal.UsageTotal, error)
 }
 
 // Role is a set of limits; zero means "no limit" for every number.

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/internal/testenv"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/notify"
 	"github.com/mrbacd/mrbacd/notify/slack"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // Every builder's message goes through the outbox to Slack (bot token and
@@ -27,10 +27,10 @@ func TestNoSecretsLeak(t *testing.T) {
 	plaintext := "sk-" + hex.EncodeToString(buf)
 	hidden := plaintext[:4] + "****" + plaintext[len(plaintext)-4:]
 	now := time.Now()
-	f := state.Finding{ID: "unused:key-1", Kind: "unused", Severity: "warning", Subject: "old-key (key-1, " + hidden + ")",
+	f := journal.Finding{ID: "unused:key-1", Kind: "unused", Severity: "warning", Subject: "old-key (key-1, " + hidden + ")",
 		Detail: "last used 45d ago", Action: "revoke it", FirstSeen: now.Add(-48 * time.Hour), ResolvedAt: now}
 	msgs := []notify.Notification{
-		notify.AuditDigestMessage(notify.AuditDigest{At: now, Keys: 3, Delta: state.FindingsDelta{New: []state.Finding{f}}}),
+		notify.AuditDigestMessage(notify.AuditDigest{At: now, Keys: 3, Delta: journal.FindingsDelta{New: []journal.Finding{f}}}),
 		notify.FindingResolvedMessage("audit", f),
 		notify.BudgetAlertMessage(notify.BudgetAlert{Workspace: "dev", Month: "2026-11", Threshold: 0.8, SpendUSD: 41, BudgetUSD: 50, At: now}),
 		notify.RotationDigestMessage(notify.RotationDigest{At: now, Rotated: []notify.RotationDone{{KeyName: "dev", RotationID: "r1", OldKeyID: "key-1", NewKeyID: "key-2"}}}),

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mrbacd/mrbacd/state"
+	"github.com/mrbacd/mrbacd/journal"
 )
 
 // Message builders: jobs pass plain data, get a Notification with a stable
@@ -22,11 +22,11 @@ const DefaultTop = 10
 // AuditDigest is one audit run's outcome, for AuditDigestMessage.
 type AuditDigest struct {
 	At         time.Time
-	Scope      string // findings scope given to state.SyncFindings (default "audit")
+	Scope      string // findings scope given to journal.SyncFindings (default "audit")
 	Workspaces int    // workspaces scanned
 	Keys       int    // keys scanned
-	// Delta is state.SyncFindings's answer: what is new, persisting, resolved.
-	Delta state.FindingsDelta
+	// Delta is journal.SyncFindings's answer: what is new, persisting, resolved.
+	Delta journal.FindingsDelta
 	// Revoked lists keys revoked by revoke_unused ("name (key_id)").
 	Revoked []string
 	DryRun  bool
@@ -141,8 +141,8 @@ func AuditDigestMessage(d AuditDigest) Notification {
 
 var severityRank = map[string]int{"critical": 0, "warning": 1, "info": 2}
 
-func sortedFindings(in []state.Finding) []state.Finding {
-	fs := append([]state.Finding(nil), in...)
+func sortedFindings(in []journal.Finding) []journal.Finding {
+	fs := append([]journal.Finding(nil), in...)
 	sort.SliceStable(fs, func(i, j int) bool {
 		ri, okI := severityRank[fs[i].Severity]
 		rj, okJ := severityRank[fs[j].Severity]
@@ -163,7 +163,7 @@ func sortedFindings(in []state.Finding) []state.Finding {
 	return fs
 }
 
-func findingLines(fs []state.Finding, top int) []string {
+func findingLines(fs []journal.Finding, top int) []string {
 	var lines []string
 	for i, f := range fs {
 		if i == top {
@@ -183,7 +183,7 @@ func findingLines(fs []state.Finding, top int) []string {
 }
 
 // FindingResolvedMessage announces, once, that a reported finding is gone.
-func FindingResolvedMessage(scope string, f state.Finding) Notification {
+func FindingResolvedMessage(scope string, f journal.Finding) Notification {
 	n := Notification{
 		Kind: KindFindingResolved, Severity: Info,
 		Title:  fmt.Sprintf("Resolved: %s %s", f.Kind, f.Subject),
@@ -310,8 +310,8 @@ type RotationFailure struct {
 	KeyName    string
 	Workspace  string
 	RotationID string
-	Step       string // the step that failed: create, verify, publish, propagate, reverify, revoke
-	Error      string // no key material
+	Step       journal.Step // the step that failed: create, verify, publish, propagate, reverify, revoke
+	Error      string       // no key material
 	OldKeyID   string
 	NewKeyID   string
 	NewKeyName string
@@ -336,7 +336,7 @@ func RotationFailureMessage(f RotationFailure) Notification {
 		Title:   fmt.Sprintf("Rotation of %s failed at %s", f.KeyName, f.Step),
 		Context: "mrbacd rotate · rotation " + f.RotationID + " · " + f.At.UTC().Format(time.RFC3339),
 	}
-	n.Fields = []Field{{"Key", f.KeyName}, {"Failed step", f.Step}, {"Rotation", f.RotationID}}
+	n.Fields = []Field{{"Key", f.KeyName}, {"Failed step", string(f.Step)}, {"Rotation", f.RotationID}}
 	if f.Workspace != "" {
 		n.Fields = append(n.Fields, Field{"Workspace", f.Workspace})
 	}
@@ -443,14 +443,14 @@ func rotationFailureGuidance(f RotationFailure) (state, todo []string) {
 		switch {
 		case f.StoreUnavailable:
 			todo = append(todo, storeDown)
-		case f.Step == "reverify" || f.Step == "propagate":
+		case f.Step == journal.StepReverify || f.Step == journal.StepPropagate:
 			todo = append(todo, "The new key failed verification after publish: check the workspace's model access and the platform's status.")
-		case f.Step == "revoke":
+		case f.Step == journal.StepRevoke:
 			todo = append(todo, fmt.Sprintf("The old key could not be revoked: check the admin key may delete keys and the platform's status; or revoke it by hand (DELETE /v1/admin/api-keys/%s).", orNone(f.OldKeyID)))
 		default:
 			todo = append(todo, "Find the cause in the error above and in mrbacd's log.")
 		}
-		if f.Step == "revoke" {
+		if f.Step == journal.StepRevoke {
 			todo = append(todo, fmt.Sprintf("Nothing else is needed: the next scheduled run revokes %s; to finish now, run `%s`.", orNone(f.OldKeyID), resume))
 		} else {
 			todo = append(todo, fmt.Sprintf("Nothing else is needed: the next scheduled run re-verifies the new key and revokes the old one; to finish now, run `%s`.", resume))
@@ -458,7 +458,7 @@ func rotationFailureGuidance(f RotationFailure) (state, todo []string) {
 		return state, todo
 	}
 
-	if f.Step == "publish" && f.InFlight && !f.NewKeyDeleted {
+	if f.Step == journal.StepPublish && f.InFlight && !f.NewKeyDeleted {
 		// The write failed and the store could not be read back: it may
 		// have landed. The engine decides on the next run from what the
 		// store holds.
@@ -496,11 +496,11 @@ func rotationFailureGuidance(f RotationFailure) (state, todo []string) {
 	switch {
 	case f.StoreUnavailable:
 		todo = append(todo, storeDown)
-	case f.Step == "create":
+	case f.Step == journal.StepCreate:
 		todo = append(todo, "The platform refused to create the key: check the admin key's permissions, the owner_user_id and the platform's status.")
-	case f.Step == "verify":
+	case f.Step == journal.StepVerify:
 		todo = append(todo, "The platform did not accept the new key: check the workspace's model access and the platform's status.")
-	case f.Step == "publish":
+	case f.Step == journal.StepPublish:
 		todo = append(todo, "The store refused the write: check mrbacd may write the target (a CAS conflict means someone else changed the record).")
 	default:
 		todo = append(todo, "Find the cause in the error above and in mrbacd's log.")

@@ -6,21 +6,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mrbacd/mrbacd/state"
+	"github.com/mrbacd/mrbacd/journal"
 )
 
 var at = time.Date(2026, 11, 27, 2, 30, 0, 0, time.UTC)
 
-func finding(id, sev string) state.Finding {
+func finding(id, sev string) journal.Finding {
 	kind := strings.SplitN(id, ":", 2)[0]
-	return state.Finding{ID: id, Kind: kind, Severity: sev, Subject: "key " + id, Detail: "detail of " + id, Action: "do something"}
+	return journal.Finding{ID: id, Kind: kind, Severity: sev, Subject: "key " + id, Detail: "detail of " + id, Action: "do something"}
 }
 
 func TestBuilders(t *testing.T) {
-	delta := state.FindingsDelta{
-		New:        []state.Finding{finding("unused:k1", "warning"), finding("drift:k2", "critical")},
-		Persisting: []state.Finding{finding("unused:k3", "warning")},
-		Resolved:   []state.Finding{finding("expiring:k4", "info")},
+	delta := journal.FindingsDelta{
+		New:        []journal.Finding{finding("unused:k1", "warning"), finding("drift:k2", "critical")},
+		Persisting: []journal.Finding{finding("unused:k3", "warning")},
+		Resolved:   []journal.Finding{finding("expiring:k4", "info")},
 	}
 	resolved := finding("expiring:k4", "info")
 	resolved.FirstSeen, resolved.ResolvedAt = at.Add(-48*time.Hour), at
@@ -37,7 +37,7 @@ func TestBuilders(t *testing.T) {
 			KindAuditDigest, Critical, "audit_digest:audit:2026-11-27:*",
 			[]string{"2 new, 3 open, 1 resolved", "drift: 1", "unused: 2", "[critical] drift: key drift:k2", "Resolved since the last audit", "expiring: key expiring:k4", "Keys scanned: 40"},
 			[]string{"unused:k3 —"}}, // persisting findings are counted, not listed
-		{"quiet audit digest", AuditDigestMessage(AuditDigest{At: at, Delta: state.FindingsDelta{Persisting: delta.Persisting}}),
+		{"quiet audit digest", AuditDigestMessage(AuditDigest{At: at, Delta: journal.FindingsDelta{Persisting: delta.Persisting}}),
 			KindAuditDigest, Info, "audit_digest:audit:2026-11-27:*", []string{"0 new, 1 open, 0 resolved", "unused: 1"}, []string{"New since"}},
 		{"audit digest with errors", AuditDigestMessage(AuditDigest{At: at, Errors: []string{"workspace ml: 503"}, Revoked: []string{"old (k9)"}, DryRun: true}),
 			KindAuditDigest, Critical, "audit_digest:*", []string{"(dry run)", "Would revoke (dry run)", "old (k9)", "workspace ml: 503"}, nil},
@@ -111,9 +111,9 @@ func TestBuilders(t *testing.T) {
 }
 
 func TestDedupeIdentity(t *testing.T) {
-	d1 := AuditDigest{At: at, Delta: state.FindingsDelta{New: []state.Finding{finding("unused:k1", "warning"), finding("drift:k2", "warning")}}}
-	d1b := AuditDigest{At: at.Add(time.Hour), Delta: state.FindingsDelta{New: []state.Finding{finding("drift:k2", "warning"), finding("unused:k1", "warning")}}}
-	d2 := AuditDigest{At: at, Delta: state.FindingsDelta{New: []state.Finding{finding("unused:k1", "warning")}}}
+	d1 := AuditDigest{At: at, Delta: journal.FindingsDelta{New: []journal.Finding{finding("unused:k1", "warning"), finding("drift:k2", "warning")}}}
+	d1b := AuditDigest{At: at.Add(time.Hour), Delta: journal.FindingsDelta{New: []journal.Finding{finding("drift:k2", "warning"), finding("unused:k1", "warning")}}}
+	d2 := AuditDigest{At: at, Delta: journal.FindingsDelta{New: []journal.Finding{finding("unused:k1", "warning")}}}
 	d3 := AuditDigest{At: at.Add(24 * time.Hour), Delta: d1.Delta}
 	r1 := RotationDigest{At: at, Rotated: []RotationDone{{KeyName: "a", RotationID: "r1"}, {KeyName: "b", RotationID: "r2"}}}
 	r1b := RotationDigest{At: at.Add(time.Minute), Rotated: []RotationDone{{KeyName: "b", RotationID: "r2"}, {KeyName: "a", RotationID: "r1"}}}

@@ -12,7 +12,7 @@
 // # Delivery guarantees
 //
 // Every notification goes through the Outbox, which writes it to the
-// journal's outbox table (package state) before anything is sent; a worker
+// journal's outbox table (package journal) before anything is sent; a worker
 // (Run, or Flush/Drain for one-shot commands) then claims due messages one at
 // a time and sends them:
 //
@@ -42,7 +42,7 @@
 //     is sent again: at-least-once, never at-most-once.
 //   - permanent failures (invalid_auth, channel_not_found, invalid_blocks...)
 //     are not retried: the message is marked dead in the journal (kept for
-//     inspection and state.DB.Requeue) and logged at ERROR level. Retrying them
+//     inspection and journal.DB.Requeue) and logged at ERROR level. Retrying them
 //     would block the queue behind a configuration error forever.
 //
 // No key material ever goes into a notification: builders take names, ids and

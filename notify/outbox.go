@@ -10,13 +10,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mrbacd/mrbacd/state"
+	"github.com/mrbacd/mrbacd/journal"
 )
 
-// Journal is the part of the journal (*state.DB) the outbox uses.
+// Journal is the part of the journal (*journal.DB) the outbox uses.
 type Journal interface {
-	Enqueue(ctx context.Context, m state.Message) (id int64, created bool, err error)
-	Claim(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]state.Message, error)
+	Enqueue(ctx context.Context, m journal.Message) (id int64, created bool, err error)
+	Claim(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]journal.Message, error)
 	MarkSent(ctx context.Context, id int64, at time.Time) error
 	MarkRetry(ctx context.Context, id int64, next time.Time, errMsg string) error
 	MarkUncertain(ctx context.Context, id int64, next time.Time, errMsg string) error
@@ -25,7 +25,7 @@ type Journal interface {
 	PendingCount(ctx context.Context) (int, error)
 }
 
-var _ Journal = (*state.DB)(nil)
+var _ Journal = (*journal.DB)(nil)
 
 // ErrUndelivered is returned (wrapped) by Flush when messages remain pending:
 // they stay in the outbox and a later Run or Flush delivers them.
@@ -118,7 +118,7 @@ func (o *Outbox) Enqueue(ctx context.Context, n Notification) error {
 	if err != nil {
 		return fmt.Errorf("enqueue %s notification: %w", n.Kind, err)
 	}
-	id, created, err := o.j.Enqueue(ctx, state.Message{Dedupe: n.Dedupe, Severity: n.Severity.String(), Kind: n.Kind,
+	id, created, err := o.j.Enqueue(ctx, journal.Message{Dedupe: n.Dedupe, Severity: n.Severity.String(), Kind: n.Kind,
 		Payload: payload, CreatedAt: o.o.Now()})
 	if err != nil {
 		return fmt.Errorf("enqueue %s notification: %w", n.Kind, err)

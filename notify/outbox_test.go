@@ -18,9 +18,9 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/internal/testenv"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/notify"
 	"github.com/mrbacd/mrbacd/notify/slack"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 const token = "xoxb-outbox-test-token"
@@ -60,10 +60,10 @@ func (s *timedSender) Send(ctx context.Context, n notify.Notification) error {
 	return err
 }
 
-func openJournal(t testing.TB) (*state.DB, string) {
+func openJournal(t testing.TB) (*journal.DB, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "state.db")
-	db, err := state.Open(context.Background(), path)
+	db, err := journal.Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func TestOutboxPermanentFailure(t *testing.T) {
 	if got := len(s.Messages()); got != 2 {
 		t.Fatalf("%d delivered, want 2", got)
 	}
-	dead, _ := db.Messages(ctx, state.MsgDead, 0)
+	dead, _ := db.Messages(ctx, journal.MsgDead, 0)
 	if len(dead) != 1 || dead[0].Dedupe != "msg-0" || dead[0].LastError == "" {
 		t.Fatalf("dead = %+v", dead)
 	}
@@ -255,7 +255,7 @@ func TestOutboxMaxAge(t *testing.T) {
 	if err := ob.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	dead, _ := db.Messages(ctx, state.MsgDead, 0)
+	dead, _ := db.Messages(ctx, journal.MsgDead, 0)
 	if len(dead) != 1 || dead[0].Dedupe != "msg-1" {
 		t.Fatalf("dead = %+v", dead)
 	}
@@ -332,7 +332,7 @@ func (d *dieAfterSend) Send(ctx context.Context, n notify.Notification) error {
 // for a job re-running after a crash) and drains the outbox.
 func child() int {
 	ctx := context.Background()
-	db, err := state.Open(ctx, os.Getenv("NOTIFY_TEST_DB"))
+	db, err := journal.Open(ctx, os.Getenv("NOTIFY_TEST_DB"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

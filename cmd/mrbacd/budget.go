@@ -1,56 +1,20 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"text/tabwriter"
 
-	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/budget"
-	"github.com/mrbacd/mrbacd/mistral"
-	"github.com/mrbacd/mrbacd/notify"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 func init() {
-	register(&command{name: "budget", summary: "poll this month's spend per workspace once against the budgets", run: runBudget})
-}
-
-// newBudgetJob wires the budget job: the platform, the journal (once-marks)
-// and the outbox its alerts go to (nil: no notification).
-func newBudgetJob(cfg *config.Config, platform *mistral.Client, journal *state.DB, outbox *notify.Outbox, logger *slog.Logger) *budget.Job {
-	j := &budget.Job{Config: cfg, Platform: platform, Logger: logger}
-	if journal != nil { // a nil *state.DB must not become a non-nil Journal
-		j.Journal = journal
-	}
-	if outbox != nil {
-		j.Notifier = budget.OutboxNotifier{Outbox: outbox}
-	}
-	return j
-}
-
-// runBudget is `mrbacd budget --config FILE [--json]`: one poll in the
-// foreground, journaled as a "cli" run, its alerts queued and delivered
-// before exiting. Exit 0 when every workspace was polled, 1 otherwise, 2 on
-// bad usage or config.
-func runBudget(ctx context.Context, env *cmdEnv, args []string) int {
-	spec, code, done := parseOneShotFlags(env, jobs.Budget, "report only: alert nothing", args)
-	if done {
-		return code
-	}
-	spec.noStores = true
-	spec.build = func(d oneShotDeps) jobs.Runner {
-		return newBudgetJob(d.cfg, d.platform, d.journal, d.outbox, d.log)
-	}
-	spec.print = func(w io.Writer, res jobs.Result) {
-		if rep, ok := res.Details.(*budget.Report); ok {
-			printBudgetReport(w, rep)
-		}
-	}
-	return oneShot(ctx, env, spec)
+	// `mrbacd budget --config FILE [--json] [--dry-run]`: one poll in the
+	// foreground, journaled as a "cli" run, its alerts queued and delivered
+	// before exiting.
+	register(&command{name: "budget", summary: "poll this month's spend per workspace once against the budgets",
+		run: jobCommand(jobs.Budget, "report only: alert nothing")})
 }
 
 // printBudgetReport writes spend per workspace, the organization's limits

@@ -9,17 +9,15 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
-	"github.com/mrbacd/mrbacd/admin"
 	"github.com/mrbacd/mrbacd/config"
+	"github.com/mrbacd/mrbacd/ctlsock"
 )
-
-// SocketEnv names the admin socket when neither --socket nor --config is given.
-const SocketEnv = "MRBACD_SOCKET"
 
 func init() {
 	register(&command{name: "ctl", summary: "control a running daemon over its admin socket", run: runCtl})
@@ -32,13 +30,13 @@ const ctlSynopsis = "[--socket PATH | --config FILE] [--json] [--timeout D] COMM
 	"  run JOB [--key NAME] [--force] [--dry-run] [--wait]   start a job now (JOB: rotate, audit, budget)\n" +
 	"  history [--limit N]                           recent runs, newest first\n" +
 	"  reload                                        re-read the config; kept only if valid\n\n" +
-	"The socket is --socket, else --config's admin.socket, else $" + SocketEnv + ", else " + config.DefaultAdminSocket + ".\n" +
+	"The socket is --socket, else --config's admin.socket, else $" + ctlsock.SocketEnv + ", else " + config.DefaultAdminSocket + ".\n" +
 	"Exit status: 0 ok, 1 the job or reload failed, 2 bad usage, 3 daemon unreachable or access refused.\n\nflags:"
 
 // ctl holds the parsed global flags of one ctl invocation.
 type ctl struct {
 	env    *cmdEnv
-	client *admin.Client
+	client *ctlsock.Client
 	json   bool
 }
 
@@ -56,24 +54,16 @@ func runCtl(ctx context.Context, env *cmdEnv, args []string) int {
 		fs.Usage()
 		return exitUsage
 	}
-	path := *socket
-	if path == "" && *cfgPath != "" {
-		cfg, err := config.Load(*cfgPath)
-		if err != nil {
-			fmt.Fprintf(env.stderr, "mrbacd ctl: %v\n", err)
-			return exitUsage
-		}
-		path = cfg.Admin.Socket
+	path, err := ctlsock.SocketPath(*socket, *cfgPath)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "mrbacd ctl: %v\n", err)
+		return exitUsage
 	}
-	if path == "" {
-		path = os.Getenv(SocketEnv)
-	}
-	if path == "" {
-		path = config.DefaultAdminSocket
-	}
-	c := &ctl{env: env, client: admin.NewClient(path), json: *asJSON}
+	c := &ctl{env: env, client: ctlsock.NewClient(path), json: *asJSON}
 	sub, rest := fs.Arg(0), fs.Args()[1:]
-	wait := sub == "run" && contains(rest, "--wait", "-wait", "--wait=true", "-wait=true")
+	wait := sub == "run" && slices.ContainsFunc(rest, func(a string) bool {
+		return slices.Contains([]string{"--wait", "-wait", "--wait=true", "-wait=true"}, a)
+	})
 	if *timeout > 0 || !wait {
 		d := *timeout
 		if d <= 0 {
@@ -100,17 +90,6 @@ func runCtl(ctx context.Context, env *cmdEnv, args []string) int {
 	}
 }
 
-func contains(args []string, vals ...string) bool {
-	for _, a := range args {
-		for _, v := range vals {
-			if a == v {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // subFlags returns a FlagSet for a ctl subcommand; --json is accepted there too.
 func (c *ctl) subFlags(name, synopsis string) *flag.FlagSet {
 	fs := newFlagSet(c.env, "ctl "+name, synopsis)
@@ -132,14 +111,14 @@ func (c *ctl) noArgs(name string, args []string) (int, bool) {
 
 // fail reports a client error and returns the exit code the contract gives it.
 func (c *ctl) fail(err error, usageCodes ...int) int {
-	var ue *admin.UnreachableError
-	var ae *admin.APIError
+	var ue *ctlsock.UnreachableError
+	var ae *ctlsock.APIError
 	switch {
 	case errors.Is(err, context.DeadlineExceeded): // --timeout (the client wraps it as unreachable)
 		fmt.Fprintf(c.env.stderr, "mrbacd ctl: no answer in time (--timeout): %v\n", err)
 		return exitUnreachable
 	case errors.As(err, &ue):
-		why := "is mrbacd running, and is this the right socket (--socket, --config, $" + SocketEnv + ")?"
+		why := "is mrbacd running, and is this the right socket (--socket, --config, $" + ctlsock.SocketEnv + ")?"
 		if errors.Is(err, syscall.EACCES) || errors.Is(err, os.ErrPermission) {
 			why = "access refused by the socket's file permissions (admin.socket_mode, admin.socket_group)"
 		}
@@ -166,11 +145,7 @@ func (c *ctl) fail(err error, usageCodes ...int) int {
 	}
 }
 
-func (c *ctl) printJSON(v any) {
-	enc := json.NewEncoder(c.env.stdout)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
+func (c *ctl) printJSON(v any) { printJSON(c.env.stdout, v) }
 
 func (c *ctl) status(ctx context.Context, args []string) int {
 	if code, done := c.noArgs("status", args); done {
@@ -218,7 +193,7 @@ func (c *ctl) jobs(ctx context.Context, args []string) int {
 	return exitOK
 }
 
-func printJobs(w io.Writer, js []admin.Job) {
+func printJobs(w io.Writer, js []ctlsock.Job) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "JOB\tSCHEDULE\tNEXT RUN\tLAST RUN\tRESULT\tNOW")
 	for _, j := range js {
@@ -277,7 +252,7 @@ func (c *ctl) run(ctx context.Context, args []string) int {
 		fs.Usage()
 		return exitUsage
 	}
-	run, err := c.client.RunJob(ctx, job, admin.RunRequest{Key: *key, Force: *force, DryRun: *dry, Wait: *wait})
+	run, err := c.client.RunJob(ctx, job, ctlsock.RunRequest{Key: *key, Force: *force, DryRun: *dry, Wait: *wait})
 	if err != nil {
 		return c.fail(err, http.StatusNotFound, http.StatusUnprocessableEntity, http.StatusBadRequest, http.StatusRequestEntityTooLarge)
 	}
@@ -294,7 +269,7 @@ func (c *ctl) run(ctx context.Context, args []string) int {
 	return exitOK
 }
 
-func printRun(w io.Writer, r admin.Run) {
+func printRun(w io.Writer, r ctlsock.Run) {
 	fmt.Fprintf(w, "run %d %s: %s", r.ID, r.Job, r.Status)
 	if r.Summary != "" {
 		fmt.Fprintf(w, ": %s", r.Summary)
@@ -321,8 +296,8 @@ func (c *ctl) history(ctx context.Context, args []string) int {
 		fmt.Fprintf(c.env.stderr, "mrbacd ctl history: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
-	if *limit < 1 || *limit > admin.MaxRunsLimit {
-		fmt.Fprintf(c.env.stderr, "mrbacd ctl history: --limit must be from 1 to %d, got %d\n", admin.MaxRunsLimit, *limit)
+	if *limit < 1 || *limit > ctlsock.MaxRunsLimit {
+		fmt.Fprintf(c.env.stderr, "mrbacd ctl history: --limit must be from 1 to %d, got %d\n", ctlsock.MaxRunsLimit, *limit)
 		return exitUsage
 	}
 	runs, err := c.client.Runs(ctx, *limit)
@@ -358,7 +333,7 @@ func (c *ctl) reload(ctx context.Context, args []string) int {
 		return code
 	}
 	rel, err := c.client.Reload(ctx)
-	var ae *admin.APIError
+	var ae *ctlsock.APIError
 	if errors.As(err, &ae) && ae.Reload != nil && ae.StatusCode == http.StatusUnprocessableEntity {
 		if c.json {
 			c.printJSON(ae.Reload)

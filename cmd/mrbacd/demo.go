@@ -3,40 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
-	"embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
-	"text/template"
 	"time"
 
+	"github.com/mrbacd/mrbacd/app"
 	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/jobs"
-	"github.com/mrbacd/mrbacd/jobs/audit"
-	"github.com/mrbacd/mrbacd/jobs/budget"
 	"github.com/mrbacd/mrbacd/jobs/rotate"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
-	"github.com/mrbacd/mrbacd/notify"
 	"github.com/mrbacd/mrbacd/secrets"
-	"github.com/mrbacd/mrbacd/state"
 )
-
-// demoData holds the demo's embedded defaults: the config template and the
-// sandbox seed template (both rendered with demoVars).
-//
-//go:embed demodata/config.yaml.tmpl demodata/seed.yaml.tmpl
-var demoData embed.FS
-
-// demoOwnerUserID is the sandbox user the demo's managed keys are created
-// for (the Admin API needs a user id to create a key).
-const demoOwnerUserID = "7d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 
 func init() {
 	register(&command{name: "demo", summary: "the whole loop once on an in-process sandbox: bootstrap, forced rotation, audit, budget", run: runDemoCommand})
@@ -99,36 +79,6 @@ func runDemoCommand(ctx context.Context, env *cmdEnv, args []string) int {
 	return code
 }
 
-// demoVars fill the embedded templates.
-type demoVars struct {
-	BaseURL, AdminKeyFile, StatePath, SocketPath, SecretsDir, LogLevel string
-	OwnerUserID, Month                                                 string
-	now                                                                time.Time
-}
-
-// renderDemo renders the embedded template name with v. Strings are quoted
-// with quote (a JSON string is a valid YAML double-quoted scalar).
-func renderDemo(name string, v demoVars) ([]byte, error) {
-	funcs := template.FuncMap{
-		"quote":     func(s string) string { b, _ := json.Marshal(s); return string(b) },
-		"daysAgo":   func(n int) string { return v.now.AddDate(0, 0, -n).Format(time.DateOnly) },
-		"daysAhead": func(n int) string { return v.now.AddDate(0, 0, n).Format(time.DateOnly) },
-	}
-	src, err := demoData.ReadFile("demodata/" + name)
-	if err != nil {
-		return nil, fmt.Errorf("demo data %s: %w", name, err)
-	}
-	t, err := template.New(name).Funcs(funcs).Option("missingkey=error").Parse(string(src))
-	if err != nil {
-		return nil, fmt.Errorf("demo data %s: %w", name, err)
-	}
-	var b bytes.Buffer
-	if err := t.Execute(&b, v); err != nil {
-		return nil, fmt.Errorf("demo data %s: %w", name, err)
-	}
-	return b.Bytes(), nil
-}
-
 // runDemo runs the demo and returns what it did (nil when it could not set
 // up) and the exit code: 0 when every step succeeded, 1 otherwise.
 func runDemo(ctx context.Context, env *cmdEnv, opts demoOptions) (*demoRun, int) {
@@ -142,74 +92,17 @@ func runDemo(ctx context.Context, env *cmdEnv, opts demoOptions) (*demoRun, int)
 	if opts.json {
 		out = io.Discard
 	}
-
-	// The working directory: config, admin key, journal and file store.
-	dir := opts.dir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "mrbacd-demo-")
-		if err != nil {
-			return fail("temporary directory: %v", err)
-		}
-		dir = d
-		if !opts.keep {
-			defer os.RemoveAll(dir)
-		}
-	}
-
-	// The sandbox platform, seeded from the embedded seed.
-	now := time.Now().UTC()
-	vars := demoVars{
-		AdminKeyFile: filepath.Join(dir, "mistral-admin-key"),
-		StatePath:    filepath.Join(dir, "state.db"),
-		SocketPath:   filepath.Join(dir, "admin.sock"),
-		SecretsDir:   filepath.Join(dir, "secrets"),
-		LogLevel:     "error",
-		OwnerUserID:  demoOwnerUserID,
-		Month:        now.Format("2006-01"),
-		now:          now,
-	}
-	if opts.verbose {
-		vars.LogLevel = "info"
-	}
-	seedYAML, err := renderDemo("seed.yaml.tmpl", vars)
+	world, err := app.StartDemo(ctx, app.DemoOptions{Dir: opts.dir, Keep: opts.keep, Verbose: opts.verbose})
 	if err != nil {
 		return fail("%v", err)
 	}
-	seed, err := sandbox.ParseSeed(seedYAML)
-	if err != nil {
-		return fail("embedded seed: %v", err)
-	}
-	sb := sandbox.New(sandbox.Options{Seed: seed}) // a random admin key
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fail("sandbox listen: %v", err)
-	}
-	hs := &http.Server{Handler: sb, ReadHeaderTimeout: 10 * time.Second}
-	go hs.Serve(ln) //nolint:errcheck // ends with Shutdown below
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		hs.Shutdown(sctx) //nolint:errcheck // best effort at exit
-	}()
-	vars.BaseURL = "http://" + ln.Addr().String()
-	run := &demoRun{SandboxURL: vars.BaseURL, sandbox: sb}
+	defer world.Close()
+	dir := world.Dir
+	run := &demoRun{SandboxURL: world.URL, sandbox: world.Sandbox}
 	if opts.keep || opts.dir != "" {
 		run.Dir = dir
 	}
-
-	// The admin key goes to a file the config names, never to the output.
-	if err := os.WriteFile(vars.AdminKeyFile, []byte(sb.AdminKey()+"\n"), 0o600); err != nil {
-		return fail("admin key file: %v", err)
-	}
-	cfgYAML, err := renderDemo("config.yaml.tmpl", vars)
-	if err != nil {
-		return fail("%v", err)
-	}
-	cfgPath := filepath.Join(dir, "mrbacd.yaml")
-	if err := os.WriteFile(cfgPath, cfgYAML, 0o600); err != nil {
-		return fail("config: %v", err)
-	}
-	cfg, code := loadConfig(env, cfgPath)
+	cfg, code := loadConfig(env, world.ConfigPath)
 	if cfg == nil {
 		fmt.Fprintln(env.stderr, "mrbacd demo: the embedded demo config does not validate (a bug)")
 		return nil, code
@@ -218,74 +111,39 @@ func runDemo(ctx context.Context, env *cmdEnv, opts demoOptions) (*demoRun, int)
 
 	// The same wiring as the one-shot commands.
 	log := newLogger(env, cfg).With("demo", true)
-	platform, err := newMistral(cfg, log)
-	if err != nil {
-		return fail("%v", err)
-	}
-	stores, closeStores, err := openStores(ctx, cfg, log)
-	if err != nil {
-		return fail("%v", err)
-	}
-	defer closeStores()
-	journal, err := openJournal(ctx, cfg)
-	if err != nil {
-		return fail("%v", err)
-	}
-	defer journal.Close()
-	nenv := &cmdEnv{stdout: &indentWriter{w: out, prefix: "    "}, stderr: env.stderr}
+	var notifyTo io.Writer = &indentWriter{w: out, prefix: "    "}
 	if opts.json {
-		nenv.stdout = env.stderr
+		notifyTo = env.stderr
 	}
-	sender, err := newNotifier(ctx, cfg, nenv, log)
+	a, err := app.Open(ctx, cfg, log, app.Options{Notify: notifyTo})
 	if err != nil {
 		return fail("%v", err)
 	}
-	outbox := newOutbox(journal, sender, log)
-	notes := &rotationNotes{}
-	engine, err := rotate.New(rotate.Deps{Platform: platform, Stores: stores, Journal: journal, Logger: log, Notifier: notes},
-		rotate.OptionsFromConfig(cfg), rotate.KeysFromConfig(cfg))
-	if err != nil {
-		return fail("%v", err)
-	}
+	defer a.Close()
 
-	ws, users, keys := sb.Workspaces(), sb.Users(), sb.Keys()
+	ws, users, keys := run.sandbox.Workspaces(), run.sandbox.Users(), run.sandbox.Keys()
 	fmt.Fprintln(out, "mrbacd demo: the whole loop, once, on an in-process Mistral sandbox")
 	fmt.Fprintf(out, "  platform  %s (sandbox: %d workspaces, %d user, %d keys nobody manages yet)\n",
-		vars.BaseURL, len(ws), len(users), len(keys))
+		run.SandboxURL, len(ws), len(users), len(keys))
 	fmt.Fprintf(out, "  config    %d managed keys (%s), a file store, a journal, notifications on stdout\n",
 		len(cfg.Keys), strings.Join(keyNames(cfg), ", "))
 	if run.Dir != "" {
 		fmt.Fprintf(out, "  directory %s\n", dir)
 	}
+	d := &demoDriver{ctx: ctx, out: out, env: env, run: run, app: a}
+	d.step("bootstrap", jobs.Request{}, "bootstrap: create, verify and publish the managed keys (the store is empty)",
+		"mrbacd rotate", d.printRotation(false))
+	d.step("forced_rotation", jobs.Request{Force: true}, "forced rotation: replace every managed key now, revoking the old one last",
+		"mrbacd rotate --force", d.printRotation(true))
+	d.stepJob("audit", jobs.Audit, jobs.Request{}, "audit: every key and workspace on the platform against the config", "mrbacd audit", nil)
+	d.stepJob("budget", jobs.Budget, jobs.Request{}, "budget: this month's spend per workspace against its budget", "mrbacd budget", nil)
+	return d.conclude(start, dir, opts)
+}
 
-	d := &demoDriver{ctx: ctx, out: out, env: env, run: run, sb: sb, cfg: cfg, stores: stores,
-		journal: journal, outbox: outbox, notes: notes}
-	d.step("bootstrap", jobs.Rotate, "bootstrap: create, verify and publish the managed keys (the store is empty)",
-		"mrbacd rotate", func(req jobs.Request) (jobs.Result, error) {
-			return engine.Run(ctx, req)
-		}, d.printRotation(false))
-	d.step("forced_rotation", jobs.Rotate, "forced rotation: replace every managed key now, revoking the old one last",
-		"mrbacd rotate --force", func(req jobs.Request) (jobs.Result, error) {
-			req.Force = true
-			return engine.Run(ctx, req)
-		}, d.printRotation(true))
-	d.step("audit", jobs.Audit, "audit: every key and workspace on the platform against the config",
-		"mrbacd audit", func(req jobs.Request) (jobs.Result, error) {
-			return newAuditJob(cfg, platform, stores, journal, outbox, log).Run(ctx, req)
-		}, func(res jobs.Result) {
-			if rep, ok := res.Details.(*audit.Report); ok {
-				printAuditReport(&indentWriter{w: out, prefix: "  "}, rep)
-			}
-		})
-	d.step("budget", jobs.Budget, "budget: this month's spend per workspace against its budget",
-		"mrbacd budget", func(req jobs.Request) (jobs.Result, error) {
-			return newBudgetJob(cfg, platform, journal, outbox, log).Run(ctx, req)
-		}, func(res jobs.Result) {
-			if rep, ok := res.Details.(*budget.Report); ok {
-				printBudgetReport(&indentWriter{w: out, prefix: "  "}, rep)
-			}
-		})
-
+// conclude prints the verdict (and the JSON report with --json) and returns
+// the exit code.
+func (d *demoDriver) conclude(start time.Time, dir string, opts demoOptions) (*demoRun, int) {
+	run, out := d.run, d.out
 	run.OK = true
 	okSteps := 0
 	for _, s := range run.Steps {
@@ -312,10 +170,8 @@ func runDemo(ctx context.Context, env *cmdEnv, opts demoOptions) (*demoRun, int)
 	}
 	fmt.Fprintln(out, "next: write your config (deploy/mrbacd.example.yaml is a start), check it with `mrbacd check --config FILE`, then `mrbacd plan --config FILE`.")
 	if opts.json {
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(run); err != nil {
-			fmt.Fprintf(env.stderr, "mrbacd demo: %v\n", err)
+		if err := printJSON(d.env.stdout, run); err != nil {
+			fmt.Fprintf(d.env.stderr, "mrbacd demo: %v\n", err)
 			return run, exitFailed
 		}
 	}
@@ -335,71 +191,52 @@ func keyNames(cfg *config.Config) []string {
 
 // demoDriver runs the demo's steps and prints them.
 type demoDriver struct {
-	ctx     context.Context
-	out     io.Writer
-	env     *cmdEnv
-	run     *demoRun
-	sb      *sandbox.Server
-	cfg     *config.Config
-	stores  map[string]secrets.Store
-	journal *state.DB
-	outbox  *notify.Outbox
-	notes   *rotationNotes
+	ctx context.Context
+	out io.Writer
+	env *cmdEnv
+	run *demoRun
+	app *app.App
 	// eventSeq is the last sandbox event already narrated.
 	eventSeq int64
 }
 
-// step runs one job as a journaled "cli" run, prints its report and what
-// happened on the platform, then delivers its notifications.
-func (d *demoDriver) step(name, job, title, equivalent string, fn func(jobs.Request) (jobs.Result, error), print func(jobs.Result)) {
+// step runs a rotation step (the rotate job with req).
+func (d *demoDriver) step(name string, req jobs.Request, title, equivalent string, print func(jobs.Result)) {
+	d.stepJob(name, jobs.Rotate, req, title, equivalent, print)
+}
+
+// stepJob runs one job as a journaled "cli" run (app.Run, as the one-shot
+// commands do), prints its report and what happened on the platform, then
+// delivers its notifications.
+func (d *demoDriver) stepJob(name, job string, req jobs.Request, title, equivalent string, print func(jobs.Result)) {
 	n := len(d.run.Steps) + 1
 	fmt.Fprintf(d.out, "\n[%d/4] %s\n      (what `%s --config FILE` does)\n", n, title, equivalent)
 	start := time.Now()
 	st := demoStep{Step: name, Job: job, Title: title}
-	req := jobs.Request{Trigger: "cli"}
-	runID, err := d.journal.StartRun(d.ctx, job, "cli", "demo")
-	if err != nil {
-		st.Error = fmt.Sprintf("recording the run: %v", err)
-		fmt.Fprintf(d.out, "  FAILED: %s\n", st.Error)
-		d.finish(&st, start)
-		return
-	}
-	req.RunID = runID
-	res, runErr := fn(req)
-	status, msg := state.RunOK, ""
-	switch {
-	case runErr != nil:
-		status, msg = state.RunFailed, runErr.Error()
-	case res.Failed:
-		status = state.RunFailed
-	}
-	if err := d.journal.FinishRun(context.WithoutCancel(d.ctx), runID, status, msg, res.Summary); err != nil {
-		fmt.Fprintf(d.env.stderr, "mrbacd demo: recording the end of run %d: %v\n", runID, err)
-	}
+	req.Trigger = "cli"
+	fin, runErr := d.app.Run(d.ctx, job, req)
 	if runErr != nil {
 		st.Error = runErr.Error()
 		fmt.Fprintf(d.out, "  FAILED: %v\n", runErr)
 	} else {
+		res := fin.Result
 		st.Result = &res
 		st.OK = !res.Failed
 		fmt.Fprintf(d.out, "  %s\n", res.Summary)
 		if print != nil {
 			print(res)
+		} else {
+			printDetails(&indentWriter{w: d.out, prefix: "  "}, res)
 		}
 		if res.Failed {
 			st.Error = "the job reported failures"
 		}
 	}
-	if job == jobs.Rotate {
-		if _, err := d.notes.enqueue(d.ctx, d.outbox, res, time.Now()); err != nil {
-			fmt.Fprintf(d.env.stderr, "mrbacd demo: queueing the rotation notification: %v\n", err)
-		}
-	}
 	d.printPlatformEvents()
 	fmt.Fprintln(d.out, "  notifications (on stdout here; Slack when notify.slack is configured):")
-	before := d.outbox.Stats()
-	flushNotifications(d.ctx, d.env, "demo", d.outbox)
-	if after := d.outbox.Stats(); after == before {
+	before := d.app.Outbox.Stats()
+	printFlushError(d.env, "demo", d.app.Flush(d.ctx))
+	if after := d.app.Outbox.Stats(); after == before {
 		fmt.Fprintln(d.out, "    (none)")
 	}
 	d.finish(&st, start)
@@ -413,7 +250,7 @@ func (d *demoDriver) finish(st *demoStep, start time.Time) {
 // printPlatformEvents narrates the keys the sandbox saw created and deleted
 // since the last step (uses of keys are left out).
 func (d *demoDriver) printPlatformEvents() {
-	evs := d.sb.EventsSince(d.eventSeq)
+	evs := d.run.sandbox.EventsSince(d.eventSeq)
 	var lines []string
 	for _, ev := range evs {
 		d.eventSeq = max(d.eventSeq, ev.Seq)
@@ -439,7 +276,7 @@ func (d *demoDriver) printRotation(forced bool) func(jobs.Result) {
 	return func(res jobs.Result) {
 		reps, _ := res.Details.([]rotate.KeyReport)
 		hidden := map[string]string{}
-		for _, k := range d.sb.Keys() {
+		for _, k := range d.run.sandbox.Keys() {
 			hidden[k.ID] = k.HiddenKey
 		}
 		tw := tabwriter.NewWriter(&indentWriter{w: d.out, prefix: "  "}, 0, 4, 2, ' ', 0)
@@ -457,12 +294,12 @@ func (d *demoDriver) printRotation(forced bool) func(jobs.Result) {
 		for _, r := range reps {
 			byName[r.Key] = r
 		}
-		for _, k := range d.cfg.Keys {
-			st := d.stores[k.Store.Backend]
+		for _, k := range d.run.cfg.Keys {
+			st := d.app.Stores[k.Store.Backend]
 			if st == nil {
 				continue
 			}
-			v, err := st.Read(d.ctx, storeTarget(k))
+			v, err := st.Read(d.ctx, rotate.Target(k))
 			switch {
 			case errors.Is(err, secrets.ErrNotFound):
 				fmt.Fprintf(d.out, "  store %s:%s: no record\n", k.Store.Backend, k.Store.Location())
@@ -473,7 +310,7 @@ func (d *demoDriver) printRotation(forced bool) func(jobs.Result) {
 					k.Store.Location(), v.KeyID, dash(hidden[v.KeyID]), v.Version)
 			}
 			if r := byName[k.Name]; forced && r.OldKeyID != "" {
-				if old, ok := d.sb.Key(r.OldKeyID); ok && old.Deleted {
+				if old, ok := d.run.sandbox.Key(r.OldKeyID); ok && old.Deleted {
 					fmt.Fprintf(d.out, "    old key %s revoked after the new one was published and re-verified\n", r.OldKeyID)
 				} else {
 					fmt.Fprintf(d.out, "    old key %s is still live on the platform\n", r.OldKeyID)

@@ -65,7 +65,7 @@ func TestDemo(t *testing.T) {
 		if f.Outcome != rotate.OutcomeRotated || f.OldKeyID != b.NewKeyID || f.NewKeyID == "" || f.NewKeyID == b.NewKeyID {
 			t.Errorf("%s forced: outcome %q old %q new %q, want rotated from %q to a new key", k.Name, f.Outcome, f.OldKeyID, f.NewKeyID, b.NewKeyID)
 		}
-		rec, err := store.Read(ctx, storeTarget(k))
+		rec, err := store.Read(ctx, rotate.Target(k))
 		if err != nil {
 			t.Fatalf("%s: reading the file store: %v", k.Name, err)
 		}

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/internal/testenv"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // findingsCmdEnv starts a sandbox (dates relative to now, as the commands
@@ -141,7 +141,7 @@ func TestAuditAndBudgetCommands(t *testing.T) {
 	}
 
 	// Runs are journaled as cli runs.
-	db, err := state.Open(ctx, filepath.Join(dir, "state.db"))
+	db, err := journal.Open(ctx, filepath.Join(dir, "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // planWorld is a seeded sandbox (an unused undeclared key, spend near the
@@ -201,7 +201,7 @@ func TestPlanCommand(t *testing.T) {
 			}
 		}},
 		{name: "after a rotation and a budget poll", before: []string{"rotate", "budget"}, prepare: func(t *testing.T) {
-			db, err := state.Open(context.Background(), w.state)
+			db, err := journal.Open(context.Background(), w.state)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -2,20 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"os"
-	"strings"
 	"text/tabwriter"
-	"time"
 
-	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/rotate"
-	"github.com/mrbacd/mrbacd/notify"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 func init() {
@@ -42,138 +34,12 @@ func runRotate(ctx context.Context, env *cmdEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "mrbacd rotate: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
-	cfg, code := loadConfig(env, *cfgPath)
-	if cfg == nil {
-		return code
-	}
-	if *key != "" && !hasKey(cfg, *key) {
-		fmt.Fprintf(env.stderr, "mrbacd rotate: %s: no managed key named %q\n", *cfgPath, *key)
-		return exitUsage
-	}
-	log := newLogger(env, cfg)
-	platform, err := newMistral(cfg, log)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "mrbacd rotate: %v\n", err)
-		return exitUsage
-	}
-	// A dry run creates nothing: the file store is opened as plan does.
-	open := openStores
-	if *dryRun {
-		open = openPlanStores
-	}
-	stores, closeStores, err := open(ctx, cfg, log)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "mrbacd rotate: %v\n", err)
-		return exitFailed
-	}
-	defer closeStores()
-	var journal *state.DB
-	if !*dryRun || journalExists(cfg) {
-		if journal, err = openJournal(ctx, cfg); err != nil {
-			fmt.Fprintf(env.stderr, "mrbacd rotate: %v\n", err)
-			return exitFailed
-		}
-		defer journal.Close()
-	}
-	deps := rotate.Deps{Platform: platform, Stores: stores, Logger: log}
-	if journal != nil {
-		deps.Journal = journal
-	}
-	// Notifications: a digest of the rotations done and one message per
-	// failure, queued in the journal's outbox and delivered before exiting
-	// (a dry run notifies nothing).
-	var outbox *notify.Outbox
-	notes := &rotationNotes{}
-	if !*dryRun {
-		// With --json, stdout carries the report: stdout notifications go to stderr.
-		nenv := env
-		if *asJSON {
-			nenv = &cmdEnv{stdout: env.stderr, stderr: env.stderr}
-		}
-		sender, err := newNotifier(ctx, cfg, nenv, log)
-		if err != nil {
-			fmt.Fprintf(env.stderr, "mrbacd rotate: %v\n", err)
-			return exitUsage
-		}
-		outbox = newOutbox(journal, sender, log)
-		deps.Notifier = notes
-	}
-	engine, err := rotate.New(deps, rotate.OptionsFromConfig(cfg), rotate.KeysFromConfig(cfg))
-	if err != nil {
-		fmt.Fprintf(env.stderr, "mrbacd rotate: %v\n", err)
-		return exitUsage
-	}
-	req := jobs.Request{Trigger: "cli", Key: *key, Force: *force, DryRun: *dryRun}
-	var runID int64
-	if !*dryRun {
-		// Record the run; a journal that refuses it is reported, not fatal.
-		argLine := strings.Join(args, " ")
-		if runID, err = journal.StartRun(ctx, jobs.Rotate, "cli", argLine); err != nil {
-			log.Warn("recording the run in the journal failed", "err", err)
-		}
-		req.RunID = runID
-	}
-	res, runErr := engine.Run(ctx, req)
-	if runID != 0 {
-		status, msg := state.RunOK, ""
-		switch {
-		case runErr != nil && ctx.Err() != nil:
-			status, msg = state.RunCanceled, runErr.Error()
-		case runErr != nil:
-			status, msg = state.RunFailed, runErr.Error()
-		case ctx.Err() != nil:
-			status = state.RunCanceled
-		case res.Failed:
-			status = state.RunFailed
-		}
-		summary, _ := json.Marshal(res)
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		if err := journal.FinishRun(fctx, runID, status, msg, string(summary)); err != nil {
-			log.Warn("recording the run's end in the journal failed", "run_id", runID, "err", err)
-		}
-		cancel()
-	}
-	if outbox != nil {
-		// Queued even when the run was interrupted: what is not delivered
-		// now stays in the journal for the daemon (or the next run).
-		if _, err := notes.enqueue(context.WithoutCancel(ctx), outbox, res, time.Now()); err != nil {
-			fmt.Fprintf(env.stderr, "mrbacd rotate: queueing the rotation notifications: %v\n", err)
-		}
-		flushNotifications(ctx, env, "rotate", outbox)
-	}
-	if runErr != nil {
-		fmt.Fprintf(env.stderr, "mrbacd rotate: %v\n", runErr)
-		return exitFailed
-	}
-	if *asJSON {
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
-			fmt.Fprintf(env.stderr, "mrbacd rotate: %v\n", err)
-			return exitFailed
-		}
-	} else {
-		printRotateReport(env.stdout, res)
-	}
-	if res.Failed {
-		return exitFailed
-	}
-	return exitOK
+	return oneShot(ctx, env, oneShotSpec{name: jobs.Rotate, configPath: *cfgPath, json: *asJSON,
+		req: jobs.Request{Trigger: "cli", Key: *key, Force: *force, DryRun: *dryRun}})
 }
 
-func hasKey(cfg *config.Config, name string) bool {
-	for _, k := range cfg.Keys {
-		if k.Name == name {
-			return true
-		}
-	}
-	return false
-}
-
-// printRotateReport prints the summary and one line per key.
-func printRotateReport(w io.Writer, res jobs.Result) {
-	fmt.Fprintln(w, res.Summary)
-	reps, _ := res.Details.([]rotate.KeyReport)
+// printRotateReport prints one line per key.
+func printRotateReport(w io.Writer, reps []rotate.KeyReport) {
 	if len(reps) == 0 {
 		return
 	}
@@ -191,7 +57,7 @@ func printRotateReport(w io.Writer, res jobs.Result) {
 		if r.Resumed {
 			outcome += " (resumed)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Key, outcome, dash(r.RotationID), dash(r.Step),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Key, outcome, dash(r.RotationID), dash(string(r.Step)),
 			dash(r.OldKeyID), dash(r.NewKeyID), detail)
 	}
 	tw.Flush()
@@ -202,11 +68,4 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// journalExists reports whether the journal file is there (plan and dry
-// runs must not create it).
-func journalExists(cfg *config.Config) bool {
-	_, err := os.Stat(cfg.State.Path)
-	return err == nil || !errors.Is(err, os.ErrNotExist)
 }

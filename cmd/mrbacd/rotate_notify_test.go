@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrbacd/mrbacd/app"
 	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 )
@@ -102,7 +103,7 @@ func TestRotateCommandQueuesWhenSlackIsDown(t *testing.T) {
 	}()
 	select {
 	case <-done:
-	case <-time.After(oneShotFlushTimeout + 30*time.Second):
+	case <-time.After(app.FlushTimeout + 30*time.Second):
 		t.Fatal("rotate did not end")
 	}
 	if code != exitOK {

@@ -5,11 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"time"
 
+	"github.com/mrbacd/mrbacd/app"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 )
 
@@ -64,9 +63,9 @@ func runSandbox(ctx context.Context, env *cmdEnv, args []string) int {
 	if !now.IsZero() {
 		srv.SetNow(now)
 	}
-	ln, err := net.Listen("tcp", *listen)
+	hs, err := app.ServeSandbox(srv, *listen)
 	if err != nil {
-		fmt.Fprintf(env.stderr, "mrbacd sandbox: listen: %v\n", err)
+		fmt.Fprintf(env.stderr, "mrbacd sandbox: %v\n", err)
 		return exitFailed
 	}
 	if adminKey == "" {
@@ -75,19 +74,14 @@ func runSandbox(ctx context.Context, env *cmdEnv, args []string) int {
 	} else {
 		fmt.Fprintf(env.stderr, "mrbacd sandbox: admin key from %s\n", keySource)
 	}
-	fmt.Fprintf(env.stdout, "mrbacd sandbox listening on http://%s\n", ln.Addr())
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	fmt.Fprintf(env.stdout, "mrbacd sandbox listening on %s\n", hs.URL)
 	select {
-	case err := <-errc:
+	case err := <-hs.Err():
 		fmt.Fprintf(env.stderr, "mrbacd sandbox: %v\n", err)
 		return exitFailed
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	if err := hs.Close(context.Background()); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		fmt.Fprintf(env.stderr, "mrbacd sandbox: shutdown: %v\n", err)
 	}
 	return exitOK

@@ -6,7 +6,7 @@
 //
 // Each finding has a stable identity, a severity and a suggested action, and
 // never carries key material (names, ids and hidden_key only). Findings go
-// through the journal (state.SyncFindings): new ones are reported in full,
+// through the journal (journal.SyncFindings): new ones are reported in full,
 // persisting ones as a digest line count, and resolved ones get a single
 // resolved notice. With jobs.audit.revoke_unused the audit deletes unused
 // undeclared keys (never in a dry run) and says so.
@@ -27,9 +27,9 @@ import (
 
 	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/jobs"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/secrets"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // Scope is the journal scope of the audit's findings.
@@ -50,11 +50,11 @@ type Records interface {
 	Record(ctx context.Context, k config.Key) (Record, error)
 }
 
-// Journal is the part of the state journal the audit uses (*state.DB).
+// Journal is the part of the state journal the audit uses (*journal.DB).
 type Journal interface {
-	SyncFindings(ctx context.Context, scope string, current []state.Finding, now time.Time) (state.FindingsDelta, error)
-	MarkFindingsReported(ctx context.Context, scope string, d state.FindingsDelta, at time.Time) error
-	InFlightRotations(ctx context.Context) ([]state.Rotation, error)
+	SyncFindings(ctx context.Context, scope string, current []journal.Finding, now time.Time) (journal.FindingsDelta, error)
+	MarkFindingsReported(ctx context.Context, scope string, d journal.FindingsDelta, at time.Time) error
+	InFlightRotations(ctx context.Context) ([]journal.Rotation, error)
 	MarkOnce(ctx context.Context, key string) (first bool, err error)
 }
 
@@ -134,7 +134,7 @@ type Digest struct {
 	Revoked []RevokedKey
 	// Delta is the journal's answer the digest was built from; the Notifier
 	// passes it on so the notification's dedupe id matches the delta.
-	Delta state.FindingsDelta
+	Delta journal.FindingsDelta
 }
 
 // Empty reports whether the digest has nothing to tell.
@@ -332,10 +332,10 @@ func (j *Job) revoke(ctx context.Context, log *slog.Logger, dryRun bool, finding
 // content next run rather than losing it (the outbox dedupe absorbs repeats).
 func (j *Job) syncAndNotify(ctx context.Context, req jobs.Request, now time.Time, current []Finding, rep *Report) error {
 	byID := make(map[string]Finding, len(current))
-	sf := make([]state.Finding, 0, len(current))
+	sf := make([]journal.Finding, 0, len(current))
 	for _, f := range current {
 		byID[f.ID] = f
-		sf = append(sf, state.Finding{ID: f.ID, Kind: string(f.Kind), Severity: string(f.Severity),
+		sf = append(sf, journal.Finding{ID: f.ID, Kind: string(f.Kind), Severity: string(f.Severity),
 			Subject: f.Subject(), Detail: f.Detail, Action: f.Action})
 	}
 	delta, err := j.Journal.SyncFindings(ctx, Scope, sf, now)

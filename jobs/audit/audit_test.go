@@ -16,11 +16,11 @@ import (
 
 	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/jobs"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 	"github.com/mrbacd/mrbacd/secrets"
 	"github.com/mrbacd/mrbacd/secrets/file"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // platform starts a sandbox seeded with seed on 127.0.0.1 and returns it with
@@ -72,7 +72,7 @@ type world struct {
 	client  *mistral.Client
 	url     string
 	store   *file.Store
-	journal *state.DB
+	journal *journal.DB
 	cfg     *config.Config
 	now     time.Time
 	logs    *bytes.Buffer
@@ -173,7 +173,7 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := state.Open(context.Background(), filepath.Join(dir, "state.db"))
+	db, err := journal.Open(context.Background(), filepath.Join(dir, "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -216,211 +216,286 @@ func (ix workspaceIndex) keyWorkspace(k mistral.Key) (declared, display string) 
 
 // Evaluate judges inv against the config at time now and returns the
 // findings sorted by severity, kind and id. It calls nothing: all input is
-// in inv, so it is deterministic.
+// in inv, so it is deterministic. Each kind has its judge over a shared
+// index (evalIndex): workspace drift, then per platform key undeclared,
+// orphan drift, unused, overdue and expiring, then the records' drift.
 func Evaluate(cfg *config.Config, pol Policy, inv Inventory, now time.Time) []Finding {
-	now = now.UTC()
-	ix := indexWorkspaces(cfg, inv.Workspaces)
-	var out []Finding
-	add := func(f Finding) { out = append(out, f) }
+	ix := newEvalIndex(cfg, pol, inv, now)
+	out := workspaceDrift(ix)
+	for _, k := range inv.Keys {
+		kv := ix.view(k)
+		for _, judge := range keyJudges {
+			if f, ok := judge(ix, kv); ok {
+				out = append(out, f)
+			}
+		}
+	}
+	out = append(out, recordDrift(ix)...)
+	SortFindings(out)
+	return out
+}
 
-	// Workspace drift.
-	for _, cw := range cfg.Workspaces {
-		if _, ok := ix.uuidOf[cw.Name]; ok {
+// keyJudges judge one platform key each for one kind.
+var keyJudges = []func(ix *evalIndex, kv keyView) (Finding, bool){undeclared, orphanDrift, unused, overdue, expiring}
+
+// evalIndex is what every judge reads: the inputs, the workspaces resolved
+// and the keys: entries indexed.
+type evalIndex struct {
+	cfg   *config.Config
+	pol   Policy
+	inv   Inventory
+	now   time.Time
+	today mistral.Date
+	ws    workspaceIndex
+	// entries are the keys: entries by name; names lists them longest
+	// first, so "dev-team" wins over "dev" for "dev-team-...".
+	entries map[string]config.Key
+	names   []string
+	// byRecordID maps the key id a store record names to its entry.
+	byRecordID map[string]string
+	// live holds the platform's key ids.
+	live map[string]bool
+	// unsure holds the workspaces with an entry whose record could not be
+	// read: their keys may be that entry's under any name, so none is
+	// judged undeclared.
+	unsure map[string]bool
+}
+
+func newEvalIndex(cfg *config.Config, pol Policy, inv Inventory, now time.Time) *evalIndex {
+	now = now.UTC()
+	ix := &evalIndex{cfg: cfg, pol: pol, inv: inv, now: now, today: mistral.DateOf(now), ws: indexWorkspaces(cfg, inv.Workspaces),
+		entries: map[string]config.Key{}, byRecordID: map[string]string{}, live: map[string]bool{}, unsure: map[string]bool{}}
+	for _, e := range cfg.Keys {
+		ix.entries[e.Name] = e
+		ix.names = append(ix.names, e.Name)
+		if r, ok := inv.Records[e.Name]; ok && r.Err != nil {
+			ix.unsure[e.Workspace] = true
+		}
+	}
+	sort.Slice(ix.names, func(i, j int) bool { return len(ix.names[i]) > len(ix.names[j]) })
+	for name, r := range inv.Records {
+		if r.Found && r.KeyID != "" {
+			ix.byRecordID[r.KeyID] = name
+		}
+	}
+	for _, k := range inv.Keys {
+		ix.live[k.KeyID] = true
+	}
+	return ix
+}
+
+// keyView is one platform key as the judges see it.
+type keyView struct {
+	k mistral.Key
+	// base is a finding about k with no kind yet.
+	base Finding
+	// declaredWS is the config workspace of k ("" when undeclared).
+	declaredWS string
+	// entry is the keys: entry k belongs to ("" for none); current is true
+	// when the entry's store record names k.
+	entry   string
+	current bool
+}
+
+// view resolves k's workspace and the keys: entry it belongs to: the one
+// whose record names it, else the rotation in flight that made it, else
+// the entry whose managed-name pattern and workspace it matches.
+func (ix *evalIndex) view(k mistral.Key) keyView {
+	declaredWS, wsName := ix.ws.keyWorkspace(k)
+	kv := keyView{k: k, declaredWS: declaredWS,
+		base: Finding{KeyID: k.KeyID, KeyName: k.Name, HiddenKey: k.HiddenKey, Workspace: wsName}}
+	kv.entry, kv.current = ix.byRecordID[k.KeyID]
+	if !kv.current {
+		kv.entry = ix.inv.InFlightKeys[k.KeyID]
+	}
+	if kv.entry == "" && declaredWS != "" {
+		for _, n := range ix.names {
+			if ManagedName(n, k.Name) && declaredWS == ix.entries[n].Workspace {
+				kv.entry = n
+				break
+			}
+		}
+	}
+	kv.base.Managed = kv.entry
+	return kv
+}
+
+// workspaceDrift: declared workspaces missing on the platform, platform
+// workspaces the config does not declare.
+func workspaceDrift(ix *evalIndex) []Finding {
+	var out []Finding
+	for _, cw := range ix.cfg.Workspaces {
+		if _, ok := ix.ws.uuidOf[cw.Name]; ok {
 			continue
 		}
 		how := "name"
 		if cw.UUID != "" {
 			how = "uuid " + cw.UUID
 		}
-		add(Finding{ID: string(KindWorkspaceDrift) + "/missing/" + cw.Name, Kind: KindWorkspaceDrift, Severity: SeverityCritical,
+		out = append(out, Finding{ID: string(KindWorkspaceDrift) + "/missing/" + cw.Name, Kind: KindWorkspaceDrift, Severity: SeverityCritical,
 			Workspace: cw.Name,
 			Detail:    fmt.Sprintf("workspace %s is declared in the config but the platform has none with that %s", cw.Name, how),
 			Action:    "create the workspace on the platform, fix its name/uuid in the config, or remove it from the config"})
 	}
-	for _, w := range inv.Workspaces {
-		if _, ok := ix.declared[w.UUID]; ok {
+	for _, w := range ix.inv.Workspaces {
+		if _, ok := ix.ws.declared[w.UUID]; ok {
 			continue
 		}
 		sev := SeverityWarning
 		if w.IsDefault {
 			sev = SeverityInfo
 		}
-		add(Finding{ID: string(KindWorkspaceDrift) + "/undeclared/" + w.UUID, Kind: KindWorkspaceDrift, Severity: sev,
+		out = append(out, Finding{ID: string(KindWorkspaceDrift) + "/undeclared/" + w.UUID, Kind: KindWorkspaceDrift, Severity: sev,
 			Workspace: w.Name,
 			Detail:    fmt.Sprintf("workspace %s (%s) exists on the platform but the config does not declare it", w.Name, w.UUID),
 			Action:    "declare it under workspaces: (with a budget) or archive it"})
 	}
+	return out
+}
 
-	// Which keys each keys: entry accounts for.
-	entries := map[string]config.Key{}
-	names := make([]string, 0, len(cfg.Keys))
-	for _, e := range cfg.Keys {
-		entries[e.Name] = e
-		names = append(names, e.Name)
+// undeclared: a live key no keys: entry accounts for.
+func undeclared(ix *evalIndex, kv keyView) (Finding, bool) {
+	if kv.entry != "" || (kv.declaredWS != "" && ix.unsure[kv.declaredWS]) {
+		return Finding{}, false
 	}
-	// Longest names first, so "dev-team" wins over "dev" for "dev-team-...".
-	sort.Slice(names, func(i, j int) bool { return len(names[i]) > len(names[j]) })
-	byRecordID := map[string]string{}
-	for name, r := range inv.Records {
-		if r.Found && r.KeyID != "" {
-			byRecordID[r.KeyID] = name
-		}
+	k, f := kv.k, kv.base
+	f.ID, f.Kind, f.Severity = string(KindUndeclared)+"/"+k.KeyID, KindUndeclared, SeverityWarning
+	if kv.declaredWS == "" {
+		f.Detail = fmt.Sprintf("key %s in workspace %s, which the config does not declare, is not managed by any keys: entry", k.Name, f.Workspace)
+	} else {
+		f.Detail = fmt.Sprintf("key %s in workspace %s is not managed by any keys: entry", k.Name, f.Workspace)
 	}
-	live := map[string]bool{}
-	for _, k := range inv.Keys {
-		live[k.KeyID] = true
+	f.Action = "declare it under keys: so mrbacd rotates it, or revoke it"
+	if k.Product != "" && k.Product != "API" {
+		// A key a Mistral product made for its user (Mistral Code, Vibe).
+		f.Severity = SeverityInfo
+		f.Detail += fmt.Sprintf(" (a %s key)", k.Product)
+		f.Action = fmt.Sprintf("check with its owner that the %s key is still wanted", k.Product)
 	}
-	// A workspace with an entry whose record could not be read may hold that
-	// entry's current key under any name: its keys are not judged undeclared.
-	unsure := map[string]bool{}
-	for _, e := range cfg.Keys {
-		if r, ok := inv.Records[e.Name]; ok && r.Err != nil {
-			unsure[e.Workspace] = true
-		}
+	return f, true
+}
+
+// orphanDrift: an mrbacd-created key that its entry's readable record does
+// not name, with no rotation of the entry in flight.
+func orphanDrift(ix *evalIndex, kv keyView) (Finding, bool) {
+	if kv.entry == "" || kv.current || ix.inv.InFlight[kv.entry] {
+		return Finding{}, false
 	}
-
-	today := mistral.DateOf(now)
-	for _, k := range inv.Keys {
-		declaredWS, wsName := ix.keyWorkspace(k)
-		base := Finding{KeyID: k.KeyID, KeyName: k.Name, HiddenKey: k.HiddenKey, Workspace: wsName}
-
-		entry, current := byRecordID[k.KeyID]
-		if !current {
-			entry = inv.InFlightKeys[k.KeyID]
-		}
-		if entry == "" {
-			for _, n := range names {
-				e := entries[n]
-				if ManagedName(n, k.Name) && declaredWS == e.Workspace && declaredWS != "" {
-					entry = n
-					break
-				}
-			}
-		}
-		base.Managed = entry
-
-		// Undeclared.
-		if entry == "" && !(declaredWS != "" && unsure[declaredWS]) {
-			f := base
-			f.ID, f.Kind, f.Severity = string(KindUndeclared)+"/"+k.KeyID, KindUndeclared, SeverityWarning
-			if declaredWS == "" {
-				f.Detail = fmt.Sprintf("key %s in workspace %s, which the config does not declare, is not managed by any keys: entry", k.Name, wsName)
-			} else {
-				f.Detail = fmt.Sprintf("key %s in workspace %s is not managed by any keys: entry", k.Name, wsName)
-			}
-			f.Action = "declare it under keys: so mrbacd rotates it, or revoke it"
-			if k.Product != "" && k.Product != "API" {
-				// A key a Mistral product made for its user (Mistral Code, Vibe).
-				f.Severity = SeverityInfo
-				f.Detail += fmt.Sprintf(" (a %s key)", k.Product)
-				f.Action = fmt.Sprintf("check with its owner that the %s key is still wanted", k.Product)
-			}
-			add(f)
-		}
-
-		// Drift: an mrbacd-created key that the entry's record does not name.
-		if entry != "" && !current && !inv.InFlight[entry] {
-			if r, ok := inv.Records[entry]; ok && r.Err == nil {
-				f := base
-				f.ID, f.Kind, f.Severity = string(KindDrift)+"/"+k.KeyID, KindDrift, SeverityWarning
-				if r.Found {
-					f.Detail = fmt.Sprintf("key %s was created by mrbacd for %s but the store's record names key %s", k.Name, entry, r.KeyID)
-				} else {
-					f.Detail = fmt.Sprintf("key %s was created by mrbacd for %s but the store holds no record", k.Name, entry)
-				}
-				f.Action = fmt.Sprintf("no rotation of %s is in flight: revoke this key (it is an orphan of an interrupted rotation) after checking nothing uses it", entry)
-				add(f)
-			}
-		}
-
-		// Unused.
-		unusedSince, unused := unusedFor(k, now, pol.UnusedAfter)
-		if unused {
-			f := base
-			f.ID, f.Kind = string(KindUnused)+"/"+k.KeyID, KindUnused
-			if k.LastUsed == nil {
-				f.Detail = fmt.Sprintf("key %s has never been used and was created %s (%d days ago)", k.Name, k.CreatedAt.UTC().Format(time.DateOnly), days(unusedSince))
-			} else {
-				f.Detail = fmt.Sprintf("key %s was last used %s (%d days ago)", k.Name, k.LastUsed, days(unusedSince))
-			}
-			if entry == "" {
-				f.Severity = SeverityWarning
-				f.Action = "revoke it (or set jobs.audit.revoke_unused: true to have the audit do so)"
-			} else {
-				f.Severity = SeverityInfo
-				f.Action = fmt.Sprintf("check whether %s's consumers still need it; remove the keys: entry and revoke the key if not", entry)
-			}
-			add(f)
-		}
-
-		// Overdue.
-		if entry != "" {
-			every := entries[entry].RotateEvery.D()
-			if every <= 0 {
-				every = config.DefaultRotateEvery
-			}
-			if age := now.Sub(k.CreatedAt); !k.CreatedAt.IsZero() && age > every+pol.OverdueGrace {
-				f := base
-				f.ID, f.Kind, f.Severity = string(KindOverdue)+"/"+k.KeyID, KindOverdue, SeverityWarning
-				f.Detail = fmt.Sprintf("key %s of %s is %d days old; rotate_every is %s", k.Name, entry, days(age), config.Duration(every))
-				f.Action = fmt.Sprintf("rotation is failing or off: check the rotate job's last runs, then run mrbacd rotate --key %s", entry)
-				add(f)
-			}
-		}
-
-		// Expiring.
-		if k.ExpirationDate != nil {
-			// Valid through the end of its expiration date.
-			end := k.ExpirationDate.AddDays(1).In(time.UTC)
-			if left := end.Sub(now); left <= pol.ExpiringWithin {
-				f := base
-				f.ID, f.Kind = string(KindExpiring)+"/"+k.KeyID, KindExpiring
-				if k.Expired(today) {
-					f.Detail = fmt.Sprintf("key %s expired on %s", k.Name, k.ExpirationDate)
-				} else {
-					f.Detail = fmt.Sprintf("key %s expires on %s (in %d days)", k.Name, k.ExpirationDate, days(left))
-				}
-				if entry != "" {
-					f.Severity = SeverityCritical
-					f.Action = fmt.Sprintf("rotate it before it expires: mrbacd rotate --key %s --force", entry)
-				} else {
-					f.Severity = SeverityWarning
-					f.Action = "tell its owner; replace it or let it expire and delete it"
-				}
-				add(f)
-			}
-		}
+	r, ok := ix.inv.Records[kv.entry]
+	if !ok || r.Err != nil {
+		return Finding{}, false
 	}
+	k, f := kv.k, kv.base
+	f.ID, f.Kind, f.Severity = string(KindDrift)+"/"+k.KeyID, KindDrift, SeverityWarning
+	if r.Found {
+		f.Detail = fmt.Sprintf("key %s was created by mrbacd for %s but the store's record names key %s", k.Name, kv.entry, r.KeyID)
+	} else {
+		f.Detail = fmt.Sprintf("key %s was created by mrbacd for %s but the store holds no record", k.Name, kv.entry)
+	}
+	f.Action = fmt.Sprintf("no rotation of %s is in flight: revoke this key (it is an orphan of an interrupted rotation) after checking nothing uses it", kv.entry)
+	return f, true
+}
 
-	// Drift: records naming keys the platform lacks; entries without records.
-	for _, e := range cfg.Keys {
-		r, ok := inv.Records[e.Name]
+// unused: last used (or, never used, created) longer ago than unused_after.
+func unused(ix *evalIndex, kv keyView) (Finding, bool) {
+	k := kv.k
+	since, isUnused := unusedFor(k, ix.now, ix.pol.UnusedAfter)
+	if !isUnused {
+		return Finding{}, false
+	}
+	f := kv.base
+	f.ID, f.Kind = string(KindUnused)+"/"+k.KeyID, KindUnused
+	if k.LastUsed == nil {
+		f.Detail = fmt.Sprintf("key %s has never been used and was created %s (%d days ago)", k.Name, k.CreatedAt.UTC().Format(time.DateOnly), days(since))
+	} else {
+		f.Detail = fmt.Sprintf("key %s was last used %s (%d days ago)", k.Name, k.LastUsed, days(since))
+	}
+	if kv.entry == "" {
+		f.Severity = SeverityWarning
+		f.Action = "revoke it (or set jobs.audit.revoke_unused: true to have the audit do so)"
+	} else {
+		f.Severity = SeverityInfo
+		f.Action = fmt.Sprintf("check whether %s's consumers still need it; remove the keys: entry and revoke the key if not", kv.entry)
+	}
+	return f, true
+}
+
+// overdue: a managed key older than its rotate_every plus the grace.
+func overdue(ix *evalIndex, kv keyView) (Finding, bool) {
+	k := kv.k
+	if kv.entry == "" || k.CreatedAt.IsZero() {
+		return Finding{}, false
+	}
+	every := ix.entries[kv.entry].RotateEvery.D()
+	if every <= 0 {
+		every = config.DefaultRotateEvery
+	}
+	age := ix.now.Sub(k.CreatedAt)
+	if age <= every+ix.pol.OverdueGrace {
+		return Finding{}, false
+	}
+	f := kv.base
+	f.ID, f.Kind, f.Severity = string(KindOverdue)+"/"+k.KeyID, KindOverdue, SeverityWarning
+	f.Detail = fmt.Sprintf("key %s of %s is %d days old; rotate_every is %s", k.Name, kv.entry, days(age), config.Duration(every))
+	f.Action = fmt.Sprintf("rotation is failing or off: check the rotate job's last runs, then run mrbacd rotate --key %s", kv.entry)
+	return f, true
+}
+
+// expiring: an expiration date within expiring_within (or past).
+func expiring(ix *evalIndex, kv keyView) (Finding, bool) {
+	k := kv.k
+	if k.ExpirationDate == nil {
+		return Finding{}, false
+	}
+	// Valid through the end of its expiration date.
+	left := k.ExpirationDate.AddDays(1).In(time.UTC).Sub(ix.now)
+	if left > ix.pol.ExpiringWithin {
+		return Finding{}, false
+	}
+	f := kv.base
+	f.ID, f.Kind = string(KindExpiring)+"/"+k.KeyID, KindExpiring
+	if k.Expired(ix.today) {
+		f.Detail = fmt.Sprintf("key %s expired on %s", k.Name, k.ExpirationDate)
+	} else {
+		f.Detail = fmt.Sprintf("key %s expires on %s (in %d days)", k.Name, k.ExpirationDate, days(left))
+	}
+	if kv.entry != "" {
+		f.Severity = SeverityCritical
+		f.Action = fmt.Sprintf("rotate it before it expires: mrbacd rotate --key %s --force", kv.entry)
+	} else {
+		f.Severity = SeverityWarning
+		f.Action = "tell its owner; replace it or let it expire and delete it"
+	}
+	return f, true
+}
+
+// recordDrift: entries without a (complete) record, and records naming keys
+// the platform lacks.
+func recordDrift(ix *evalIndex) []Finding {
+	var out []Finding
+	for _, e := range ix.cfg.Keys {
+		r, ok := ix.inv.Records[e.Name]
 		if !ok || r.Err != nil {
 			continue
 		}
-		if !r.Found {
-			add(Finding{ID: string(KindDrift) + "/entry/" + e.Name, Kind: KindDrift, Severity: SeverityWarning,
-				Managed: e.Name, Workspace: e.Workspace,
-				Detail: fmt.Sprintf("managed key %s has no record in its %s store at %s", e.Name, e.Store.Backend, e.Store.Location()),
-				Action: fmt.Sprintf("run mrbacd rotate --key %s --force to create and publish a key", e.Name)})
-			continue
-		}
-		if r.KeyID == "" {
-			add(Finding{ID: string(KindDrift) + "/entry/" + e.Name, Kind: KindDrift, Severity: SeverityWarning,
-				Managed: e.Name, Workspace: e.Workspace,
-				Detail: fmt.Sprintf("the record of managed key %s in its %s store at %s names no key id", e.Name, e.Store.Backend, e.Store.Location()),
-				Action: fmt.Sprintf("run mrbacd rotate --key %s --force to publish a complete record", e.Name)})
-			continue
-		}
-		if !live[r.KeyID] && !inv.InFlight[e.Name] {
-			add(Finding{ID: string(KindDrift) + "/" + r.KeyID, Kind: KindDrift, Severity: SeverityCritical,
+		entry := Finding{ID: string(KindDrift) + "/entry/" + e.Name, Kind: KindDrift, Severity: SeverityWarning,
+			Managed: e.Name, Workspace: e.Workspace}
+		switch {
+		case !r.Found:
+			entry.Detail = fmt.Sprintf("managed key %s has no record in its %s store at %s", e.Name, e.Store.Backend, e.Store.Location())
+			entry.Action = fmt.Sprintf("run mrbacd rotate --key %s --force to create and publish a key", e.Name)
+			out = append(out, entry)
+		case r.KeyID == "":
+			entry.Detail = fmt.Sprintf("the record of managed key %s in its %s store at %s names no key id", e.Name, e.Store.Backend, e.Store.Location())
+			entry.Action = fmt.Sprintf("run mrbacd rotate --key %s --force to publish a complete record", e.Name)
+			out = append(out, entry)
+		case !ix.live[r.KeyID] && !ix.inv.InFlight[e.Name]:
+			out = append(out, Finding{ID: string(KindDrift) + "/" + r.KeyID, Kind: KindDrift, Severity: SeverityCritical,
 				KeyID: r.KeyID, Managed: e.Name, Workspace: e.Workspace,
 				Detail: fmt.Sprintf("the store's record for %s names key %s, which the platform no longer has: its consumers hold a dead key", e.Name, r.KeyID),
 				Action: fmt.Sprintf("run mrbacd rotate --key %s --force now", e.Name)})
 		}
 	}
-
-	SortFindings(out)
 	return out
 }
 

@@ -34,7 +34,7 @@ type Platform interface {
 	SpendLimit(ctx context.Context) (mistral.SpendLimit, error)
 }
 
-// Journal records once-marks (*state.DB implements it).
+// Journal records once-marks (*journal.DB implements it).
 type Journal interface {
 	MarkOnce(ctx context.Context, key string) (first bool, err error)
 }

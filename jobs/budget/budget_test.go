@@ -15,9 +15,9 @@ import (
 
 	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/jobs"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // queue is a Notifier with the outbox's dedupe semantics, kept in memory.
@@ -54,7 +54,7 @@ func (q *queue) take() []Alert {
 type world struct {
 	sb      *sandbox.Server
 	client  *mistral.Client
-	journal *state.DB
+	journal *journal.DB
 	cfg     *config.Config
 	now     time.Time
 	q       *queue
@@ -99,7 +99,7 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := state.Open(context.Background(), filepath.Join(t.TempDir(), "state.db"))
+	db, err := journal.Open(context.Background(), filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,9 +4,9 @@ import (
 	"context"
 	"time"
 
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/secrets"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // slots bounds concurrent calls to one service.
@@ -127,19 +127,19 @@ func (s serialJournal) write(ctx context.Context, fn func() error) error {
 	return fn()
 }
 
-func (s serialJournal) BeginRotation(ctx context.Context, r state.Rotation) error {
+func (s serialJournal) BeginRotation(ctx context.Context, r journal.Rotation) error {
 	return s.write(ctx, func() error { return s.j.BeginRotation(ctx, r) })
 }
 
-func (s serialJournal) UpdateRotation(ctx context.Context, r state.Rotation) error {
+func (s serialJournal) UpdateRotation(ctx context.Context, r journal.Rotation) error {
 	return s.write(ctx, func() error { return s.j.UpdateRotation(ctx, r) })
 }
 
-func (s serialJournal) InFlightRotations(ctx context.Context) ([]state.Rotation, error) {
+func (s serialJournal) InFlightRotations(ctx context.Context) ([]journal.Rotation, error) {
 	return s.j.InFlightRotations(ctx)
 }
 
-func (s serialJournal) Rotation(ctx context.Context, id string) (state.Rotation, error) {
+func (s serialJournal) Rotation(ctx context.Context, id string) (journal.Rotation, error) {
 	return s.j.Rotation(ctx, id)
 }
 

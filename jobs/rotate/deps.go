@@ -5,9 +5,9 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/config"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/secrets"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // Platform is what rotation needs from the Mistral platform. *mistral.Client
@@ -21,12 +21,12 @@ type Platform interface {
 	ListAllWorkspaces(ctx context.Context) ([]mistral.Workspace, error)
 }
 
-// Journal is what rotation needs from the journal. *state.DB implements it.
+// Journal is what rotation needs from the journal. *journal.DB implements it.
 type Journal interface {
-	BeginRotation(ctx context.Context, r state.Rotation) error
-	UpdateRotation(ctx context.Context, r state.Rotation) error
-	InFlightRotations(ctx context.Context) ([]state.Rotation, error)
-	Rotation(ctx context.Context, id string) (state.Rotation, error)
+	BeginRotation(ctx context.Context, r journal.Rotation) error
+	UpdateRotation(ctx context.Context, r journal.Rotation) error
+	InFlightRotations(ctx context.Context) ([]journal.Rotation, error)
+	Rotation(ctx context.Context, id string) (journal.Rotation, error)
 	AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
 	RenewLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
 	ReleaseLease(ctx context.Context, name, owner string) error
@@ -41,13 +41,13 @@ type Event struct {
 	OldKeyID   string
 	NewKeyID   string
 	NewKeyName string
-	// Step is the journal step the rotation reached: StepAbort for a
+	// Step is the journal step the rotation reached: journal.StepAbort for a
 	// rotation aborted before publish.
-	Step string
-	// FailedStep is, for a failure, the step that failed: StepCreate,
-	// StepVerify, StepPublish, StepReverify or StepRevoke (or, for a failure
+	Step journal.Step
+	// FailedStep is, for a failure, the step that failed: journal.StepCreate,
+	// journal.StepVerify, journal.StepPublish, journal.StepReverify or journal.StepRevoke (or, for a failure
 	// outside those such as the journal refusing a write, the step reached).
-	FailedStep string
+	FailedStep journal.Step
 	// Bootstrap is true when there was no old key to replace.
 	Bootstrap bool
 	// Err is the failure, "" on success.

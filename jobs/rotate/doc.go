@@ -5,7 +5,7 @@
 // # Protocol
 //
 // One rotation of one managed key moves through journaled steps (the journal
-// is package state; the step names below are what its Step column holds):
+// is package journal; the step names below are what its Step column holds):
 //
 //	begin    journal the rotation id, the old key id and the deterministic new
 //	         key name <name>-<yyyymmdd>-<first 8 hex of the rotation id>

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/jobs"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/secrets"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // Deps are the engine's collaborators.
@@ -66,31 +66,20 @@ const (
 // KeyReport is one key's line in a run's report (Result.Details is a
 // []KeyReport sorted by key).
 type KeyReport struct {
-	Key        string `json:"key"`
-	Outcome    string `json:"outcome"`
-	Reason     string `json:"reason,omitempty"`
-	RotationID string `json:"rotation_id,omitempty"`
-	Resumed    bool   `json:"resumed,omitempty"`
-	Step       string `json:"step,omitempty"`
-	OldKeyID   string `json:"old_key_id,omitempty"`
-	NewKeyID   string `json:"new_key_id,omitempty"`
-	NewKeyName string `json:"new_key_name,omitempty"`
+	Key        string       `json:"key"`
+	Outcome    string       `json:"outcome"`
+	Reason     string       `json:"reason,omitempty"`
+	RotationID string       `json:"rotation_id,omitempty"`
+	Resumed    bool         `json:"resumed,omitempty"`
+	Step       journal.Step `json:"step,omitempty"`
+	OldKeyID   string       `json:"old_key_id,omitempty"`
+	NewKeyID   string       `json:"new_key_id,omitempty"`
+	NewKeyName string       `json:"new_key_name,omitempty"`
 	// InFlight is true when the rotation stays journaled for the next run.
 	InFlight bool   `json:"in_flight,omitempty"`
 	Note     string `json:"note,omitempty"`
 	Error    string `json:"error,omitempty"`
 }
-
-// Journal step names (state.Rotation.Step).
-const (
-	StepBegin    = "begin"
-	StepCreate   = "create"
-	StepVerify   = "verify"
-	StepPublish  = "publish"
-	StepReverify = "reverify"
-	StepDone     = "done"
-	StepAbort    = "abort"
-)
 
 // New checks its arguments and returns an engine for keys. Deps.Journal may
 // be nil for an engine that only plans (Plan); Run and Resume need it.
@@ -276,7 +265,7 @@ func (e *Engine) newRun(ctx context.Context, req jobs.Request) *run {
 type task struct {
 	spec    KeySpec
 	known   bool // spec comes from the config
-	rot     state.Rotation
+	rot     journal.Rotation
 	begun   bool // rot is journaled
 	recover bool // resumed before publish: reconcile with the store first
 	claimed bool // this engine works on the key (in-process exclusion)
@@ -286,7 +275,7 @@ type task struct {
 	base         secrets.Version // CAS precondition for publish
 	bootstrap    bool
 	// failedStep is the step that failed (Event.FailedStep), once known.
-	failedStep string
+	failedStep journal.Step
 	// storeUnavailable: the failure was the store being unavailable.
 	storeUnavailable bool
 
@@ -302,7 +291,7 @@ func (r *run) checkTask(k KeySpec) *task {
 	return t
 }
 
-func (r *run) resumeTask(rot state.Rotation) *task {
+func (r *run) resumeTask(rot journal.Rotation) *task {
 	spec, known := r.e.byKey[rot.KeyName]
 	t := &task{spec: spec, known: known, rot: rot, begun: true, recover: true,
 		bootstrap: rot.OldKeyID == "",
@@ -385,28 +374,28 @@ func (r *run) advance(t *task) (time.Time, bool) {
 			next = r.check(t) // claims the key when it is due
 		case !t.claimed:
 			next = r.e.claim(t) && r.reloadResumed(t)
-		case t.rot.Status != state.StatusInFlight:
+		case t.rot.Status != journal.StatusInFlight:
 			return time.Time{}, true
-		case t.rot.Step == StepAbort:
+		case t.rot.Step == journal.StepAbort:
 			next = r.abort(t, errors.New(t.rot.Error))
-		case t.recover && (t.rot.Step == StepBegin || t.rot.Step == StepCreate || t.rot.Step == StepVerify):
+		case t.recover && (t.rot.Step == journal.StepBegin || t.rot.Step == journal.StepCreate || t.rot.Step == journal.StepVerify):
 			next = r.reconcile(t)
-		case t.rot.Step == StepBegin:
+		case t.rot.Step == journal.StepBegin:
 			next = r.create(t)
-		case t.rot.Step == StepCreate:
+		case t.rot.Step == journal.StepCreate:
 			next = r.verify(t)
-		case t.rot.Step == StepVerify:
+		case t.rot.Step == journal.StepVerify:
 			next = r.publish(t)
-		case t.rot.Step == StepPublish:
+		case t.rot.Step == journal.StepPublish:
 			if left := t.rot.PropagateUntil.Sub(r.e.now()); left > 0 {
 				park = r.wake(t.rot.PropagateUntil)
-				t.log.Info("rotation parked for propagation", "step", "propagate",
+				t.log.Info("rotation parked for propagation", "step", journal.StepPropagate,
 					"new_key_id", t.rot.NewKeyID, "wait", left.Round(time.Millisecond))
 				next = true
 				break
 			}
 			next = r.reverify(t)
-		case t.rot.Step == StepReverify:
+		case t.rot.Step == journal.StepReverify:
 			next = r.revoke(t)
 		default:
 			r.fail(t, fmt.Errorf("unknown journaled step %q", t.rot.Step), true)
@@ -440,7 +429,7 @@ func (r *run) journal(t *task) error {
 }
 
 // stepLog logs one step with the ids.
-func (t *task) stepLog(msg, step string, args ...any) {
+func (t *task) stepLog(msg string, step journal.Step, args ...any) {
 	base := []any{"step", step, "old_key_id", t.rot.OldKeyID, "new_key_id", t.rot.NewKeyID}
 	t.log.Info(msg, append(base, args...)...)
 }
@@ -452,7 +441,7 @@ func (r *run) interrupted(t *task, err error) {
 	}
 	t.rep.Outcome = OutcomeInterrupted
 	t.rep.Step = t.rot.Step
-	t.rep.InFlight = t.begun && t.rot.Status == state.StatusInFlight
+	t.rep.InFlight = t.begun && t.rot.Status == journal.StatusInFlight
 	t.rep.Error = err.Error()
 	t.log.Warn("rotation interrupted; it stays journaled and resumes next start", "step", t.rot.Step, "err", err)
 }
@@ -479,7 +468,7 @@ func (r *run) fail(t *task, err error, inFlight bool) {
 	t.rep.Step = t.rot.Step
 	t.rep.InFlight = inFlight && t.begun
 	t.fillIDs()
-	if t.begun && inFlight && t.rot.Status == state.StatusInFlight && t.known {
+	if t.begun && inFlight && t.rot.Status == journal.StatusInFlight && t.known {
 		t.rot.Error = msg
 		if jerr := r.journal(t); jerr != nil {
 			t.log.Error("journal the failure", "err", jerr)
@@ -502,7 +491,7 @@ func (t *task) fillIDs() {
 func (r *run) event(t *task, errMsg string, inFlight bool) Event {
 	return Event{KeyName: t.rot.KeyName, RotationID: t.rot.ID, OldKeyID: t.rot.OldKeyID, NewKeyID: t.rot.NewKeyID,
 		NewKeyName: t.rot.NewKeyName, Step: t.rot.Step, FailedStep: t.failedStep, Bootstrap: t.bootstrap, Err: errMsg,
-		StillInFlight: inFlight, Published: t.rot.StoreVersion != "" && t.rot.Step != StepAbort,
+		StillInFlight: inFlight, Published: t.rot.StoreVersion != "" && t.rot.Step != journal.StepAbort,
 		StoreUnavailable: errMsg != "" && t.storeUnavailable}
 }
 

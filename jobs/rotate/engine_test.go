@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/jobs"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 	"github.com/mrbacd/mrbacd/secrets"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // TestRunScenarios covers bootstrap, adoption and the due computation end to
@@ -95,7 +95,7 @@ func TestRunScenarios(t *testing.T) {
 				}
 			}
 			rots := e.rotations("k")
-			if len(rots) != 1 || rots[0].Status != state.StatusDone || rots[0].OldKeyID != old || rots[0].NewKeyID != v.KeyID {
+			if len(rots) != 1 || rots[0].Status != journal.StatusDone || rots[0].OldKeyID != old || rots[0].NewKeyID != v.KeyID {
 				t.Fatalf("journal %+v", rots)
 			}
 			if !strings.HasPrefix(v.KeyName, "k-"+time.Now().UTC().Format("20060102")+"-"+v.RotationID[:8]) {
@@ -204,7 +204,7 @@ func TestFailures(t *testing.T) {
 					t.Fatalf("%d failure notifications, want 1", n)
 				}
 				rots := e.rotations("k")
-				if len(rots) != 1 || rots[0].Status != state.StatusFailed || rots[0].Error == "" {
+				if len(rots) != 1 || rots[0].Status != journal.StatusFailed || rots[0].Error == "" {
 					t.Fatalf("journal %+v", rots)
 				}
 			}

@@ -17,11 +17,11 @@ import (
 
 	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/jobs"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 	"github.com/mrbacd/mrbacd/secrets"
 	"github.com/mrbacd/mrbacd/secrets/file"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // env is a sandbox platform, a file store and a journal for one test.
@@ -32,7 +32,7 @@ type env struct {
 	client *mistral.Client
 	files  *file.Store
 	store  secrets.Store // what the engine writes through (may wrap files)
-	db     *state.DB
+	db     *journal.DB
 	dbPath string
 	logs   *testenv.LogBuffer
 	user   string
@@ -56,7 +56,7 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	dbPath := filepath.Join(dir, "state.db")
-	db, err := state.Open(context.Background(), dbPath)
+	db, err := journal.Open(context.Background(), dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func (e *env) checkNoLeak() {
 	}
 }
 
-func (e *env) rotations(key string) []state.Rotation {
+func (e *env) rotations(key string) []journal.Rotation {
 	e.t.Helper()
 	rs, err := e.db.RotationsForKey(context.Background(), key, 0)
 	if err != nil {

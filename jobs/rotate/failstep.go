@@ -3,17 +3,14 @@ package rotate
 import (
 	"errors"
 	"strings"
-)
 
-// StepRevoke names the revoke of the old key in failure reports
-// (Event.FailedStep). It is never journaled: a rotation that revoked its old
-// key is journaled done.
-const StepRevoke = "revoke"
+	"github.com/mrbacd/mrbacd/journal"
+)
 
 // stepError marks an error with the rotation step that failed. Its message is
 // the wrapped error's: the step is already in the text ("verify: ...").
 type stepError struct {
-	step string
+	step journal.Step
 	err  error
 }
 
@@ -21,12 +18,12 @@ func (e *stepError) Error() string { return e.err.Error() }
 func (e *stepError) Unwrap() error { return e.err }
 
 // stepFailed marks err as the failure of step.
-func stepFailed(step string, err error) error { return &stepError{step: step, err: err} }
+func stepFailed(step journal.Step, err error) error { return &stepError{step: step, err: err} }
 
 // failedStepOf returns the step err marks as failed. An error without a mark
 // (one read back from the journal, where only its text survives) is named by
 // its prefix ("verify: ..."); "" when neither tells.
-func failedStepOf(err error) string {
+func failedStepOf(err error) journal.Step {
 	if err == nil {
 		return ""
 	}
@@ -38,11 +35,11 @@ func failedStepOf(err error) string {
 	if !ok {
 		return ""
 	}
-	switch prefix {
-	case StepCreate, StepVerify, StepPublish, StepReverify:
-		return prefix
+	switch step := journal.Step(prefix); step {
+	case journal.StepCreate, journal.StepVerify, journal.StepPublish, journal.StepReverify:
+		return step
 	case "revoke old key":
-		return StepRevoke
+		return journal.StepRevoke
 	}
 	return ""
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/jobs"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 )
 
@@ -17,17 +18,17 @@ func TestFailureEventStep(t *testing.T) {
 		name          string
 		route         string // persistent 500 on it; "" for none
 		storeOutage   bool
-		wantStep      string // Event.Step
-		wantFailed    string // Event.FailedStep
+		wantStep      journal.Step // Event.Step
+		wantFailed    journal.Step // Event.FailedStep
 		wantInFlight  bool
 		wantPublished bool
 		wantStoreDown bool
 	}{
-		{name: "create refused", route: "POST /v1/admin/api-keys", wantStep: StepAbort, wantFailed: StepCreate},
-		{name: "verify never succeeds", route: "GET /v1/models", wantStep: StepAbort, wantFailed: StepVerify},
-		{name: "duplicate check and abort fail", route: "GET /v1/admin/api-keys", wantStep: StepAbort, wantFailed: StepCreate, wantInFlight: true},
-		{name: "store unavailable at publish", storeOutage: true, wantStep: StepAbort, wantFailed: StepPublish, wantStoreDown: true},
-		{name: "revoke refused", route: "DELETE /v1/admin/api-keys/{key_id}", wantStep: StepReverify, wantFailed: StepRevoke, wantInFlight: true, wantPublished: true},
+		{name: "create refused", route: "POST /v1/admin/api-keys", wantStep: journal.StepAbort, wantFailed: journal.StepCreate},
+		{name: "verify never succeeds", route: "GET /v1/models", wantStep: journal.StepAbort, wantFailed: journal.StepVerify},
+		{name: "duplicate check and abort fail", route: "GET /v1/admin/api-keys", wantStep: journal.StepAbort, wantFailed: journal.StepCreate, wantInFlight: true},
+		{name: "store unavailable at publish", storeOutage: true, wantStep: journal.StepAbort, wantFailed: journal.StepPublish, wantStoreDown: true},
+		{name: "revoke refused", route: "DELETE /v1/admin/api-keys/{key_id}", wantStep: journal.StepReverify, wantFailed: journal.StepRevoke, wantInFlight: true, wantPublished: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -64,16 +65,16 @@ func TestFailedStepOf(t *testing.T) {
 	tests := []struct {
 		name string
 		err  error
-		want string
+		want journal.Step
 	}{
-		{"marked", stepFailed(StepVerify, errors.New("verify: 401")), StepVerify},
-		{"marked, wrapped", fmt.Errorf("outer: %w", stepFailed(StepRevoke, errors.New("x"))), StepRevoke},
-		{"journal text of a verify abort", errors.New("verify: unauthorized"), StepVerify},
-		{"journal text of a create abort", errors.New("create: look for duplicates: 500"), StepCreate},
-		{"journal text of a revoke", errors.New("revoke old key: 500"), StepRevoke},
-		{"abort's own failure", errors.New("abort: delete new key: 500"), ""},
-		{"no prefix", errors.New("boom"), ""},
-		{"nil", nil, ""},
+		{name: "marked", err: stepFailed(journal.StepVerify, errors.New("verify: 401")), want: journal.StepVerify},
+		{name: "marked, wrapped", err: fmt.Errorf("outer: %w", stepFailed(journal.StepRevoke, errors.New("x"))), want: journal.StepRevoke},
+		{name: "journal text of a verify abort", err: errors.New("verify: unauthorized"), want: journal.StepVerify},
+		{name: "journal text of a create abort", err: errors.New("create: look for duplicates: 500"), want: journal.StepCreate},
+		{name: "journal text of a revoke", err: errors.New("revoke old key: 500"), want: journal.StepRevoke},
+		{name: "abort's own failure", err: errors.New("abort: delete new key: 500"), want: ""},
+		{name: "no prefix", err: errors.New("boom"), want: ""},
+		{name: "nil", err: nil, want: ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

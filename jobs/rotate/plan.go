@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/jobs"
+	"github.com/mrbacd/mrbacd/journal"
 )
 
 // PlanItem says what the next rotation run would do with one key, and why.
@@ -33,14 +34,14 @@ type PlanItem struct {
 
 // InFlight is a journaled rotation not yet finished.
 type InFlight struct {
-	RotationID     string `json:"rotation_id"`
-	Step           string `json:"step"`
-	OldKeyID       string `json:"old_key_id,omitempty"`
-	NewKeyID       string `json:"new_key_id,omitempty"`
-	NewKeyName     string `json:"new_key_name"`
-	Attempts       int    `json:"attempts,omitempty"`
-	PropagateUntil string `json:"propagate_until,omitempty"`
-	Error          string `json:"error,omitempty"`
+	RotationID     string       `json:"rotation_id"`
+	Step           journal.Step `json:"step"`
+	OldKeyID       string       `json:"old_key_id,omitempty"`
+	NewKeyID       string       `json:"new_key_id,omitempty"`
+	NewKeyName     string       `json:"new_key_name"`
+	Attempts       int          `json:"attempts,omitempty"`
+	PropagateUntil string       `json:"propagate_until,omitempty"`
+	Error          string       `json:"error,omitempty"`
 }
 
 // Plan reports what a run would do with every key, and why. It reads the

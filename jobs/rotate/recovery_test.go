@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/jobs"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 	"github.com/mrbacd/mrbacd/secrets"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // TestRecovery journals a rotation as a crash at each step would have left
@@ -44,7 +44,7 @@ func TestRecovery(t *testing.T) {
 	tests := []struct {
 		name string
 		// prepare sets the platform and store up and returns the journaled rotation.
-		prepare       func(e *env, w *world, r *state.Rotation)
+		prepare       func(e *env, w *world, r *journal.Rotation)
 		bootstrap     bool
 		wantOutcome   string
 		wantKeepsNew  bool // the created key ends up in the store (publish had happened)
@@ -53,71 +53,71 @@ func TestRecovery(t *testing.T) {
 		// testRevokes: the test itself deletes the old key, so I3 is not the engine's to show.
 		testRevokes bool
 	}{
-		{name: "begin, nothing created", prepare: func(e *env, w *world, r *state.Rotation) {}, wantOutcome: OutcomeRotated, wantAttempts: 1},
-		{name: "begin, key created but its id never journaled", prepare: func(e *env, w *world, r *state.Rotation) {
+		{name: "begin, nothing created", prepare: func(e *env, w *world, r *journal.Rotation) {}, wantOutcome: OutcomeRotated, wantAttempts: 1},
+		{name: "begin, key created but its id never journaled", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
 		}, wantOutcome: OutcomeRotated, wantAttempts: 1},
-		{name: "create journaled", prepare: func(e *env, w *world, r *state.Rotation) {
+		{name: "create journaled", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepCreate, w.created.ID
+			r.Step, r.NewKeyID = journal.StepCreate, w.created.ID
 		}, wantOutcome: OutcomeRotated, wantAttempts: 1},
-		{name: "create journaled, a duplicate exists too", prepare: func(e *env, w *world, r *state.Rotation) {
+		{name: "create journaled, a duplicate exists too", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepCreate, w.created.ID
+			r.Step, r.NewKeyID = journal.StepCreate, w.created.ID
 			if _, err := e.sb.AddKey(name, "", nil); err != nil {
 				e.t.Fatal(err)
 			}
 		}, wantOutcome: OutcomeRotated, wantAttempts: 1},
-		{name: "verify journaled", prepare: func(e *env, w *world, r *state.Rotation) {
+		{name: "verify journaled", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepVerify, w.created.ID
+			r.Step, r.NewKeyID = journal.StepVerify, w.created.ID
 		}, wantOutcome: OutcomeRotated, wantAttempts: 1},
-		{name: "verify journaled but the store already holds the new key", prepare: func(e *env, w *world, r *state.Rotation) {
+		{name: "verify journaled but the store already holds the new key", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepVerify, w.created.ID
+			r.Step, r.NewKeyID = journal.StepVerify, w.created.ID
 			publishNew(e, w)
 		}, wantOutcome: OutcomeRotated, wantKeepsNew: true},
-		{name: "publish journaled, propagation deadline ahead", prepare: func(e *env, w *world, r *state.Rotation) {
+		{name: "publish journaled, propagation deadline ahead", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepPublish, w.created.ID
+			r.Step, r.NewKeyID = journal.StepPublish, w.created.ID
 			r.StoreVersion = string(publishNew(e, w))
 			r.PropagateUntil = time.Now().Add(400 * time.Millisecond)
 		}, wantOutcome: OutcomeRotated, wantKeepsNew: true, wantMinElapse: 300 * time.Millisecond},
-		{name: "publish journaled, deadline passed", prepare: func(e *env, w *world, r *state.Rotation) {
+		{name: "publish journaled, deadline passed", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepPublish, w.created.ID
+			r.Step, r.NewKeyID = journal.StepPublish, w.created.ID
 			r.StoreVersion = string(publishNew(e, w))
 			r.PropagateUntil = time.Now().Add(-time.Minute)
 		}, wantOutcome: OutcomeRotated, wantKeepsNew: true},
-		{name: "reverify journaled", prepare: func(e *env, w *world, r *state.Rotation) {
+		{name: "reverify journaled", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepReverify, w.created.ID
+			r.Step, r.NewKeyID = journal.StepReverify, w.created.ID
 			r.StoreVersion = string(publishNew(e, w))
 		}, wantOutcome: OutcomeRotated, wantKeepsNew: true},
-		{name: "reverify journaled, old key already deleted", prepare: func(e *env, w *world, r *state.Rotation) {
+		{name: "reverify journaled, old key already deleted", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepReverify, w.created.ID
+			r.Step, r.NewKeyID = journal.StepReverify, w.created.ID
 			r.StoreVersion = string(publishNew(e, w))
 			if err := e.client.DeleteKey(context.Background(), w.old.ID); err != nil {
 				e.t.Fatal(err)
 			}
 		}, wantOutcome: OutcomeRotated, wantKeepsNew: true, testRevokes: true},
-		{name: "abort journaled", prepare: func(e *env, w *world, r *state.Rotation) {
+		{name: "abort journaled", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID, r.Error = StepAbort, w.created.ID, "verify: unauthorized"
+			r.Step, r.NewKeyID, r.Error = journal.StepAbort, w.created.ID, "verify: unauthorized"
 		}, wantOutcome: OutcomeFailed},
-		{name: "bootstrap begun", bootstrap: true, prepare: func(e *env, w *world, r *state.Rotation) {
+		{name: "bootstrap begun", bootstrap: true, prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepCreate, w.created.ID
+			r.Step, r.NewKeyID = journal.StepCreate, w.created.ID
 		}, wantOutcome: OutcomeBootstrapped, wantAttempts: 1},
-		{name: "bootstrap published", bootstrap: true, prepare: func(e *env, w *world, r *state.Rotation) {
+		{name: "bootstrap published", bootstrap: true, prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepPublish, w.created.ID
+			r.Step, r.NewKeyID = journal.StepPublish, w.created.ID
 			r.StoreVersion = string(publishNew(e, w))
 		}, wantOutcome: OutcomeBootstrapped, wantKeepsNew: true},
-		{name: "store changed by someone else before publish", prepare: func(e *env, w *world, r *state.Rotation) {
+		{name: "store changed by someone else before publish", prepare: func(e *env, w *world, r *journal.Rotation) {
 			create(e, w)
-			r.Step, r.NewKeyID = StepVerify, w.created.ID
+			r.Step, r.NewKeyID = journal.StepVerify, w.created.ID
 			other, _ := e.sb.AddKey("someone-else", "", nil)
 			if _, err := e.files.Write(context.Background(), secrets.WriteRequest{Target: e.spec("k").Target, IfVersion: "1",
 				Record: secrets.Record{APIKey: other.Plaintext, KeyID: other.ID, CreatedAt: time.Now()}}); err != nil {
@@ -132,7 +132,7 @@ func TestRecovery(t *testing.T) {
 			if !tc.bootstrap {
 				w.old = e.seed("k", time.Hour, true)
 			}
-			r := state.Rotation{ID: id, KeyName: "k", Step: StepBegin, Status: state.StatusInFlight, OldKeyID: w.old.ID, NewKeyName: name}
+			r := journal.Rotation{ID: id, KeyName: "k", Step: journal.StepBegin, Status: journal.StatusInFlight, OldKeyID: w.old.ID, NewKeyName: name}
 			if err := e.db.BeginRotation(context.Background(), r); err != nil {
 				t.Fatal(err)
 			}
@@ -159,7 +159,7 @@ func TestRecovery(t *testing.T) {
 			}
 			if tc.wantOutcome == OutcomeFailed {
 				after, _ := e.read("k")
-				if got.Status != state.StatusFailed || after.Version != storeBefore.Version {
+				if got.Status != journal.StatusFailed || after.Version != storeBefore.Version {
 					t.Fatalf("journal %+v, store %v (was %v)", got, after, storeBefore)
 				}
 				if live := e.liveManaged("k"); len(live) != 0 {
@@ -172,7 +172,7 @@ func TestRecovery(t *testing.T) {
 				return
 			}
 			v := e.checkSettled("k")
-			if got.Status != state.StatusDone || got.Attempts != tc.wantAttempts || got.NewKeyID != v.KeyID {
+			if got.Status != journal.StatusDone || got.Attempts != tc.wantAttempts || got.NewKeyID != v.KeyID {
 				t.Fatalf("journal %+v, store %v", got, v)
 			}
 			if tc.wantKeepsNew != (w.created != nil && v.KeyID == w.created.ID) {
@@ -217,7 +217,7 @@ func checkRevokeLast(t *testing.T, e *env) {
 // once: no key ever has two rotations in flight, and every key settles.
 func TestTwoEngines(t *testing.T) {
 	e := newEnv(t)
-	db2, err := state.Open(context.Background(), e.dbPath)
+	db2, err := journal.Open(context.Background(), e.dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestTwoEngines(t *testing.T) {
 					t.Fatalf("%s: rotations %s and %s overlapped", n, rots[x].ID, rots[y].ID)
 				}
 			}
-			if rots[x].Status != state.StatusDone {
+			if rots[x].Status != journal.StatusDone {
 				t.Fatalf("%s: rotation %+v not done", n, rots[x])
 			}
 		}
@@ -289,7 +289,7 @@ func TestCancelDuringPropagation(t *testing.T) {
 	go func() {
 		for ctx.Err() == nil {
 			rots, _ := e.db.InFlightRotations(context.Background())
-			if len(rots) == 1 && rots[0].Step == StepPublish {
+			if len(rots) == 1 && rots[0].Step == journal.StepPublish {
 				cancel()
 				return
 			}
@@ -354,7 +354,7 @@ func TestRecoveryRefusesEmptyName(t *testing.T) {
 	e := newEnv(t)
 	old := e.seed("k", time.Hour, true)
 	bystander, _ := e.sb.AddKey("someone-elses-key", "", nil)
-	r := state.Rotation{ID: "feedfacefeedface", KeyName: "k", Step: StepCreate, Status: state.StatusInFlight, OldKeyID: old.ID}
+	r := journal.Rotation{ID: "feedfacefeedface", KeyName: "k", Step: journal.StepCreate, Status: journal.StatusInFlight, OldKeyID: old.ID}
 	if err := e.db.BeginRotation(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
@@ -377,7 +377,7 @@ func TestPlanAndResume(t *testing.T) {
 	a := e.seed("a", time.Hour, true)
 	b := e.seed("b", 100*24*time.Hour, true)
 	name := "a-" + time.Now().UTC().Format("20060102") + "-aaaaaaaa"
-	r := state.Rotation{ID: "aaaaaaaaaaaaaaaa", KeyName: "a", Step: StepBegin, Status: state.StatusInFlight, OldKeyID: a.ID, NewKeyName: name}
+	r := journal.Rotation{ID: "aaaaaaaaaaaaaaaa", KeyName: "a", Step: journal.StepBegin, Status: journal.StatusInFlight, OldKeyID: a.ID, NewKeyName: name}
 	if err := e.db.BeginRotation(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
@@ -420,12 +420,12 @@ func TestResumeAtReverifyAfterRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The store still (or again) holds the old key: an operator rolled back.
-	r := state.Rotation{ID: "0badc0de0badc0de", KeyName: "k", Step: StepBegin, Status: state.StatusInFlight,
+	r := journal.Rotation{ID: "0badc0de0badc0de", KeyName: "k", Step: journal.StepBegin, Status: journal.StatusInFlight,
 		OldKeyID: old.ID, NewKeyName: name}
 	if err := e.db.BeginRotation(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
-	r.Step, r.NewKeyID, r.StoreVersion, r.Error = StepReverify, created.ID, "2", "revoke old key: platform unavailable"
+	r.Step, r.NewKeyID, r.StoreVersion, r.Error = journal.StepReverify, created.ID, "2", "revoke old key: platform unavailable"
 	if err := e.db.UpdateRotation(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/secrets"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // Each step returns true to go on with the task's next step, false when the
@@ -40,8 +40,8 @@ func (r *run) check(t *task) bool {
 	}
 	id := randHex(8)
 	now := r.e.now().UTC()
-	t.rot = state.Rotation{
-		ID: id, KeyName: t.spec.Name, Step: StepBegin, Status: state.StatusInFlight,
+	t.rot = journal.Rotation{
+		ID: id, KeyName: t.spec.Name, Step: journal.StepBegin, Status: journal.StatusInFlight,
 		OldKeyID:   cur.KeyID,
 		NewKeyName: fmt.Sprintf("%s-%s-%s", t.spec.Name, now.Format("20060102"), id[:8]),
 		Trigger:    r.req.Trigger,
@@ -49,7 +49,7 @@ func (r *run) check(t *task) bool {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), 15*time.Second)
 	err := r.e.d.Journal.BeginRotation(ctx, t.rot)
 	cancel()
-	if errors.Is(err, state.ErrRotationInFlight) {
+	if errors.Is(err, journal.ErrRotationInFlight) {
 		t.rep.Outcome = OutcomeBusy
 		t.rep.Reason = "another process began a rotation of this key"
 		return false
@@ -66,7 +66,7 @@ func (r *run) check(t *task) bool {
 	t.bootstrap = !cur.Exists
 	t.log = t.log.With("rotation_id", id)
 	t.fillIDs()
-	t.stepLog("rotation begun", StepBegin, "new_key_name", t.rot.NewKeyName, "reason", due.Reason, "adopted", cur.Adopted)
+	t.stepLog("rotation begun", journal.StepBegin, "new_key_name", t.rot.NewKeyName, "reason", due.Reason, "adopted", cur.Adopted)
 	if cur.Note != "" {
 		t.log.Warn("old key unknown", "note", cur.Note)
 	}
@@ -81,17 +81,17 @@ func (r *run) reloadResumed(t *task) bool {
 		r.fail(t, fmt.Errorf("journal: %w", err), true)
 		return false
 	}
-	if rot.Status != state.StatusInFlight {
+	if rot.Status != journal.StatusInFlight {
 		t.rot = rot
 		t.rep.Outcome = OutcomeBusy
 		t.rep.Reason = "another process finished this rotation"
 		return false
 	}
-	if rot.Step == StepReverify {
+	if rot.Step == journal.StepReverify {
 		// Journaled only along with a failure after it (a revoke refused).
 		// The store may have changed since (an operator rollback): never
 		// revoke on an earlier run's word, re-verify first (I3).
-		rot.Step = StepPublish
+		rot.Step = journal.StepPublish
 	}
 	t.rot = rot
 	return true
@@ -102,7 +102,7 @@ func (r *run) create(t *task) bool {
 	ctx := t.ctx
 	ws, err := r.workspaceID(ctx, t.spec)
 	if err != nil {
-		return r.abort(t, stepFailed(StepCreate, fmt.Errorf("create: %w", err)))
+		return r.abort(t, stepFailed(journal.StepCreate, fmt.Errorf("create: %w", err)))
 	}
 	exp := mistral.DateOf(r.e.now().UTC().Add(t.spec.RotateEvery + t.spec.ExpirationGrace))
 	k, err := r.e.d.Platform.CreateKey(ctx, mistral.CreateKeyRequest{
@@ -112,32 +112,32 @@ func (r *run) create(t *task) bool {
 		err = errors.New("the platform answered without a key")
 	}
 	if err != nil {
-		return r.abort(t, stepFailed(StepCreate, fmt.Errorf("create: %w", err)))
+		return r.abort(t, stepFailed(journal.StepCreate, fmt.Errorf("create: %w", err)))
 	}
 	t.newKey, t.newCreatedAt = k.Key, k.CreatedAt
 	if t.newCreatedAt.IsZero() {
 		t.newCreatedAt = r.e.now()
 	}
-	t.rot.NewKeyID, t.rot.Step = k.KeyID, StepCreate
+	t.rot.NewKeyID, t.rot.Step = k.KeyID, journal.StepCreate
 	if err := r.journal(t); err != nil {
 		r.fail(t, err, true)
 		return false
 	}
 	t.fillIDs()
-	t.stepLog("new key created", StepCreate, "new_key_name", t.rot.NewKeyName, "expiration", exp.String())
+	t.stepLog("new key created", journal.StepCreate, "new_key_name", t.rot.NewKeyName, "expiration", exp.String())
 	// A create retried after a lost answer may have made a twin: delete it.
 	same, err := r.keysNamed(ctx, t.rot.NewKeyName)
 	if err != nil {
-		return r.abort(t, stepFailed(StepCreate, fmt.Errorf("create: look for duplicates: %w", err)))
+		return r.abort(t, stepFailed(journal.StepCreate, fmt.Errorf("create: look for duplicates: %w", err)))
 	}
 	for _, d := range same {
 		if d.KeyID == t.rot.NewKeyID {
 			continue
 		}
 		if err := r.deleteKey(ctx, d.KeyID); err != nil {
-			return r.abort(t, stepFailed(StepCreate, fmt.Errorf("create: delete duplicate %s: %w", d.KeyID, err)))
+			return r.abort(t, stepFailed(journal.StepCreate, fmt.Errorf("create: delete duplicate %s: %w", d.KeyID, err)))
 		}
-		t.log.Warn("deleted a duplicate of the new key", "step", StepCreate, "key_id", d.KeyID)
+		t.log.Warn("deleted a duplicate of the new key", "step", journal.StepCreate, "key_id", d.KeyID)
 	}
 	return true
 }
@@ -180,11 +180,11 @@ func (r *run) verify(t *task) bool {
 		return err
 	})
 	if err != nil {
-		return r.abort(t, stepFailed(StepVerify, fmt.Errorf("verify: %w", err)))
+		return r.abort(t, stepFailed(journal.StepVerify, fmt.Errorf("verify: %w", err)))
 	}
 	// Not journaled: recovery treats begin, create and verify alike.
-	t.rot.Step = StepVerify
-	t.stepLog("new key verified", StepVerify)
+	t.rot.Step = journal.StepVerify
+	t.stepLog("new key verified", journal.StepVerify)
 	return true
 }
 
@@ -224,24 +224,24 @@ func (r *run) publish(t *task) bool {
 		switch {
 		case rerr == nil && v.KeyID == t.rot.NewKeyID:
 			ver = v.Version
-			t.log.Warn("publish reported an error but the store holds the new key", "step", StepPublish, "err", err)
+			t.log.Warn("publish reported an error but the store holds the new key", "step", journal.StepPublish, "err", err)
 		case rerr == nil || errors.Is(rerr, secrets.ErrNotFound):
-			return r.abort(t, stepFailed(StepPublish, fmt.Errorf("publish: %w", err)))
+			return r.abort(t, stepFailed(journal.StepPublish, fmt.Errorf("publish: %w", err)))
 		default:
 			t.recover = true
-			r.fail(t, stepFailed(StepPublish, fmt.Errorf("publish: %w; reading the store back failed too (%v): the rotation stays in flight and the next run decides from what the store shows", err, rerr)), true)
+			r.fail(t, stepFailed(journal.StepPublish, fmt.Errorf("publish: %w; reading the store back failed too (%v): the rotation stays in flight and the next run decides from what the store shows", err, rerr)), true)
 			return false
 		}
 	}
 	t.newKey = ""
-	t.rot.Step, t.rot.StoreVersion = StepPublish, string(ver)
+	t.rot.Step, t.rot.StoreVersion = journal.StepPublish, string(ver)
 	t.rot.PropagateUntil = r.e.now().Add(t.spec.PropagationWait)
 	if err := r.journal(t); err != nil {
 		t.recover = true
 		r.fail(t, err, true)
 		return false
 	}
-	t.stepLog("new key published", StepPublish, "store_version", string(ver),
+	t.stepLog("new key published", journal.StepPublish, "store_version", string(ver),
 		"propagate_until", t.rot.PropagateUntil.UTC().Format(time.RFC3339Nano))
 	return true
 }
@@ -265,15 +265,15 @@ func (r *run) reverify(t *task) bool {
 		return err
 	})
 	if errors.Is(err, errStoreMoved) {
-		return r.finishFailed(t, stepFailed(StepReverify, err))
+		return r.finishFailed(t, stepFailed(journal.StepReverify, err))
 	}
 	if err != nil {
-		r.fail(t, stepFailed(StepReverify, fmt.Errorf("reverify: %w", err)), true)
+		r.fail(t, stepFailed(journal.StepReverify, fmt.Errorf("reverify: %w", err)), true)
 		return false
 	}
 	// Not journaled: a restart before revoke re-verifies again, which is cheap.
-	t.rot.Step = StepReverify
-	t.stepLog("new key re-verified after propagation", StepReverify)
+	t.rot.Step = journal.StepReverify
+	t.stepLog("new key re-verified after propagation", journal.StepReverify)
 	return true
 }
 
@@ -281,10 +281,10 @@ func (r *run) reverify(t *task) bool {
 func (r *run) revoke(t *task) bool {
 	if t.rot.OldKeyID != "" && t.rot.OldKeyID != t.rot.NewKeyID {
 		if err := r.deleteKey(t.ctx, t.rot.OldKeyID); err != nil {
-			r.fail(t, stepFailed(StepRevoke, fmt.Errorf("revoke old key: %w", err)), true)
+			r.fail(t, stepFailed(journal.StepRevoke, fmt.Errorf("revoke old key: %w", err)), true)
 			return false
 		}
-		t.stepLog("old key revoked", "revoke")
+		t.stepLog("old key revoked", journal.StepRevoke)
 	}
 	// A rotation that was interrupted may have a create request of a dead
 	// process land late, after recovery looked for it: look once more, now
@@ -292,7 +292,7 @@ func (r *run) revoke(t *task) bool {
 	if t.rep.Resumed || t.rot.Attempts > 0 {
 		same, err := r.keysNamed(t.ctx, t.rot.NewKeyName)
 		if err != nil {
-			r.fail(t, stepFailed(StepRevoke, fmt.Errorf("look for stray copies of the new key: %w", err)), true)
+			r.fail(t, stepFailed(journal.StepRevoke, fmt.Errorf("look for stray copies of the new key: %w", err)), true)
 			return false
 		}
 		for _, k := range same {
@@ -300,25 +300,25 @@ func (r *run) revoke(t *task) bool {
 				continue
 			}
 			if err := r.deleteKey(t.ctx, k.KeyID); err != nil {
-				r.fail(t, stepFailed(StepRevoke, fmt.Errorf("delete stray copy %s of the new key: %w", k.KeyID, err)), true)
+				r.fail(t, stepFailed(journal.StepRevoke, fmt.Errorf("delete stray copy %s of the new key: %w", k.KeyID, err)), true)
 				return false
 			}
-			t.log.Warn("deleted a stray copy of the new key", "step", StepDone, "key_id", k.KeyID)
+			t.log.Warn("deleted a stray copy of the new key", "step", journal.StepDone, "key_id", k.KeyID)
 		}
 	}
-	t.rot.Step, t.rot.Status, t.rot.Error = StepDone, state.StatusDone, ""
+	t.rot.Step, t.rot.Status, t.rot.Error = journal.StepDone, journal.StatusDone, ""
 	if err := r.journal(t); err != nil {
-		t.rot.Status = state.StatusInFlight
+		t.rot.Status = journal.StatusInFlight
 		r.fail(t, err, true)
 		return false
 	}
 	t.fillIDs()
-	t.rep.Step = StepDone
+	t.rep.Step = journal.StepDone
 	t.rep.Outcome = OutcomeRotated
 	if t.bootstrap {
 		t.rep.Outcome = OutcomeBootstrapped
 	}
-	t.stepLog("rotation done", StepDone)
+	t.stepLog("rotation done", journal.StepDone)
 	if r.e.d.Notifier != nil {
 		r.e.d.Notifier.OnRotated(context.WithoutCancel(t.ctx), r.event(t, "", false))
 	}
@@ -334,19 +334,19 @@ func (r *run) abort(t *task, cause error) bool {
 	if errors.Is(cause, secrets.ErrUnavailable) {
 		t.storeUnavailable = true
 	}
-	if t.rot.Step != StepAbort {
+	if t.rot.Step != journal.StepAbort {
 		if t.ctx.Err() != nil {
 			// Cancelled, not failed: stay where we are; recovery reconciles.
 			t.recover = true
 			r.interrupted(t, t.ctx.Err())
 			return false
 		}
-		t.rot.Step, t.rot.Error = StepAbort, cause.Error()
+		t.rot.Step, t.rot.Error = journal.StepAbort, cause.Error()
 		if err := r.journal(t); err != nil {
 			r.fail(t, err, true)
 			return false
 		}
-		t.stepLog("rotation aborting: deleting the new key, the old key stays", StepAbort, "err", cause.Error())
+		t.stepLog("rotation aborting: deleting the new key, the old key stays", journal.StepAbort, "err", cause.Error())
 	}
 	ctx := t.ctx
 	t.newKey = ""
@@ -374,9 +374,9 @@ func (r *run) abort(t *task, cause error) bool {
 
 // finishFailed journals the rotation failed (no longer in flight) and reports it.
 func (r *run) finishFailed(t *task, cause error) bool {
-	t.rot.Status, t.rot.Error = state.StatusFailed, cause.Error()
+	t.rot.Status, t.rot.Error = journal.StatusFailed, cause.Error()
 	if err := r.journal(t); err != nil {
-		t.rot.Status = state.StatusInFlight
+		t.rot.Status = journal.StatusInFlight
 		r.fail(t, fmt.Errorf("%w (after: %s)", err, cause), true)
 		return false
 	}
@@ -396,13 +396,13 @@ func (r *run) reconcile(t *task) bool {
 	}
 	if found && t.rot.NewKeyID != "" && v.KeyID == t.rot.NewKeyID {
 		t.recover = false
-		t.rot.Step, t.rot.StoreVersion = StepPublish, string(v.Version)
+		t.rot.Step, t.rot.StoreVersion = journal.StepPublish, string(v.Version)
 		t.rot.PropagateUntil = r.e.now().Add(t.spec.PropagationWait)
 		if err := r.journal(t); err != nil {
 			r.fail(t, err, true)
 			return false
 		}
-		t.stepLog("recovered: the store already holds the new key, so publish happened", StepPublish)
+		t.stepLog("recovered: the store already holds the new key, so publish happened", journal.StepPublish)
 		return true
 	}
 	// Whatever an earlier attempt created is useless: its plaintext is gone.
@@ -429,7 +429,7 @@ func (r *run) reconcile(t *task) bool {
 		return r.finishFailed(t, errors.New("recover: the store no longer holds the old key (someone else changed it): nothing published"))
 	}
 	t.recover = false
-	t.rot.NewKeyID, t.rot.Step, t.rot.Attempts, t.rot.Error = "", StepBegin, t.rot.Attempts+1, ""
+	t.rot.NewKeyID, t.rot.Step, t.rot.Attempts, t.rot.Error = "", journal.StepBegin, t.rot.Attempts+1, ""
 	if err := r.journal(t); err != nil {
 		r.fail(t, err, true)
 		return false
@@ -438,7 +438,7 @@ func (r *run) reconcile(t *task) bool {
 	if !found {
 		t.base = secrets.NoVersion
 	}
-	t.stepLog("recovered: discarded any unpublished new key; creating it again", StepBegin,
+	t.stepLog("recovered: discarded any unpublished new key; creating it again", journal.StepBegin,
 		"discarded_key_id", discarded, "discarded_by_name", len(same), "attempt", t.rot.Attempts)
 	return true
 }

@@ -19,11 +19,9 @@ package scheduler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"sort"
 	"sync"
 	"time"
@@ -60,7 +58,7 @@ const (
 	TriggerCatchUp = "catch-up"
 )
 
-// Journal is what the scheduler needs from the journal (package state).
+// Journal is what the scheduler needs from the journal (package journal).
 type Journal interface {
 	StartRun(ctx context.Context, job, trigger, args string) (int64, error)
 	FinishRun(ctx context.Context, id int64, status, errMsg, summary string) error
@@ -175,22 +173,6 @@ type JobStatus struct {
 	Next time.Time
 	// Running is the run in progress, nil when idle.
 	Running *RunInfo
-}
-
-var parser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
-
-// ParseSchedule parses a cron expression as the scheduler does.
-func ParseSchedule(spec string) (sched cron.Schedule, err error) {
-	defer func() {
-		if v := recover(); v != nil { // the cron parser panics on some inputs
-			sched, err = nil, fmt.Errorf("%w %q: malformed", ErrInvalidSchedule, spec)
-		}
-	}()
-	s, err := parser.Parse(spec)
-	if err != nil {
-		return nil, fmt.Errorf("%w %q: %v", ErrInvalidSchedule, spec, err)
-	}
-	return s, nil
 }
 
 // New returns a scheduler with no jobs.
@@ -403,12 +385,7 @@ func (s *Scheduler) trigger(name string, req jobs.Request, scheduled bool) (*Run
 	if scheduled {
 		s.recordFire(name, now)
 	}
-	args, _ := json.Marshal(struct {
-		Key    string `json:"key,omitempty"`
-		DryRun bool   `json:"dry_run,omitempty"`
-		Force  bool   `json:"force,omitempty"`
-	}{req.Key, req.DryRun, req.Force})
-	id, err := s.opts.Journal.StartRun(s.ctx, name, req.Trigger, string(args))
+	id, err := startRun(s.ctx, s.opts.Journal, name, req)
 	if err != nil {
 		s.release(name, r)
 		s.wg.Done()
@@ -446,60 +423,18 @@ func (s *Scheduler) execute(job Job, r *Run, req jobs.Request) {
 		ctx, cancel = context.WithTimeout(s.ctx, job.Timeout)
 	}
 	log := s.log.With("job", job.Name, "run_id", r.ID, "trigger", r.Trigger)
-	log.Info("job run started", "key_name", req.Key, "dry_run", req.DryRun, "force", req.Force)
-
 	fin := Finished{RunID: r.ID, Job: job.Name, Trigger: r.Trigger, Started: r.Started}
-	func() {
-		defer func() {
-			if v := recover(); v != nil {
-				fin.Panic = v
-				fin.Err = fmt.Errorf("panic: %v", v)
-				log.Error("job panicked", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			}
-		}()
-		fin.Result, fin.Err = job.Runner.Run(ctx, req)
-	}()
+	invoke(ctx, job.Runner, req, &fin, log)
 	cancel()
 	fin.Duration = s.opts.Now().Sub(r.Started)
-
-	switch {
-	case fin.Panic != nil:
-		fin.Status = StatusPanicked
-	case fin.Err != nil && s.ctx.Err() != nil:
-		fin.Status = StatusCanceled
-		fin.Err = fmt.Errorf("canceled by shutdown: %w", fin.Err)
-	case fin.Err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
-		fin.Status = StatusFailed
+	if fin.Err != nil && fin.Panic == nil && s.ctx.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		fin.Err = fmt.Errorf("timed out after %s: %w", job.Timeout, fin.Err)
-	case fin.Err != nil || fin.Result.Failed:
-		fin.Status = StatusFailed
-	default:
-		fin.Status = StatusOK
 	}
-
-	errMsg := ""
-	if fin.Err != nil {
-		errMsg = fin.Err.Error()
+	classify(&fin, s.ctx)
+	if fin.Status == StatusCanceled && fin.Err != nil {
+		fin.Err = fmt.Errorf("canceled by shutdown: %w", fin.Err)
 	}
-	summary, err := json.Marshal(fin.Result)
-	if err != nil {
-		summary, _ = json.Marshal(jobs.Result{Failed: fin.Result.Failed, Summary: fin.Result.Summary})
-	}
-	jctx, jcancel := context.WithTimeout(context.WithoutCancel(s.ctx), 10*time.Second)
-	if err := s.opts.Journal.FinishRun(jctx, r.ID, fin.Status, errMsg, string(summary)); err != nil {
-		log.Error("journaling run result failed", "err", err)
-	}
-	jcancel()
-
-	attrs := []any{"status", fin.Status, "duration_ms", fin.Duration.Milliseconds(), "summary", fin.Result.Summary}
-	if fin.Err != nil {
-		attrs = append(attrs, "err", errMsg)
-	}
-	if fin.Status == StatusOK {
-		log.Info("job run finished", attrs...)
-	} else {
-		log.Warn("job run finished", attrs...)
-	}
+	finishRun(s.ctx, s.opts.Journal, &fin, log)
 
 	if s.opts.OnFinish != nil {
 		func() {

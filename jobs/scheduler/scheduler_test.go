@@ -13,12 +13,12 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/jobs"
-	"github.com/mrbacd/mrbacd/state"
+	"github.com/mrbacd/mrbacd/journal"
 )
 
-func openJournal(t *testing.T) *state.DB {
+func openJournal(t *testing.T) *journal.DB {
 	t.Helper()
-	db, err := state.Open(context.Background(), filepath.Join(t.TempDir(), "state.db"))
+	db, err := journal.Open(context.Background(), filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatalf("open journal: %v", err)
 	}
@@ -46,7 +46,7 @@ func (f *finishes) list() []Finished {
 	return append([]Finished(nil), f.all...)
 }
 
-func newScheduler(t *testing.T, db *state.DB, now func() time.Time, js ...Job) (*Scheduler, *finishes) {
+func newScheduler(t *testing.T, db *journal.DB, now func() time.Time, js ...Job) (*Scheduler, *finishes) {
 	t.Helper()
 	fin := &finishes{}
 	s := New(Options{Journal: db, Logger: quietLogger(), Now: now, OnFinish: fin.add})
@@ -194,7 +194,7 @@ func TestNoOverlapAndUnknownJob(t *testing.T) {
 	if js := s.Jobs(); js[0].Running != nil {
 		t.Errorf("still running after finish: %+v", js[0].Running)
 	}
-	runs, err := db.Runs(context.Background(), state.RunFilter{Job: "rotate"})
+	runs, err := db.Runs(context.Background(), journal.RunFilter{Job: "rotate"})
 	if err != nil || len(runs) != 1 {
 		t.Errorf("runs = %v, %v; want exactly 1", runs, err)
 	}
@@ -319,7 +319,7 @@ func TestCatchUpOnceAfterDowntime(t *testing.T) {
 			if got := int(calls.Load()); got != tc.want {
 				t.Fatalf("catch-up runs = %d, want %d", got, tc.want)
 			}
-			runs, err := db.Runs(ctx, state.RunFilter{Job: "rotate"})
+			runs, err := db.Runs(ctx, journal.RunFilter{Job: "rotate"})
 			if err != nil || len(runs) != tc.want {
 				t.Fatalf("runs = %+v, %v", runs, err)
 			}
@@ -400,11 +400,11 @@ func TestSetJobsRejects(t *testing.T) {
 		jobs []Job
 		want string
 	}{
-		{"bad cron", []Job{{Name: "a", Schedule: "* * *", Runner: ok}}, "invalid schedule"},
-		{"no runner", []Job{{Name: "a"}}, "no runner"},
-		{"duplicate", []Job{{Name: "a", Runner: ok}, {Name: "a", Runner: ok}}, "twice"},
-		{"no name", []Job{{Runner: ok}}, "no name"},
-		{"negative timeout", []Job{{Name: "a", Runner: ok, Timeout: -time.Second}}, "negative"},
+		{name: "bad cron", jobs: []Job{{Name: "a", Schedule: "* * *", Runner: ok}}, want: "invalid cron schedule"},
+		{name: "no runner", jobs: []Job{{Name: "a"}}, want: "no runner"},
+		{name: "duplicate", jobs: []Job{{Name: "a", Runner: ok}, {Name: "a", Runner: ok}}, want: "twice"},
+		{name: "no name", jobs: []Job{{Runner: ok}}, want: "no name"},
+		{name: "negative timeout", jobs: []Job{{Name: "a", Runner: ok, Timeout: -time.Second}}, want: "negative"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mrbacd/mrbacd/admin"
+	"github.com/mrbacd/mrbacd/ctlsock"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/secrets"
 	"github.com/mrbacd/mrbacd/secrets/file"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // storedKey reads a managed key's record from the file store.
@@ -30,9 +30,9 @@ func (e *env) storedKey(name string) secrets.Versioned {
 	return v
 }
 
-func (e *env) journal() *state.DB {
+func (e *env) journal() *journal.DB {
 	e.t.Helper()
-	db, err := state.Open(context.Background(), filepath.Join(e.dir, "state.db"))
+	db, err := journal.Open(context.Background(), filepath.Join(e.dir, "state.db"))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -106,11 +106,11 @@ func TestCtlDrivesTheDaemon(t *testing.T) {
 	}
 
 	// JSON output, and a run started without --wait that is then looked up.
-	var run admin.Run
+	var run ctlsock.Run
 	if r := e.ctlJSON(&run, "run", "audit"); r.code != 0 || run.ID == 0 || run.Job != "audit" {
 		t.Fatalf("run audit: %+v %+v", r, run)
 	}
-	var runs []admin.Run
+	var runs []ctlsock.Run
 	waitFor(t, 10*time.Second, "the audit run to finish", func() bool {
 		e.ctlJSON(&runs, "history")
 		runs = notCron(runs)
@@ -200,7 +200,7 @@ func TestPeerUIDRefused(t *testing.T) {
 	waitFor(t, 5*time.Second, "the refusal to be logged", func() bool {
 		return strings.Contains(p.stderr.String(), `"msg":"admin request refused","uid":65534`)
 	})
-	var runs []admin.Run
+	var runs []ctlsock.Run
 	if e.ctlJSON(&runs, "history"); len(notCron(runs)) != 0 {
 		t.Errorf("a refused peer started runs: %+v", runs)
 	}
@@ -223,7 +223,7 @@ func TestSIGHUPWithBrokenConfigKeepsServing(t *testing.T) {
 	e := newEnv(t, startSandbox(t))
 	e.writeConfig(cfgOpts{})
 	p := e.start()
-	var before admin.Status
+	var before ctlsock.Status
 	e.ctlJSON(&before, "status")
 
 	tests := []struct {
@@ -245,10 +245,10 @@ func TestSIGHUPWithBrokenConfigKeepsServing(t *testing.T) {
 			} else {
 				e.writeConfig(cfgOpts{extra: tc.extra})
 			}
-			var prev admin.Status
+			var prev ctlsock.Status
 			e.ctlJSON(&prev, "status")
 			p.cmd.Process.Signal(syscall.SIGHUP)
-			var st admin.Status
+			var st ctlsock.Status
 			waitFor(t, 10*time.Second, "the reload to be recorded", func() bool {
 				r := e.ctlJSON(&st, "status")
 				return r.code == 0 && st.LastReload != nil && (prev.LastReload == nil || st.LastReload.At.After(prev.LastReload.At))
@@ -304,7 +304,7 @@ func TestSIGTERMMidRotationResumesNextStart(t *testing.T) {
 		t.Fatalf("run rotate: %+v", r)
 	}
 	db := e.journal()
-	var inflight []state.Rotation
+	var inflight []journal.Rotation
 	waitFor(t, 10*time.Second, "the rotation to reach its propagation wait", func() bool {
 		var err error
 		inflight, err = db.InFlightRotations(context.Background())
@@ -348,7 +348,7 @@ func TestSIGTERMMidRotationResumesNextStart(t *testing.T) {
 	if sb.Accepts(old.APIKey) {
 		t.Error("old key still live after the resumed rotation finished")
 	}
-	var runs []admin.Run
+	var runs []ctlsock.Run
 	waitFor(t, 10*time.Second, "the resume run to be journaled", func() bool {
 		e.ctlJSON(&runs, "history")
 		runs = notCron(runs)
@@ -372,7 +372,7 @@ func TestCatchUpAfterDowntime(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := e.start()
-	var runs []admin.Run
+	var runs []ctlsock.Run
 	waitFor(t, 15*time.Second, "the catch-up audit run to finish", func() bool {
 		e.ctlJSON(&runs, "history")
 		runs = notCron(runs)
@@ -454,7 +454,7 @@ func TestSystemdNotifications(t *testing.T) {
 // notCron drops the runs cron started: a default schedule's boundary (budget
 // every 30 minutes) may fall inside a test, and the tests count the runs they
 // caused.
-func notCron(runs []admin.Run) []admin.Run {
+func notCron(runs []ctlsock.Run) []ctlsock.Run {
 	out := runs[:0:0]
 	for _, r := range runs {
 		if r.Trigger != "cron" {

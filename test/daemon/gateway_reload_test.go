@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mrbacd/mrbacd/admin"
+	"github.com/mrbacd/mrbacd/ctlsock"
 )
 
 // gatewayExtra is the roles and gateway config serving clients, each a
@@ -64,8 +64,8 @@ func TestGatewayTakesReloads(t *testing.T) {
 	// The gateway picks up the bootstrapped key within its poll interval.
 	waitFor(t, 10*time.Second, "client a to be served", func() bool { return status(tokA) == 200 })
 
-	lastReload := func() *admin.Reload {
-		var st admin.Status
+	lastReload := func() *ctlsock.Reload {
+		var st ctlsock.Status
 		if r := e.ctlJSON(&st, "status"); r.code != 0 || st.LastReload == nil {
 			t.Fatalf("status: %+v %+v", r, st.LastReload)
 		}
@@ -92,7 +92,7 @@ func TestGatewayTakesReloads(t *testing.T) {
 			before := time.Now().UTC()
 			p.cmd.Process.Signal(syscall.SIGHUP)
 			waitFor(t, 10*time.Second, "the SIGHUP reload", func() bool {
-				var st admin.Status
+				var st ctlsock.Status
 				r := e.ctlJSON(&st, "status")
 				return r.code == 0 && st.LastReload != nil && !st.LastReload.At.Before(before) &&
 					st.LastReload.Trigger == "signal"

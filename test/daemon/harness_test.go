@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mrbacd/mrbacd/admin"
+	"github.com/mrbacd/mrbacd/ctlsock"
 	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 )
@@ -213,7 +213,7 @@ func (e *env) start(extraEnv ...string) *proc {
 	case <-time.After(20 * time.Second):
 		e.t.Fatalf("no READY=1 from the daemon; stderr:\n%s", p.stderr.String())
 	}
-	c := admin.NewClient(e.socket)
+	c := ctlsock.NewClient(e.socket)
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		if _, err := c.Status(context.Background()); err == nil {
 			p.answered = time.Since(p.started)

@@ -17,13 +17,13 @@ import (
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/audit"
 	"github.com/mrbacd/mrbacd/jobs/budget"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 	"github.com/mrbacd/mrbacd/notify"
 	slacknotify "github.com/mrbacd/mrbacd/notify/slack"
 	"github.com/mrbacd/mrbacd/secrets"
 	"github.com/mrbacd/mrbacd/secrets/file"
-	"github.com/mrbacd/mrbacd/state"
 )
 
 // seed: healthy managed keys, one key of each finding kind, and usage that
@@ -96,7 +96,7 @@ type env struct {
 	slack   *testenv.SlackServer
 	cfg     *config.Config
 	store   *file.Store
-	journal *state.DB
+	journal *journal.DB
 	outbox  *notify.Outbox
 	logs    *testenv.LogBuffer
 	log     *slog.Logger
@@ -140,7 +140,7 @@ func newEnv(t *testing.T) *env {
 	if e.store, err = file.New(e.cfg.Secrets.File.Dir); err != nil {
 		t.Fatal(err)
 	}
-	if e.journal, err = state.Open(context.Background(), e.cfg.State.Path); err != nil {
+	if e.journal, err = journal.Open(context.Background(), e.cfg.State.Path); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.journal.Close() })

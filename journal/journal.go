@@ -1,0 +1,102 @@
+package journal
+
+import (
+	"context"
+	"time"
+)
+
+// Journal is everything mrbacd keeps durably, grouped by concern. *DB (the
+// SQLite file) implements it; a second backend implements the same
+// interface and the jobs, the scheduler, the outbox and the daemon work
+// unchanged on it. Consumers depend on the smallest group they use (or on
+// an interface of their own, declared where used, whose methods are a subset
+// of these).
+type Journal interface {
+	Rotations
+	Leases
+	Runs
+	Findings
+	Outbox
+	Usage
+	Maintenance
+}
+
+// Rotations is the rotation protocol's durable record (jobs/rotate).
+type Rotations interface {
+	// BeginRotation journals a new in-flight rotation; ErrRotationInFlight
+	// when the key already has one.
+	BeginRotation(ctx context.Context, r Rotation) error
+	UpdateRotation(ctx context.Context, r Rotation) error
+	InFlightRotations(ctx context.Context) ([]Rotation, error)
+	// Rotation returns one rotation or ErrNotFound.
+	Rotation(ctx context.Context, id string) (Rotation, error)
+	RotationsForKey(ctx context.Context, keyName string, limit int) ([]Rotation, error)
+	RecentRotations(ctx context.Context, since time.Time, limit int) ([]Rotation, error)
+	LastDoneRotation(ctx context.Context, keyName string) (r Rotation, ok bool, err error)
+}
+
+// Leases is a cross-process mutex with a TTL per name.
+type Leases interface {
+	AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
+	RenewLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
+	ReleaseLease(ctx context.Context, name, owner string) error
+	LeaseHolder(ctx context.Context, name string) (owner string, expires time.Time, ok bool, err error)
+}
+
+// Runs records job runs and the scheduler's last fires (jobs/scheduler,
+// the admin socket's history).
+type Runs interface {
+	StartRun(ctx context.Context, job, trigger, args string) (int64, error)
+	FinishRun(ctx context.Context, id int64, status, errMsg, summary string) error
+	Runs(ctx context.Context, f RunFilter) ([]Run, error)
+	// GetRun returns one run or ErrNotFound.
+	GetRun(ctx context.Context, id int64) (Run, error)
+	LastRun(ctx context.Context, job string) (Run, bool, error)
+	AbandonRuns(ctx context.Context, before time.Time, reason string) (int64, error)
+	SetLastFire(ctx context.Context, job string, t time.Time) error
+	LastFire(ctx context.Context, job string) (time.Time, bool, error)
+}
+
+// Findings holds the audit's findings already reported and the once-marks
+// of alert dedupe (jobs/audit, jobs/budget).
+type Findings interface {
+	SyncFindings(ctx context.Context, scope string, current []Finding, now time.Time) (FindingsDelta, error)
+	MarkFindingsReported(ctx context.Context, scope string, d FindingsDelta, at time.Time) error
+	OpenFindings(ctx context.Context, scope string) ([]Finding, error)
+	MarkOnce(ctx context.Context, key string) (bool, error)
+	Marked(ctx context.Context, key string) (bool, error)
+}
+
+// Outbox is the durable notification queue package notify drives.
+type Outbox interface {
+	Enqueue(ctx context.Context, m Message) (id int64, created bool, err error)
+	Claim(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]Message, error)
+	MarkSent(ctx context.Context, id int64, at time.Time) error
+	MarkRetry(ctx context.Context, id int64, next time.Time, errMsg string) error
+	MarkUncertain(ctx context.Context, id int64, next time.Time, errMsg string) error
+	MarkDead(ctx context.Context, id int64, errMsg string) error
+	Requeue(ctx context.Context, id int64) error
+	Due(ctx context.Context, now time.Time, limit int) ([]Message, error)
+	NextDue(ctx context.Context) (time.Time, bool, error)
+	PendingCount(ctx context.Context) (int, error)
+	// Message returns one message or ErrNotFound.
+	Message(ctx context.Context, id int64) (Message, error)
+	Messages(ctx context.Context, status string, limit int) ([]Message, error)
+}
+
+// Usage holds the gateway's usage counters per (subject, window).
+type Usage interface {
+	AddUsage(ctx context.Context, subject, window string, tokens int64, usd float64) error
+	Usage(ctx context.Context, subject, window string) (tokens int64, usd float64, err error)
+	LoadUsage(ctx context.Context, windowPrefix string) (map[UsageKey]UsageTotal, error)
+}
+
+// Maintenance is the journal's own upkeep: health, retention, schema.
+type Maintenance interface {
+	Ping(ctx context.Context) error
+	Prune(ctx context.Context, opts PruneOptions) (PruneResult, error)
+	SchemaVersion(ctx context.Context) (int, error)
+	Close() error
+}
+
+var _ Journal = (*DB)(nil)

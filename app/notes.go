@@ -52,7 +52,7 @@ func (n *rotationNotes) OnRotated(_ context.Context, ev rotate.Event) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.done = append(n.done, notify.RotationDone{KeyName: ev.KeyName, RotationID: ev.RotationID,
-		OldKeyID: ev.OldKeyID, NewKeyID: ev.NewKeyID, NewKeyName: ev.NewKeyName})
+		OldKeyID: ev.OldKeyID, NewKeyID: ev.NewKeyID, NewKeyName: ev.NewKeyName, Note: ev.Note})
 }
 
 // OnFailed implements rotate.Notifier.

@@ -16,6 +16,7 @@ type Journal interface {
 	Leases
 	Runs
 	Findings
+	AuditLog
 	Outbox
 	Usage
 	Maintenance
@@ -65,6 +66,19 @@ type Findings interface {
 	OpenFindings(ctx context.Context, scope string) ([]Finding, error)
 	MarkOnce(ctx context.Context, key string) (bool, error)
 	Marked(ctx context.Context, key string) (bool, error)
+}
+
+// AuditLog holds the cursor over the platform's audit log (jobs/audit's
+// platform_change findings): read from it, and advance it once the events
+// read are reported, together with settling their findings.
+type AuditLog interface {
+	// AuditCursor returns the source's cursor (the zero cursor when none).
+	AuditCursor(ctx context.Context, source string) (AuditCursor, error)
+	// AdvanceAuditCursor moves the source's cursor forward to c (never
+	// back) and, in the same transaction, settles the findings ids of
+	// scope: resolved at at, their resolution counted as reported, so they
+	// are neither reported again nor announced as resolved.
+	AdvanceAuditCursor(ctx context.Context, source string, c AuditCursor, scope string, settle []string, at time.Time) error
 }
 
 // Outbox is the durable notification queue package notify drives.

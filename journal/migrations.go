@@ -108,6 +108,18 @@ var migrations = []migration{
 		// out mid-send), so the message may already have been delivered.
 		`ALTER TABLE outbox ADD COLUMN claimed_at BIGINT NOT NULL DEFAULT 0`,
 	}},
+	{3, "audit log cursors", []string{
+		// The position reached in an external audit log (the platform's
+		// GET /v1/admin/audit-logs): the last event time read and the ids
+		// of the events read at exactly that time (a JSON array), so a
+		// restart neither repeats nor skips events sharing a timestamp.
+		`CREATE TABLE audit_cursors (
+			source      TEXT PRIMARY KEY,
+			last_time   BIGINT NOT NULL,
+			ids         TEXT NOT NULL DEFAULT '[]',
+			updated_at  BIGINT NOT NULL
+		)`,
+	}},
 }
 
 // migrate applies every migration not yet recorded in schema_version, each in

@@ -267,6 +267,9 @@ type RotationDone struct {
 	OldKeyID   string // "" for a bootstrap
 	NewKeyID   string
 	NewKeyName string
+	// Note says how the key-expiration policy moved the rotation ("" when
+	// it did not).
+	Note string
 }
 
 // RotationDigest summarizes one rotation pass (quiet: info severity).
@@ -294,7 +297,11 @@ func RotationDigestMessage(d RotationDigest) Notification {
 		if old == "" {
 			old = "none (bootstrap)"
 		}
-		lines = append(lines, fmt.Sprintf("%s: %s → %s (%s, rotation %s)", r.KeyName, old, r.NewKeyID, r.NewKeyName, r.RotationID))
+		line := fmt.Sprintf("%s: %s → %s (%s, rotation %s)", r.KeyName, old, r.NewKeyID, r.NewKeyName, r.RotationID)
+		if r.Note != "" {
+			line += ". " + r.Note
+		}
+		lines = append(lines, line)
 		ids = append(ids, r.RotationID)
 	}
 	if len(lines) > 0 {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/mrbacd/mrbacd/jobs"
@@ -21,13 +22,17 @@ func init() {
 // and the alerts.
 func printBudgetReport(w io.Writer, rep *budget.Report) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKSPACE\tSPEND\tBUDGET\tUSED\tFORECAST\tNOTE")
+	fmt.Fprintln(tw, "WORKSPACE\tSPEND\tBUDGET\tPLATFORM LIMIT\tUSED\tFORECAST\tNOTE")
 	for _, ws := range rep.Workspaces {
 		budgetCol, used := "-", "-"
 		if ws.BudgetUSD > 0 {
 			budgetCol, used = fmt.Sprintf("$%.2f", ws.BudgetUSD), fmt.Sprintf("%.0f%%", ws.Fraction*100)
 		}
-		fmt.Fprintf(tw, "%s\t$%.2f\t%s\t%s\t$%.2f\t%s\n", ws.Workspace, ws.SpendUSD, budgetCol, used, ws.ForecastUSD, ws.Error)
+		note := ws.Error
+		if ws.LimitDrift != "" {
+			note = strings.TrimPrefix(note+"; limit drift: "+ws.LimitDrift, "; ")
+		}
+		fmt.Fprintf(tw, "%s\t$%.2f\t%s\t%s\t%s\t$%.2f\t%s\n", ws.Workspace, ws.SpendUSD, budgetCol, ws.PlatformLimit, used, ws.ForecastUSD, note)
 	}
 	tw.Flush()
 	for _, ol := range rep.OrgLimits {

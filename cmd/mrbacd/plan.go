@@ -119,8 +119,12 @@ func printPlan(w io.Writer, items []rotate.PlanItem) {
 		if it.Note != "" {
 			why += " (" + it.Note + ")"
 		}
+		dueAt := dash(it.DueAt)
+		if it.EarlyForExpiry {
+			dueAt += " (expires " + it.ExpiresAt + ")"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s:%s\t%s\t%s\t%s\n", it.Key, it.Action, it.Backend, it.Location,
-			dash(it.CurrentKeyID), dash(it.DueAt), why)
+			dash(it.CurrentKeyID), dueAt, why)
 	}
 	tw.Flush()
 }

@@ -125,7 +125,12 @@ type WorkspaceSpend struct {
 	Models      []ModelSpend `json:"models,omitempty"`
 	// Crossed lists the thresholds spend has crossed.
 	Crossed []float64 `json:"crossed,omitempty"`
-	Error   string    `json:"error,omitempty"`
+	// PlatformLimit is the workspace's monthly spend limit on the platform
+	// (nil when the platform sent none or could not be listed); LimitDrift
+	// says how it differs from BudgetUSD ("" when they agree).
+	PlatformLimit *PlatformLimit `json:"platform_limit,omitempty"`
+	LimitDrift    string         `json:"limit_drift,omitempty"`
+	Error         string         `json:"error,omitempty"`
 }
 
 // OrgLimit is the organization's spend limit of one category.
@@ -237,12 +242,22 @@ func (j *Job) Run(ctx context.Context, req jobs.Request) (jobs.Result, error) {
 	rep := &Report{At: now, Month: month}
 	_, rep.Elapsed = Forecast(0, now)
 
-	uuids, err := j.resolve(ctx)
+	uuids, platform, listErr, err := j.resolve(ctx)
 	if err != nil {
 		return jobs.Result{}, err
 	}
+	if listErr != nil {
+		rep.Errors = append(rep.Errors, fmt.Sprintf("workspace spend limits: list workspaces: %v", listErr))
+		log.Error("budget workspace listing failed", "err", listErr)
+	}
 	for _, cw := range cfg.Workspaces {
 		ws := WorkspaceSpend{Workspace: cw.Name, BudgetUSD: cw.MonthlyBudgetUSD, WorkspaceID: uuids[cw.Name]}
+		if w, ok := platform[ws.WorkspaceID]; ok {
+			ws.PlatformLimit = PlatformLimitOf(w.SpendLimit)
+			if diff, ok := LimitDiffers(cw.MonthlyBudgetUSD, w.SpendLimit); ok {
+				ws.LimitDrift = diff
+			}
+		}
 		if ws.WorkspaceID == "" {
 			ws.Error = "workspace not found on the platform"
 			rep.Errors = append(rep.Errors, fmt.Sprintf("workspace %s: %s", cw.Name, ws.Error))
@@ -338,43 +353,46 @@ func hasPollError(rep *Report) bool {
 	return false
 }
 
-// resolve maps each config workspace to its platform uuid, listing
-// workspaces only when one has no uuid in the config.
-func (j *Job) resolve(ctx context.Context) (map[string]string, error) {
-	out := map[string]string{}
+// resolve maps each config workspace to its platform uuid and returns the
+// platform's workspaces by uuid (their spend_limit). The listing is read
+// every run; when it fails and the config names every uuid, the poll goes
+// on without the platform's limits (listErr says why).
+func (j *Job) resolve(ctx context.Context) (uuids map[string]string, byUUID map[string]mistral.Workspace, listErr, err error) {
+	uuids = map[string]string{}
 	need := false
 	for _, cw := range j.Config.Workspaces {
 		if cw.UUID == "" {
 			need = true
 		}
 	}
-	if !need {
-		for _, cw := range j.Config.Workspaces {
-			out[cw.Name] = cw.UUID
+	ws, lerr := j.Platform.ListAllWorkspaces(ctx)
+	if lerr != nil {
+		if need || ctx.Err() != nil {
+			return nil, nil, nil, fmt.Errorf("budget: list workspaces: %w", lerr)
 		}
-		return out, nil
+		for _, cw := range j.Config.Workspaces {
+			uuids[cw.Name] = cw.UUID
+		}
+		return uuids, nil, lerr, nil
 	}
-	ws, err := j.Platform.ListAllWorkspaces(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("budget: list workspaces: %w", err)
-	}
-	byName, byUUID := map[string]string{}, map[string]bool{}
+	byName := map[string]string{}
+	byUUID = map[string]mistral.Workspace{}
 	for _, w := range ws {
-		byUUID[w.UUID] = true
+		byUUID[w.UUID] = w
 		if _, dup := byName[w.Name]; !dup {
 			byName[w.Name] = w.UUID
 		}
 	}
 	for _, cw := range j.Config.Workspaces {
 		if cw.UUID != "" {
-			if byUUID[cw.UUID] {
-				out[cw.Name] = cw.UUID
+			if _, ok := byUUID[cw.UUID]; ok {
+				uuids[cw.Name] = cw.UUID
 			}
 			continue
 		}
-		out[cw.Name] = byName[cw.Name]
+		uuids[cw.Name] = byName[cw.Name]
 	}
-	return out, nil
+	return uuids, byUUID, nil, nil
 }
 
 // workspaceAlerts returns the alerts ws warrants: the highest threshold

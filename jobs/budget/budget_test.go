@@ -5,7 +5,6 @@ import (
 	"context"
 	"log/slog"
 	"math"
-	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
+	"github.com/mrbacd/mrbacd/mistral/sandbox/sandboxtest"
 )
 
 // queue is a Notifier with the outbox's dedupe semantics, kept in memory.
@@ -64,9 +64,9 @@ type world struct {
 const budgetSeed = `
 now: 2026-11-15T00:00:00Z
 workspaces:
-  - {uuid: w-dev, name: dev-workspace}
-  - {uuid: w-ml, name: ml-workspace}
-  - {uuid: w-free, name: free-workspace}
+  - {uuid: 0d1c6a52-7c1e-4b8e-9a41-3f7f5c0e1a01, name: dev-workspace}
+  - {uuid: 0d1c6a52-7c1e-4b8e-9a41-3f7f5c0e1a02, name: ml-workspace, spend_limit: 500}
+  - {uuid: 0d1c6a52-7c1e-4b8e-9a41-3f7f5c0e1a03, name: free-workspace}
 usage:
   # dev: 20M in, 65M out of mistral-small-latest = $3 + $39 = $42 of $50 (84%)
   - {workspace: dev-workspace, month: "2026-11", model: mistral-small-latest, prompt_tokens: 20000000, completion_tokens: 65000000}
@@ -82,7 +82,7 @@ const budgetConfig = `
 mistral: {admin_key_env: SANDBOX_ADMIN_KEY}
 workspaces:
   - {name: dev-workspace, monthly_budget_usd: 50}
-  - {name: ml-workspace, uuid: w-ml, monthly_budget_usd: 500}
+  - {name: ml-workspace, uuid: 0d1c6a52-7c1e-4b8e-9a41-3f7f5c0e1a02, monthly_budget_usd: 500}
   - {name: free-workspace}
 `
 
@@ -93,8 +93,7 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	sb := sandbox.New(sandbox.Options{Seed: seed})
-	srv := httptest.NewServer(sb)
-	t.Cleanup(srv.Close)
+	srv := sandboxtest.Serve(t, sb, true)
 	c, err := mistral.New(mistral.Options{BaseURL: srv.URL, AdminKey: mistral.Secret(sb.AdminKey()), MaxRetries: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -160,7 +159,7 @@ func TestBudgetMonth(t *testing.T) {
 	if !near(dev.ForecastUSD, 42/(14.0/30)) {
 		t.Errorf("dev forecast = %v, want %v", dev.ForecastUSD, 42/(14.0/30))
 	}
-	if !near(ml.SpendUSD, 1.2) || len(ml.Crossed) != 0 || ml.WorkspaceID != "w-ml" {
+	if !near(ml.SpendUSD, 1.2) || len(ml.Crossed) != 0 || ml.WorkspaceID != "0d1c6a52-7c1e-4b8e-9a41-3f7f5c0e1a02" {
 		t.Fatalf("ml = %+v", ml)
 	}
 	if !near(free.SpendUSD, 1.0) || free.BudgetUSD != 0 || len(free.Crossed) != 0 {

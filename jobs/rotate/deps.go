@@ -61,6 +61,10 @@ type Event struct {
 	// StoreUnavailable is true when the failure was the store being
 	// unreachable (secrets.ErrUnavailable).
 	StoreUnavailable bool
+	// Note says how the organization's key-expiration policy moved the
+	// rotation (the old key due early, the new key's expiry shortened);
+	// "" when it did not.
+	Note string
 }
 
 // Notifier is told about rotations that end, for Slack and the outbox. It is

@@ -38,9 +38,32 @@ type Current struct {
 	CreatedAt time.Time
 	// AgeSource says where CreatedAt came from.
 	AgeSource string
+	// ExpiresAt is when the current key stops working: the end of the
+	// platform's expiration_date for it (an organization's key-expiration
+	// policy may have set or shortened it). Zero when it has none or the
+	// platform does not list it.
+	ExpiresAt time.Time
+	// ExpiryUnknown says why ExpiresAt could not be read ("" when it was).
+	ExpiryUnknown string
 	// Note explains a limitation (e.g. the old key could not be identified).
 	Note string
 }
+
+// Schedule is when a key is due: rotate_every after its creation, or
+// earlier when it expires first, so that its rotation ends a day before
+// the key stops working.
+type Schedule struct {
+	// Every is rotate_every (DefaultRotateEvery when 0).
+	Every time.Duration
+	// Lead is how long before the key's expiry its rotation must begin:
+	// ExpiryMargin plus the propagation wait and the bound on the
+	// rotation's own steps (see Engine.Schedule).
+	Lead time.Duration
+}
+
+// ExpiryMargin is how long before a key's expiry its rotation must have
+// ended.
+const ExpiryMargin = 24 * time.Hour
 
 // Due is the due decision for one key.
 type Due struct {
@@ -49,11 +72,15 @@ type Due struct {
 	Reason string
 	// DueAt is when the key becomes due (zero when unknown or bootstrap).
 	DueAt time.Time
-	Age   time.Duration
+	// EarlyForExpiry is true when DueAt is before created_at + rotate_every
+	// because the key expires first (ExpiresAt - Schedule.Lead).
+	EarlyForExpiry bool
+	Age            time.Duration
 }
 
-// Decide computes whether a key is due at now.
-func Decide(now time.Time, every time.Duration, cur Current, force bool) Due {
+// Decide computes whether a key is due at now under s.
+func Decide(now time.Time, s Schedule, cur Current, force bool) Due {
+	every := s.Every
 	if every <= 0 {
 		every = DefaultRotateEvery
 	}
@@ -69,7 +96,18 @@ func Decide(now time.Time, every time.Duration, cur Current, force bool) Due {
 	}
 	age := now.Sub(cur.CreatedAt)
 	d := Due{Age: age, DueAt: cur.CreatedAt.Add(every)}
+	expiry := ""
+	if !cur.ExpiresAt.IsZero() {
+		if early := cur.ExpiresAt.Add(-s.Lead); early.Before(d.DueAt) {
+			d.DueAt, d.EarlyForExpiry = early, true
+			expiry = fmt.Sprintf("the key expires %s (its expiration_date, set by the key-expiration policy), too soon to wait for rotate_every %s: due %s before expiry so its rotation ends a day before",
+				cur.ExpiresAt.UTC().Format(time.RFC3339), days(every), days(s.Lead))
+		}
+	}
 	switch {
+	case d.EarlyForExpiry && !now.Before(d.DueAt):
+		d.Due, d.Action = true, ActionRotate
+		d.Reason = fmt.Sprintf("due %s (age %s from %s created_at): %s", d.DueAt.UTC().Format(time.RFC3339), days(age), cur.AgeSource, expiry)
 	case age >= every:
 		d.Due, d.Action = true, ActionRotate
 		d.Reason = fmt.Sprintf("age %s (from %s created_at) reached rotate_every %s", days(age), cur.AgeSource, days(every))
@@ -80,11 +118,36 @@ func Decide(now time.Time, every time.Duration, cur Current, force bool) Due {
 		d.Action = ActionNone
 		d.Reason = fmt.Sprintf("not due: age %s (from %s created_at) < rotate_every %s; due %s",
 			days(age), cur.AgeSource, days(every), d.DueAt.UTC().Format(time.RFC3339))
+		if expiry != "" {
+			d.Reason += "; " + expiry
+		}
 	}
 	if cur.Adopted && d.Due {
 		d.Reason += "; adopting a key mrbacd did not create"
 	}
 	return d
+}
+
+// ExpiresAt returns when k stops working: the end of its expiration_date
+// (UTC), zero when it has none.
+func ExpiresAt(k mistral.Key) time.Time {
+	if k.ExpirationDate == nil || k.ExpirationDate.IsZero() {
+		return time.Time{}
+	}
+	return k.ExpirationDate.AddDays(1).In(time.UTC)
+}
+
+// WithExpiry sets cur.ExpiresAt from the platform's listing of cur.KeyID.
+func WithExpiry(cur Current, keys []mistral.Key) Current {
+	if cur.KeyID == "" {
+		return cur
+	}
+	for _, k := range keys {
+		if k.KeyID == cur.KeyID {
+			cur.ExpiresAt = ExpiresAt(k)
+		}
+	}
+	return cur
 }
 
 // days renders a duration in days (with hours below two days).

@@ -32,12 +32,45 @@ func TestDecide(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d := Decide(now, every, tc.cur, tc.force)
+			d := Decide(now, Schedule{Every: every, Lead: 36 * time.Hour}, tc.cur, tc.force)
 			if d.Due != tc.wantDue || d.Action != tc.wantAction || !strings.Contains(d.Reason, tc.wantReason) {
 				t.Fatalf("Decide = %+v, want due=%v action=%s reason containing %q", d, tc.wantDue, tc.wantAction, tc.wantReason)
 			}
 			if tc.cur.Exists && !tc.cur.CreatedAt.IsZero() && !d.DueAt.Equal(tc.cur.CreatedAt.Add(every)) {
 				t.Fatalf("DueAt = %s, want %s", d.DueAt, tc.cur.CreatedAt.Add(every))
+			}
+		})
+	}
+}
+
+func TestDecideExpiry(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	every := 90 * 24 * time.Hour
+	lead := 24*time.Hour + 2*time.Hour + 5*time.Minute // margin + propagation wait + rotation bound
+	created := now.Add(-10 * 24 * time.Hour)
+	tests := []struct {
+		name       string
+		expiresAt  time.Time
+		wantDueAt  time.Time
+		wantEarly  bool
+		wantDue    bool
+		wantReason string
+	}{
+		{"no expiry: rotate_every", time.Time{}, created.Add(every), false, false, "not due"},
+		{"expiry after due + lead: rotate_every", created.Add(every + lead + time.Hour), created.Add(every), false, false, "not due"},
+		{"policy of 30 days: due before expiry - lead", created.Add(30 * 24 * time.Hour), created.Add(30*24*time.Hour - lead), true, false, "key-expiration policy"},
+		{"expiry within the lead: due now", now.Add(lead - time.Minute), now.Add(-time.Minute), true, true, "key-expiration policy"},
+		{"expiry just after rotate_every: still early", created.Add(every + time.Hour), created.Add(every + time.Hour - lead), true, false, "due 2027-02-14T10:55:00Z"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cur := Current{Exists: true, KeyID: "k", CreatedAt: created, AgeSource: AgeFromPlatform, ExpiresAt: tc.expiresAt}
+			d := Decide(now, Schedule{Every: every, Lead: lead}, cur, false)
+			if !d.DueAt.Equal(tc.wantDueAt) || d.EarlyForExpiry != tc.wantEarly || d.Due != tc.wantDue || !strings.Contains(d.Reason, tc.wantReason) {
+				t.Fatalf("Decide = %+v, want due_at %s early %v due %v reason containing %q", d, tc.wantDueAt, tc.wantEarly, tc.wantDue, tc.wantReason)
+			}
+			if !tc.expiresAt.IsZero() && d.DueAt.After(tc.expiresAt.Add(-ExpiryMargin)) {
+				t.Fatalf("due_at %s leaves less than a day before expiry %s", d.DueAt, tc.expiresAt)
 			}
 		})
 	}

@@ -278,6 +278,9 @@ type task struct {
 	failedStep journal.Step
 	// storeUnavailable: the failure was the store being unavailable.
 	storeUnavailable bool
+	// policyNotes say how the key-expiration policy moved this rotation:
+	// the old key due early, the new key's expiry shortened (Event.Note).
+	policyNotes []string
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -492,7 +495,7 @@ func (r *run) event(t *task, errMsg string, inFlight bool) Event {
 	return Event{KeyName: t.rot.KeyName, RotationID: t.rot.ID, OldKeyID: t.rot.OldKeyID, NewKeyID: t.rot.NewKeyID,
 		NewKeyName: t.rot.NewKeyName, Step: t.rot.Step, FailedStep: t.failedStep, Bootstrap: t.bootstrap, Err: errMsg,
 		StillInFlight: inFlight, Published: t.rot.StoreVersion != "" && t.rot.Step != journal.StepAbort,
-		StoreUnavailable: errMsg != "" && t.storeUnavailable}
+		StoreUnavailable: errMsg != "" && t.storeUnavailable, Note: strings.Join(t.policyNotes, "; ")}
 }
 
 func (r *run) notifyFailed(t *task, msg string, inFlight bool) {
@@ -584,13 +587,22 @@ func (r *run) readCurrent(ctx context.Context, spec KeySpec) (Current, error) {
 	if err != nil && !errors.Is(err, secrets.ErrNotFound) {
 		return Current{}, fmt.Errorf("read store: %w", err)
 	}
+	// The platform's listing is read for every key (once per run): it
+	// holds the key's expiration_date, which an organization's policy may
+	// have set or shortened, whoever created the key.
+	// A listing that fails leaves a complete record judged by its age
+	// alone, as the note says; an incomplete one cannot be judged.
+	keys, listErr := r.platformKeys(ctx)
 	cur, need := ReadCurrent(v, found, spec, spec.WorkspaceID, nil)
 	if !need {
-		return cur, nil
+		if listErr != nil {
+			cur.ExpiryUnknown = fmt.Sprintf("expiry unknown, judged by age only: list platform keys: %v", listErr)
+			return cur, nil
+		}
+		return WithExpiry(cur, keys), nil
 	}
-	keys, err := r.platformKeys(ctx)
-	if err != nil {
-		return Current{}, fmt.Errorf("list platform keys: %w", err)
+	if listErr != nil {
+		return Current{}, fmt.Errorf("list platform keys: %w", listErr)
 	}
 	ws := spec.WorkspaceID
 	if ws == "" && v.KeyID == "" {
@@ -599,5 +611,13 @@ func (r *run) readCurrent(ctx context.Context, spec KeySpec) (Current, error) {
 		}
 	}
 	cur, _ = ReadCurrent(v, found, spec, ws, keys)
-	return cur, nil
+	return WithExpiry(cur, keys), nil
+}
+
+// Schedule is when spec's key is due: its rotate_every, and a lead before
+// its expiry of ExpiryMargin, its propagation wait and the bound on the
+// rotation's own retries (verify, publish, reverify).
+func (e *Engine) Schedule(spec KeySpec) Schedule {
+	bound := 2*e.opts.VerifyTimeout + e.opts.PublishTimeout
+	return Schedule{Every: spec.RotateEvery, Lead: ExpiryMargin + spec.PropagationWait + bound}
 }

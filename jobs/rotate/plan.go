@@ -3,6 +3,7 @@ package rotate
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/mrbacd/mrbacd/jobs"
@@ -25,6 +26,12 @@ type PlanItem struct {
 	CreatedAt string `json:"created_at,omitempty"`
 	AgeSource string `json:"age_source,omitempty"`
 	DueAt     string `json:"due_at,omitempty"`
+	// ExpiresAt is when the current key stops working (the platform's
+	// expiration_date), "" when it has none; EarlyForExpiry says DueAt was
+	// moved before created_at + rotate_every so the rotation ends a day
+	// before it.
+	ExpiresAt      string `json:"expires_at,omitempty"`
+	EarlyForExpiry bool   `json:"early_for_expiry,omitempty"`
 	// InFlight describes a rotation the next run resumes.
 	InFlight *InFlight `json:"in_flight,omitempty"`
 	Note     string    `json:"note,omitempty"`
@@ -45,8 +52,9 @@ type InFlight struct {
 }
 
 // Plan reports what a run would do with every key, and why. It reads the
-// stores, the platform (only for records that lack created_at or key_id)
-// and the journal, and writes nothing.
+// stores, the platform's key listing (once: key ids, created_at and the
+// expiration_date a key-expiration policy may have shortened) and the
+// journal, and writes nothing.
 func (e *Engine) Plan(ctx context.Context) ([]PlanItem, error) {
 	return e.plan(ctx, "", false)
 }
@@ -90,7 +98,7 @@ func (e *Engine) plan(ctx context.Context, only string, force bool) ([]PlanItem,
 			out = append(out, it)
 			continue
 		}
-		due := Decide(e.now(), k.RotateEvery, cur, force)
+		due := Decide(e.now(), e.Schedule(k), cur, force)
 		it.Action, it.Due, it.Reason, it.Note = due.Action, due.Due, due.Reason, cur.Note
 		it.CurrentKeyID, it.Adopted, it.AgeSource = cur.KeyID, cur.Adopted, cur.AgeSource
 		if !cur.CreatedAt.IsZero() {
@@ -98,6 +106,13 @@ func (e *Engine) plan(ctx context.Context, only string, force bool) ([]PlanItem,
 		}
 		if !due.DueAt.IsZero() {
 			it.DueAt = due.DueAt.UTC().Format(time.RFC3339)
+		}
+		if !cur.ExpiresAt.IsZero() {
+			it.ExpiresAt = cur.ExpiresAt.UTC().Format(time.RFC3339)
+		}
+		it.EarlyForExpiry = due.EarlyForExpiry
+		if cur.ExpiryUnknown != "" {
+			it.Note = strings.TrimPrefix(it.Note+"; "+cur.ExpiryUnknown, "; ")
 		}
 		out = append(out, it)
 	}

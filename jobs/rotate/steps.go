@@ -27,8 +27,11 @@ func (r *run) check(t *task) bool {
 			r.fail(t, err, false)
 			return false
 		}
-		due = Decide(r.e.now(), t.spec.RotateEvery, cur, r.req.Force)
+		due = Decide(r.e.now(), r.e.Schedule(t.spec), cur, r.req.Force)
 		t.rep.Reason, t.rep.Note = due.Reason, cur.Note
+		if cur.ExpiryUnknown != "" && pass == 0 {
+			t.log.Warn("key expiry unknown", "note", cur.ExpiryUnknown)
+		}
 		if !due.Due {
 			t.rep.Outcome = OutcomeNotDue
 			t.log.Debug("key not due", "reason", due.Reason)
@@ -59,6 +62,9 @@ func (r *run) check(t *task) bool {
 		return false
 	}
 	t.begun = true
+	if due.EarlyForExpiry {
+		t.policyNotes = append(t.policyNotes, "rotated early: "+due.Reason)
+	}
 	t.base = cur.Version
 	if !cur.Exists {
 		t.base = secrets.NoVersion
@@ -125,6 +131,7 @@ func (r *run) create(t *task) bool {
 	}
 	t.fillIDs()
 	t.stepLog("new key created", journal.StepCreate, "new_key_name", t.rot.NewKeyName, "expiration", exp.String())
+	r.notePolicyExpiry(t, exp, k)
 	// A create retried after a lost answer may have made a twin: delete it.
 	same, err := r.keysNamed(ctx, t.rot.NewKeyName)
 	if err != nil {
@@ -441,4 +448,33 @@ func (r *run) reconcile(t *task) bool {
 	t.stepLog("recovered: discarded any unpublished new key; creating it again", journal.StepBegin,
 		"discarded_key_id", discarded, "discarded_by_name", len(same), "attempt", t.rot.Attempts)
 	return true
+}
+
+// notePolicyExpiry says, in the log, the key's report and its rotation
+// notification, when the organization's key-expiration policy gave the new
+// key an earlier expiration_date than asked: the key is then due before
+// rotate_every (see Decide).
+func (r *run) notePolicyExpiry(t *task, asked mistral.Date, k mistral.Key) {
+	if k.ExpirationDate == nil || !k.ExpirationDate.Before(asked) {
+		return
+	}
+	sched := r.e.Schedule(t.spec)
+	dueAt := k.CreatedAt
+	if dueAt.IsZero() {
+		dueAt = r.e.now()
+	}
+	dueAt = dueAt.Add(sched.Every)
+	if early := ExpiresAt(k).Add(-sched.Lead); early.Before(dueAt) {
+		dueAt = early
+	}
+	note := fmt.Sprintf("the key-expiration policy shortened the new key's expiration_date to %s (asked %s): it is due %s, not after rotate_every %s",
+		k.ExpirationDate, asked, dueAt.UTC().Format(time.RFC3339), days(sched.Every))
+	t.policyNotes = append(t.policyNotes, note)
+	if t.rep.Note == "" {
+		t.rep.Note = note
+	} else {
+		t.rep.Note += "; " + note
+	}
+	t.log.Warn("key-expiration policy shortened the new key's expiry", "step", journal.StepCreate,
+		"new_key_id", k.KeyID, "asked", asked.String(), "expiration", k.ExpirationDate.String(), "due_at", dueAt.UTC().Format(time.RFC3339))
 }

@@ -1,0 +1,211 @@
+package journal
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Dialect is what differs between the SQL engines the journal runs on. The
+// queries are shared (? placeholders, ON CONFLICT, RETURNING, BIGINT Unix
+// nanoseconds); a backend package (journal/postgres) supplies its Dialect and
+// its schema history, and every method of DB then works on its engine.
+type Dialect struct {
+	// Name names the engine in errors ("sqlite", "postgres").
+	Name string
+	// Migrations is the engine's schema history (versions consecutive from 1).
+	Migrations []Migration
+	// Numbered rebinds ? placeholders to $1, $2... (PostgreSQL).
+	Numbered bool
+	// IsUnique reports a UNIQUE or PRIMARY KEY violation.
+	IsUnique func(error) bool
+	// Retryable reports an error after which a transaction is retried from
+	// the start (a serialization failure or deadlock); nil means never.
+	Retryable func(error) bool
+	// TxOptions are the options of every transaction (nil: the engine's default).
+	TxOptions *sql.TxOptions
+	// MigrationLock, when set, is run first in every migration transaction
+	// so that processes opening a fresh journal together migrate it once.
+	MigrationLock string
+	// ShareLock is appended to the fence check's SELECT to lock the lease
+	// row against a concurrent takeover until the fenced write commits
+	// (" FOR SHARE"); "" where transactions are serial already (SQLite).
+	ShareLock string
+}
+
+// Migration is one schema step. Versions are consecutive from 1; a
+// migration, once released, is never edited: add a new one.
+type Migration struct {
+	Version int
+	Name    string
+	Stmts   []string
+}
+
+// rebind turns ? placeholders into $n for engines that number them. The
+// journal's queries contain no ? inside string literals.
+func rebind(q string) string {
+	if !strings.Contains(q, "?") {
+		return q
+	}
+	var b strings.Builder
+	b.Grow(len(q) + 8)
+	n := 0
+	for i := 0; i < len(q); i++ {
+		if q[i] == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(q[i])
+	}
+	return b.String()
+}
+
+// querier is what *sql.DB, *sql.Conn and *sql.Tx have in common.
+type querier interface {
+	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
+// conn runs the journal's queries on a querier, rebinding placeholders.
+type conn struct {
+	q        querier
+	numbered bool
+}
+
+func (c conn) bind(q string) string {
+	if c.numbered {
+		return rebind(q)
+	}
+	return q
+}
+
+func (c conn) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	return c.q.ExecContext(ctx, c.bind(q), args...)
+}
+
+func (c conn) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return c.q.QueryContext(ctx, c.bind(q), args...)
+}
+
+func (c conn) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	return c.q.QueryRowContext(ctx, c.bind(q), args...)
+}
+
+// Option adjusts how a journal is opened.
+type Option func(*options)
+
+type options struct {
+	now func() time.Time
+}
+
+// WithClock makes the journal read the time from now instead of time.Now
+// (tests; every process sharing a journal must agree on the time within a
+// small fraction of the shortest lease).
+func WithClock(now func() time.Time) Option {
+	return func(o *options) { o.now = now }
+}
+
+// New wraps an open database of dialect d as a journal and applies pending
+// migrations: what a backend package's Open calls. The journal owns sdb
+// (Close closes it). path is what Path reports ("" when not a file).
+func New(ctx context.Context, sdb *sql.DB, d Dialect, path string, opts ...Option) (*DB, error) {
+	if len(d.Migrations) == 0 || d.IsUnique == nil {
+		return nil, fmt.Errorf("journal: dialect %q: %w: migrations and IsUnique are required", d.Name, ErrInvalid)
+	}
+	o := options{now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	db := &DB{sql: sdb, path: path, now: o.now, d: d}
+	if err := db.migrate(ctx); err != nil {
+		return nil, err
+	}
+	return db, nil
+}
+
+// maxTxAttempts bounds the retries of a transaction that lost a
+// serialization race.
+const maxTxAttempts = 20
+
+// tx runs fn in a transaction, committing when fn returns nil, and retries
+// it from the start when the dialect says the failure was a lost race: fn
+// must reset whatever it accumulates. When ctx carries a Fence, the
+// transaction first checks it (ErrFenced when the lease was lost).
+func (db *DB) tx(ctx context.Context, fn func(conn) error) error {
+	var err error
+	for attempt := 0; attempt < maxTxAttempts; attempt++ {
+		if attempt > 0 {
+			if werr := backoff(ctx, attempt); werr != nil {
+				return errors.Join(err, werr)
+			}
+		}
+		err = db.tryTx(ctx, fn)
+		if err == nil || db.d.Retryable == nil || !db.d.Retryable(err) {
+			return err
+		}
+	}
+	return fmt.Errorf("%w (after %d attempts)", err, maxTxAttempts)
+}
+
+func (db *DB) tryTx(ctx context.Context, fn func(conn) error) error {
+	tx, err := db.sql.BeginTx(ctx, db.d.TxOptions)
+	if err != nil {
+		return err
+	}
+	c := conn{q: tx, numbered: db.d.Numbered}
+	if f, ok := FenceFrom(ctx); ok {
+		if err := db.checkFence(ctx, c, f); err != nil {
+			tx.Rollback()
+			return err
+		}
+	}
+	if err := fn(c); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// backoff waits a little before a transaction's next attempt.
+func backoff(ctx context.Context, attempt int) error {
+	d := time.Duration(attempt*attempt) * time.Millisecond
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// write runs fn, one or more statements that change the journal: directly
+// (each statement atomic on its own) or, when ctx carries a Fence, in a
+// transaction that checks the fence first.
+func (db *DB) write(ctx context.Context, fn func(conn) error) error {
+	if _, ok := FenceFrom(ctx); ok {
+		return db.tx(ctx, fn)
+	}
+	return fn(db.conn())
+}
+
+// conn returns the pool as a conn, for reads and unfenced single writes.
+func (db *DB) conn() conn { return conn{q: db.sql, numbered: db.d.Numbered} }
+
+// execWrite runs one statement that changes the journal (see write).
+func (db *DB) execWrite(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	var res sql.Result
+	err := db.write(ctx, func(c conn) error {
+		var err error
+		res, err = c.exec(ctx, q, args...)
+		return err
+	})
+	return res, err
+}

@@ -97,7 +97,6 @@ func (db *DB) Path() string { return db.path }
 // Ping checks the journal answers (for status and health checks).
 func (db *DB) Ping(ctx context.Context) error { return db.sql.PingContext(ctx) }
 
-
 // ns converts a time to the stored form: Unix nanoseconds, 0 for the zero time.
 func ns(t time.Time) int64 {
 	if t.IsZero() {

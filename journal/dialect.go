@@ -29,8 +29,11 @@ type Dialect struct {
 	// TxOptions are the options of every transaction (nil: the engine's default).
 	TxOptions *sql.TxOptions
 	// MigrationLock, when set, is run first in every migration transaction
-	// so that processes opening a fresh journal together migrate it once.
-	MigrationLock string
+	// so that processes opening a fresh journal together migrate it once;
+	// MigrationTxOptions are those transactions' options (an isolation whose
+	// snapshot is taken after the lock, e.g. READ COMMITTED).
+	MigrationLock      string
+	MigrationTxOptions *sql.TxOptions
 	// ShareLock is appended to the fence check's SELECT to lock the lease
 	// row against a concurrent takeover until the fenced write commits
 	// (" FOR SHARE"); "" where transactions are serial already (SQLite).
@@ -139,6 +142,10 @@ const maxTxAttempts = 20
 // must reset whatever it accumulates. When ctx carries a Fence, the
 // transaction first checks it (ErrFenced when the lease was lost).
 func (db *DB) tx(ctx context.Context, fn func(conn) error) error {
+	return db.txWith(ctx, db.d.TxOptions, fn)
+}
+
+func (db *DB) txWith(ctx context.Context, opts *sql.TxOptions, fn func(conn) error) error {
 	var err error
 	for attempt := 0; attempt < maxTxAttempts; attempt++ {
 		if attempt > 0 {
@@ -146,7 +153,7 @@ func (db *DB) tx(ctx context.Context, fn func(conn) error) error {
 				return errors.Join(err, werr)
 			}
 		}
-		err = db.tryTx(ctx, fn)
+		err = db.tryTx(ctx, opts, fn)
 		if err == nil || db.d.Retryable == nil || !db.d.Retryable(err) {
 			return err
 		}
@@ -154,8 +161,8 @@ func (db *DB) tx(ctx context.Context, fn func(conn) error) error {
 	return fmt.Errorf("%w (after %d attempts)", err, maxTxAttempts)
 }
 
-func (db *DB) tryTx(ctx context.Context, fn func(conn) error) error {
-	tx, err := db.sql.BeginTx(ctx, db.d.TxOptions)
+func (db *DB) tryTx(ctx context.Context, opts *sql.TxOptions, fn func(conn) error) error {
+	tx, err := db.sql.BeginTx(ctx, opts)
 	if err != nil {
 		return err
 	}

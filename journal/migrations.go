@@ -118,7 +118,7 @@ var migrations = []Migration{
 // on SQLite, behind the dialect's MigrationLock elsewhere) makes concurrent
 // opens by several processes safe.
 func (db *DB) migrate(ctx context.Context) error {
-	if err := db.tx(ctx, func(tx conn) error {
+	if err := db.txWith(ctx, db.d.MigrationTxOptions, func(tx conn) error {
 		if err := db.migrationLock(ctx, tx); err != nil {
 			return err
 		}
@@ -132,7 +132,7 @@ func (db *DB) migrate(ctx context.Context) error {
 		return fmt.Errorf("create schema_version: %w", err)
 	}
 	for _, m := range db.d.Migrations {
-		if err := db.tx(ctx, func(tx conn) error {
+		if err := db.txWith(ctx, db.d.MigrationTxOptions, func(tx conn) error {
 			if err := db.migrationLock(ctx, tx); err != nil {
 				return err
 			}

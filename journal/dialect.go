@@ -77,9 +77,14 @@ type querier interface {
 }
 
 // conn runs the journal's queries on a querier, rebinding placeholders.
+// A conn over the pool (not a transaction) retries a statement that failed
+// in a way the dialect says left nothing done (a session the server ended,
+// a request never sent): the pool then hands out a fresh session, so the
+// journal rides over a database restart. Transactions retry as a whole (tx).
 type conn struct {
 	q        querier
 	numbered bool
+	retry    func(error) bool
 }
 
 func (c conn) bind(q string) string {
@@ -89,16 +94,51 @@ func (c conn) bind(q string) string {
 	return q
 }
 
-func (c conn) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	return c.q.ExecContext(ctx, c.bind(q), args...)
+// do runs fn, again while it fails retryably (a few times, briefly backing off).
+func (c conn) do(ctx context.Context, fn func() error) error {
+	err := fn()
+	for attempt := 1; err != nil && c.retry != nil && c.retry(err) && attempt < maxTxAttempts; attempt++ {
+		if werr := backoff(ctx, attempt); werr != nil {
+			return errors.Join(err, werr)
+		}
+		err = fn()
+	}
+	return err
 }
 
-func (c conn) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	return c.q.QueryContext(ctx, c.bind(q), args...)
+func (c conn) exec(ctx context.Context, q string, args ...any) (res sql.Result, err error) {
+	q = c.bind(q)
+	err = c.do(ctx, func() error {
+		res, err = c.q.ExecContext(ctx, q, args...)
+		return err
+	})
+	return res, err
 }
 
-func (c conn) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
-	return c.q.QueryRowContext(ctx, c.bind(q), args...)
+func (c conn) query(ctx context.Context, q string, args ...any) (rows *sql.Rows, err error) {
+	q = c.bind(q)
+	err = c.do(ctx, func() error {
+		rows, err = c.q.QueryContext(ctx, q, args...)
+		return err
+	})
+	return rows, err
+}
+
+// queryRow returns a row whose Scan runs the query (and its retries).
+func (c conn) queryRow(ctx context.Context, q string, args ...any) row {
+	return row{c: c, ctx: ctx, q: c.bind(q), args: args}
+}
+
+// row is a single-row query run when scanned.
+type row struct {
+	c    conn
+	ctx  context.Context
+	q    string
+	args []any
+}
+
+func (r row) Scan(dest ...any) error {
+	return r.c.do(r.ctx, func() error { return r.c.q.QueryRowContext(r.ctx, r.q, r.args...).Scan(dest...) })
 }
 
 // Option adjusts how a journal is opened.
@@ -166,7 +206,7 @@ func (db *DB) tryTx(ctx context.Context, opts *sql.TxOptions, fn func(conn) erro
 	if err != nil {
 		return err
 	}
-	c := conn{q: tx, numbered: db.d.Numbered}
+	c := conn{q: tx, numbered: db.d.Numbered} // retried as a whole by tx
 	if f, ok := FenceFrom(ctx); ok {
 		if err := db.checkFence(ctx, c, f); err != nil {
 			tx.Rollback()
@@ -204,7 +244,7 @@ func (db *DB) write(ctx context.Context, fn func(conn) error) error {
 }
 
 // conn returns the pool as a conn, for reads and unfenced single writes.
-func (db *DB) conn() conn { return conn{q: db.sql, numbered: db.d.Numbered} }
+func (db *DB) conn() conn { return conn{q: db.sql, numbered: db.d.Numbered, retry: db.d.Retryable} }
 
 // execWrite runs one statement that changes the journal (see write).
 func (db *DB) execWrite(ctx context.Context, q string, args ...any) (sql.Result, error) {

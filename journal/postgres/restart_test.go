@@ -1,0 +1,159 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mrbacd/mrbacd/internal/testenv"
+	"github.com/mrbacd/mrbacd/journal"
+	"github.com/mrbacd/mrbacd/journal/postgres"
+)
+
+// Every session of the journal is ended by the server (what a restart does
+// to a client, without stopping the machine's server under other tests)
+// before each step of a rotation-like sequence: every call still succeeds,
+// on a fresh session, and the journal holds each step exactly once.
+func TestSessionsTerminatedBetweenSteps(t *testing.T) {
+	pg := testenv.Postgres(t)
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, pg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tok, ok, err := db.AcquireFenced(ctx, "leader", "daemon-1", time.Minute)
+	if err != nil || !ok {
+		t.Fatalf("acquire: %v %v", ok, err)
+	}
+	fctx := journal.WithFence(ctx, journal.Fence{Name: "leader", Owner: "daemon-1", Token: tok})
+	rot := journal.Rotation{ID: "rot-1", KeyName: "dev", Status: journal.StatusInFlight, OldKeyID: "k-old", Trigger: "cron"}
+	var run int64
+	var msg int64
+	steps := []struct {
+		name string
+		do   func() error
+	}{
+		{"start run", func() (err error) { run, err = db.StartRun(fctx, "rotate", "cron", ""); return err }},
+		{"begin rotation", func() error { return db.BeginRotation(fctx, rot) }},
+		{"create", func() error { rot.Step, rot.NewKeyID = "create", "k-new"; return db.UpdateRotation(fctx, rot) }},
+		{"publish", func() error { rot.Step, rot.StoreVersion = "publish", "7"; return db.UpdateRotation(fctx, rot) }},
+		{"renew leadership", func() error {
+			ok, err := db.RenewFenced(ctx, "leader", "daemon-1", tok, time.Minute)
+			if err == nil && !ok {
+				return fmt.Errorf("renewal refused")
+			}
+			return err
+		}},
+		{"revoke", func() error { rot.Step = "revoke"; return db.UpdateRotation(fctx, rot) }},
+		{"done", func() error { rot.Step, rot.Status = "done", journal.StatusDone; return db.UpdateRotation(fctx, rot) }},
+		{"enqueue digest", func() (err error) {
+			msg, _, err = db.Enqueue(fctx, journal.Message{Dedupe: "rotation:rot-1", Kind: "rotation"})
+			return err
+		}},
+		{"claim", func() error {
+			ms, err := db.Claim(ctx, time.Now(), time.Minute, 10)
+			if err == nil && (len(ms) != 1 || ms[0].ID != msg) {
+				return fmt.Errorf("claimed %+v", ms)
+			}
+			return err
+		}},
+		{"mark sent", func() error { return db.MarkSent(ctx, msg, time.Now()) }},
+		{"usage", func() error { return db.AddUsage(ctx, "client:a", "day:1", 100, 0.5) }},
+		{"mark once", func() error { _, err := db.MarkOnce(fctx, "budget:dev:0.8"); return err }},
+		{"finish run", func() error { return db.FinishRun(fctx, run, journal.RunOK, "", `{"rotated":1}`) }},
+	}
+	ended := 0
+	for _, s := range steps {
+		ended += pg.TerminateSessions(t)
+		if err := s.do(); err != nil {
+			t.Fatalf("%s after the server ended the sessions: %v", s.name, err)
+		}
+	}
+	if ended < len(steps)/2 {
+		t.Fatalf("only %d sessions ended over %d steps: the test did not exercise reconnection", ended, len(steps))
+	}
+	pg.TerminateSessions(t)
+	got, err := db.Rotation(ctx, "rot-1")
+	if err != nil || got.Status != journal.StatusDone || got.Step != "done" || got.NewKeyID != "k-new" || got.StoreVersion != "7" {
+		t.Fatalf("rotation = %+v, %v", got, err)
+	}
+	runs, err := db.Runs(ctx, journal.RunFilter{})
+	if err != nil || len(runs) != 1 || runs[0].Status != journal.RunOK {
+		t.Fatalf("runs = %+v, %v; want one, ok", runs, err)
+	}
+	ms, err := db.Messages(ctx, "", 0)
+	if err != nil || len(ms) != 1 || ms[0].Status != journal.MsgSent || ms[0].Attempts != 1 {
+		t.Fatalf("messages = %+v, %v; want one, sent after one attempt", ms, err)
+	}
+	if tokens, _, err := db.Usage(ctx, "client:a", "day:1"); err != nil || tokens != 100 {
+		t.Fatalf("usage = %d, %v; want 100 (counted once)", tokens, err)
+	}
+}
+
+// Sessions ended again and again under concurrent load: no call fails, no
+// increment is lost or counted twice, no run is started twice.
+func TestSessionsTerminatedUnderLoad(t *testing.T) {
+	pg := testenv.Postgres(t)
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, pg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	const workers, ops = 4, 60
+	kick := make(chan struct{}, workers*ops)
+	var terminator sync.WaitGroup
+	ended := 0
+	terminator.Add(1)
+	go func() {
+		defer terminator.Done()
+		for range kick {
+			ended += pg.TerminateSessions(t)
+		}
+	}()
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < ops; i++ {
+				if err := db.AddUsage(ctx, "client:load", "day:1", 1, 0.25); err != nil {
+					t.Errorf("worker %d op %d: add usage: %v", w, i, err)
+					return
+				}
+				if _, err := db.StartRun(ctx, "load", fmt.Sprint("w", w), fmt.Sprint(i)); err != nil {
+					t.Errorf("worker %d op %d: start run: %v", w, i, err)
+					return
+				}
+				if _, _, err := db.Enqueue(ctx, journal.Message{Dedupe: fmt.Sprintf("w%d-%d", w, i), Kind: "k"}); err != nil {
+					t.Errorf("worker %d op %d: enqueue: %v", w, i, err)
+					return
+				}
+				if i%10 == 9 {
+					kick <- struct{}{}
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(kick)
+	terminator.Wait()
+	if ended == 0 {
+		t.Fatal("no session was ended: the test did not exercise reconnection")
+	}
+	tokens, usd, err := db.Usage(ctx, "client:load", "day:1")
+	if err != nil || tokens != workers*ops || usd != workers*ops*0.25 {
+		t.Fatalf("usage = %d tokens %v USD, %v; want %d and %v", tokens, usd, err, workers*ops, workers*ops*0.25)
+	}
+	runs, err := db.Runs(ctx, journal.RunFilter{Job: "load", Limit: 10 * workers * ops})
+	if err != nil || len(runs) != workers*ops {
+		t.Fatalf("runs = %d, %v; want %d", len(runs), err, workers*ops)
+	}
+	if n, err := db.PendingCount(ctx); err != nil || n != workers*ops {
+		t.Fatalf("pending = %d, %v; want %d", n, err, workers*ops)
+	}
+	t.Logf("%d sessions ended during %d operations", ended, 3*workers*ops)
+}

@@ -13,9 +13,9 @@ import (
 // SQLite is the embedded backend: one file per store, in t's temporary directory.
 var SQLite = Backend{
 	Name: "sqlite",
-	New: func(t *testing.T) func(t *testing.T, opts ...journal.Option) (journal.Journal, error) {
+	New: func(t testing.TB) func(t testing.TB, opts ...journal.Option) (journal.Journal, error) {
 		path := filepath.Join(t.TempDir(), "state.db")
-		return func(t *testing.T, opts ...journal.Option) (journal.Journal, error) {
+		return func(t testing.TB, opts ...journal.Option) (journal.Journal, error) {
 			return closing(t)(journal.Open(context.Background(), path, opts...))
 		}
 	},
@@ -25,9 +25,9 @@ var SQLite = Backend{
 // machine's server (testenv.Postgres), dropped when t ends.
 var Postgres = Backend{
 	Name: "postgres",
-	New: func(t *testing.T) func(t *testing.T, opts ...journal.Option) (journal.Journal, error) {
+	New: func(t testing.TB) func(t testing.TB, opts ...journal.Option) (journal.Journal, error) {
 		pg := testenv.Postgres(t)
-		return func(t *testing.T, opts ...journal.Option) (journal.Journal, error) {
+		return func(t testing.TB, opts ...journal.Option) (journal.Journal, error) {
 			return closing(t)(postgres.Open(context.Background(), pg.DSN, opts...))
 		}
 	},
@@ -37,7 +37,7 @@ var Postgres = Backend{
 var Backends = []Backend{SQLite, Postgres}
 
 // closing closes an opened journal when t ends.
-func closing(t *testing.T) func(db *journal.DB, err error) (journal.Journal, error) {
+func closing(t testing.TB) func(db *journal.DB, err error) (journal.Journal, error) {
 	return func(db *journal.DB, err error) (journal.Journal, error) {
 		if err != nil {
 			return nil, err // a nil *journal.DB must not become a non-nil Journal

@@ -25,7 +25,7 @@ type Backend struct {
 	// returns how to open a handle on it; each handle, opened as a separate
 	// process would, with the given options (a clock), applies pending
 	// migrations and is closed by the opener when t ends.
-	New func(t *testing.T) (open func(t *testing.T, opts ...journal.Option) (journal.Journal, error))
+	New func(t testing.TB) (open func(t testing.TB, opts ...journal.Option) (journal.Journal, error))
 }
 
 // Clock is a settable clock for journals opened WithClock(c.Now).
@@ -84,7 +84,7 @@ func Run(t *testing.T, b Backend) {
 // harness is one case's store.
 type harness struct {
 	b    Backend
-	open func(t *testing.T, opts ...journal.Option) (journal.Journal, error)
+	open func(t testing.TB, opts ...journal.Option) (journal.Journal, error)
 	clk  *Clock
 }
 

@@ -36,10 +36,7 @@ type PostgresDB struct {
 // with how to start it: it never skips.
 func Postgres(t testing.TB) *PostgresDB {
 	t.Helper()
-	admin := os.Getenv(PostgresAdminEnv)
-	if admin == "" {
-		admin = defaultPostgresAdmin
-	}
+	admin := postgresAdmin()
 	b := make([]byte, 6)
 	rand.Read(b)
 	name := "mrbacd_test_" + hex.EncodeToString(b)
@@ -68,6 +65,14 @@ func (p *PostgresDB) TerminateSessions(t testing.TB) int {
 		t.Fatalf("testenv: terminating sessions of %s: %v", p.Name, err)
 	}
 	return n
+}
+
+// postgresAdmin returns the administrator's DSN.
+func postgresAdmin() string {
+	if a := os.Getenv(PostgresAdminEnv); a != "" {
+		return a
+	}
+	return defaultPostgresAdmin
 }
 
 func adminExec(t testing.TB, admin, stmt string) {

@@ -41,4 +41,3 @@ func TestPostgres(t *testing.T) {
 		t.Fatalf("database %s still exists after its test (%d, %v)", name, n, err)
 	}
 }
-

@@ -17,9 +17,12 @@ package election
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -78,6 +81,18 @@ type Elector struct {
 	status Status
 }
 
+// InstanceName returns a name for this process unique among contenders:
+// host, pid and a random suffix (a restarted process is a new contender).
+func InstanceName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown-host"
+	}
+	b := make([]byte, 4)
+	rand.Read(b)
+	return fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(b))
+}
+
 // New returns an Elector for cfg over l.
 func New(l Lessor, cfg Config) (*Elector, error) {
 	if cfg.Instance == "" {
@@ -126,7 +141,6 @@ func (e *Elector) Leader(ctx context.Context) (journal.LeaseInfo, bool, error) {
 // takes over at once, and returns ctx's error. Journal errors are logged
 // and retried.
 func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context)) error {
-	every := e.ttl / 3
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -143,8 +157,23 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context)) error
 		case ok:
 			e.lead(ctx, token, sent, lead)
 		}
-		t.Reset(every)
+		t.Reset(e.nextAttempt(ctx))
 	}
+}
+
+// nextAttempt says when a standby tries again: a third of a TTL from now,
+// or as soon as the holder's lease expires if that is sooner, so a standby
+// takes over a dead leader's lease within a TTL of its last renewal.
+func (e *Elector) nextAttempt(ctx context.Context) time.Duration {
+	every := e.ttl / 3
+	info, held, err := e.l.FencedHolder(ctx, e.name)
+	if err != nil || !held {
+		return every
+	}
+	if d := time.Until(info.Expires) + time.Millisecond; d < every {
+		return max(d, 0)
+	}
+	return every
 }
 
 // lead runs one tenure: lead in a goroutine, renewals every third of the

@@ -3,10 +3,13 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/mrbacd/mrbacd/election"
 	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/journal/postgres"
@@ -156,4 +159,57 @@ func TestSessionsTerminatedUnderLoad(t *testing.T) {
 		t.Fatalf("pending = %d, %v; want %d", n, err, workers*ops)
 	}
 	t.Logf("%d sessions ended during %d operations", ended, 3*workers*ops)
+}
+
+// A leader whose sessions the server ends at every renewal keeps leading:
+// its renewals go through on fresh sessions, the standby never takes over,
+// and the token never changes.
+func TestLeaderKeepsLeaseWhileSessionsEnd(t *testing.T) {
+	pg := testenv.Postgres(t)
+	const ttl = 1200 * time.Millisecond
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var es []*election.Elector
+	for i := 0; i < 2; i++ {
+		db, err := postgres.Open(context.Background(), pg.DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		e, err := election.New(db, election.Config{Instance: fmt.Sprint("daemon-", i), TTL: ttl, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			e.Run(ctx, func(ctx context.Context) { <-ctx.Done() })
+		}()
+		defer func() { cancel(); <-done }()
+		es = append(es, e)
+		if i == 0 {
+			waitFor(t, 3*ttl, "daemon-0 leads", func() bool { return e.Status().Leader })
+		}
+	}
+	first := es[0].Status()
+	for i := 0; i < 6; i++ {
+		until := es[0].Status().Until
+		waitFor(t, ttl, "a renewal", func() bool { return es[0].Status().Until.After(until) || !es[0].Status().Leader })
+		pg.TerminateSessions(t)
+		if s := es[0].Status(); !s.Leader || s.Token != first.Token || s.Elections != 1 || es[1].Status().Leader {
+			t.Fatalf("after ending sessions %d times: leader %+v, standby %+v", i+1, s, es[1].Status())
+		}
+	}
+}
+
+// waitFor waits until cond holds, failing the test after within.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %s", what, within)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -34,6 +35,7 @@ type DB struct {
 	path string
 	now  func() time.Time
 	d    Dialect
+	log  *slog.Logger
 }
 
 // sqlite is the embedded engine's dialect.

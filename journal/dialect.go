@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -23,9 +24,14 @@ type Dialect struct {
 	Numbered bool
 	// IsUnique reports a UNIQUE or PRIMARY KEY violation.
 	IsUnique func(error) bool
-	// Retryable reports an error after which a transaction is retried from
-	// the start (a serialization failure or deadlock); nil means never.
+	// Retryable reports an error after which a statement or transaction is
+	// run again because it did nothing (a serialization failure, a deadlock,
+	// a session the server ended); nil means never.
 	Retryable func(error) bool
+	// LostRace reports the retryable errors that are a normal part of
+	// concurrency (a serialization failure) and retried without a warning;
+	// other retries are logged.
+	LostRace func(error) bool
 	// TxOptions are the options of every transaction (nil: the engine's default).
 	TxOptions *sql.TxOptions
 	// MigrationLock, when set, is run first in every migration transaction
@@ -85,6 +91,7 @@ type conn struct {
 	q        querier
 	numbered bool
 	retry    func(error) bool
+	db       *DB // for retry warnings
 }
 
 func (c conn) bind(q string) string {
@@ -98,6 +105,7 @@ func (c conn) bind(q string) string {
 func (c conn) do(ctx context.Context, fn func() error) error {
 	err := fn()
 	for attempt := 1; err != nil && c.retry != nil && c.retry(err) && attempt < maxTxAttempts; attempt++ {
+		c.db.warnRetry(err, attempt)
 		if werr := backoff(ctx, attempt); werr != nil {
 			return errors.Join(err, werr)
 		}
@@ -146,6 +154,7 @@ type Option func(*options)
 
 type options struct {
 	now func() time.Time
+	log *slog.Logger
 }
 
 // WithClock makes the journal read the time from now instead of time.Now
@@ -155,6 +164,22 @@ func WithClock(now func() time.Time) Option {
 	return func(o *options) { o.now = now }
 }
 
+// WithLogger makes the journal log its recoveries (a statement run again on
+// a new session after the server ended one) to l instead of slog.Default.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.log = l }
+}
+
+// warnRetry logs a retry that is not a lost race: the operator sees the
+// database's trouble and that the journal rode over it. err comes from the
+// driver and the server and holds no DSN.
+func (db *DB) warnRetry(err error, attempt int) {
+	if db.d.LostRace != nil && db.d.LostRace(err) {
+		return
+	}
+	db.log.Warn("journal: statement did not run; retrying on a new session", "engine", db.d.Name, "attempt", attempt, "err", err)
+}
+
 // New wraps an open database of dialect d as a journal and applies pending
 // migrations: what a backend package's Open calls. The journal owns sdb
 // (Close closes it). path is what Path reports ("" when not a file).
@@ -162,11 +187,11 @@ func New(ctx context.Context, sdb *sql.DB, d Dialect, path string, opts ...Optio
 	if len(d.Migrations) == 0 || d.IsUnique == nil {
 		return nil, fmt.Errorf("journal: dialect %q: %w: migrations and IsUnique are required", d.Name, ErrInvalid)
 	}
-	o := options{now: time.Now}
+	o := options{now: time.Now, log: slog.Default()}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	db := &DB{sql: sdb, path: path, now: o.now, d: d}
+	db := &DB{sql: sdb, path: path, now: o.now, d: d, log: o.log}
 	if err := db.migrate(ctx); err != nil {
 		return nil, err
 	}
@@ -197,6 +222,7 @@ func (db *DB) txWith(ctx context.Context, opts *sql.TxOptions, fn func(conn) err
 		if err == nil || db.d.Retryable == nil || !db.d.Retryable(err) {
 			return err
 		}
+		db.warnRetry(err, attempt+1)
 	}
 	return fmt.Errorf("%w (after %d attempts)", err, maxTxAttempts)
 }
@@ -244,7 +270,9 @@ func (db *DB) write(ctx context.Context, fn func(conn) error) error {
 }
 
 // conn returns the pool as a conn, for reads and unfenced single writes.
-func (db *DB) conn() conn { return conn{q: db.sql, numbered: db.d.Numbered, retry: db.d.Retryable} }
+func (db *DB) conn() conn {
+	return conn{q: db.sql, numbered: db.d.Numbered, retry: db.d.Retryable, db: db}
+}
 
 // execWrite runs one statement that changes the journal (see write).
 func (db *DB) execWrite(ctx context.Context, q string, args ...any) (sql.Result, error) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/url"
 	"os"
 	"time"
@@ -52,7 +53,7 @@ func OpenReadOnly(ctx context.Context, path string) (*DB, error) {
 	sdb.SetMaxOpenConns(2)
 	sdb.SetMaxIdleConns(2)
 	sdb.SetConnMaxIdleTime(time.Minute)
-	db := &DB{sql: sdb, path: path, now: time.Now, d: sqliteDialect}
+	db := &DB{sql: sdb, path: path, now: time.Now, d: sqliteDialect, log: slog.Default()}
 	v, err := db.SchemaVersion(ctx)
 	if err != nil {
 		sdb.Close()

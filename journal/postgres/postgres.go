@@ -42,7 +42,11 @@ var Dialect = journal.Dialect{
 	Numbered:   true,
 	IsUnique:   func(err error) bool { return sqlState(err) == uniqueViolation },
 	Retryable:  retryable,
-	TxOptions:  &sql.TxOptions{Isolation: sql.LevelSerializable},
+	LostRace: func(err error) bool {
+		c := sqlState(err)
+		return c == serializationFailure || c == deadlockDetected
+	},
+	TxOptions: &sql.TxOptions{Isolation: sql.LevelSerializable},
 	// One lock id for every mrbacd journal migration ("mrbacd" in ASCII).
 	MigrationLock:      `SELECT pg_advisory_xact_lock(109114098097099100)`,
 	MigrationTxOptions: &sql.TxOptions{Isolation: sql.LevelReadCommitted},

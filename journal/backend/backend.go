@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/journal"
@@ -34,6 +35,16 @@ func Open(ctx context.Context, s config.State, opts ...journal.Option) (*journal
 		return journal.Open(ctx, s.Path, opts...)
 	}
 	return nil, errors.New("open journal: no state.path or state.postgres")
+}
+
+// OpenConfig opens the journal cfg.State names, as a journal.Journal: the
+// shape of the daemon's OpenJournal hook.
+func OpenConfig(ctx context.Context, cfg *config.Config) (journal.Journal, error) {
+	db, err := Open(ctx, cfg.State, journal.WithLogger(slog.Default()))
+	if err != nil {
+		return nil, err // a nil *journal.DB must not become a non-nil Journal
+	}
+	return db, nil
 }
 
 // Describe names the journal s configures for logs and status, without

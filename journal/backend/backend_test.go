@@ -25,6 +25,7 @@ func TestOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("MRBACD_TEST_PG_DSN", pg.DSN)
+	versions := map[string]int{}
 	for _, tc := range []struct {
 		name     string
 		state    config.State
@@ -36,11 +37,14 @@ func TestOpen(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			a, err := backend.Open(ctx, tc.state)
+			a, err := backend.OpenConfig(ctx, &config.Config{State: tc.state})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer a.Close()
+			if versions[tc.name], err = a.SchemaVersion(ctx); err != nil {
+				t.Fatal(err)
+			}
 			b, err := backend.Open(ctx, tc.state)
 			if err != nil {
 				t.Fatal(err)
@@ -57,6 +61,10 @@ func TestOpen(t *testing.T) {
 				t.Fatalf("Describe = %q, want prefix %q", d, tc.describe)
 			}
 		})
+	}
+	// A schema version means the same tables on either engine.
+	if v := versions["sqlite"]; v == 0 || versions["postgres dsn_env"] != v || versions["postgres dsn_file"] != v {
+		t.Fatalf("schema versions differ between engines: %v", versions)
 	}
 }
 

@@ -3,6 +3,7 @@ package journaltest
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,8 @@ func Benchmark(b *testing.B, be Backend) {
 		{"RotationJournal", benchRotationJournal},
 		{"FencedUpdateRotation", benchFencedUpdate},
 		{"RenewFenced", benchRenewFenced},
+		{"AddUsageParallel", benchAddUsageParallel},
+		{"ClaimParallel", benchClaimParallel},
 	}
 	for _, op := range ops {
 		b.Run(op.name, func(b *testing.B) {
@@ -133,4 +136,50 @@ func benchRenewFenced(b *testing.B, j journal.Journal) {
 			b.Fatal(ok, err)
 		}
 	}
+}
+
+// Gateway counter updates from concurrent requests, one counter.
+func benchAddUsageParallel(b *testing.B, j journal.Journal) {
+	ctx := context.Background()
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := j.AddUsage(ctx, "client:reporting", "day:2026-11-27", 100, 0.01); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// Outbox workers claiming and marking concurrently from one queue: each
+// iteration enqueues one message and some worker delivers one.
+func benchClaimParallel(b *testing.B, j journal.Journal) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	n := 0
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			mu.Lock()
+			n++
+			id := n
+			mu.Unlock()
+			if _, _, err := j.Enqueue(ctx, journal.Message{Dedupe: fmt.Sprint("p", id), Kind: "k"}); err != nil {
+				b.Error(err)
+				return
+			}
+			ms, err := j.Claim(ctx, time.Now(), time.Minute, 1)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			for _, m := range ms {
+				if err := j.MarkSent(ctx, m.ID, time.Now()); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}
+	})
 }

@@ -198,13 +198,13 @@ func New(ctx context.Context, sdb *sql.DB, d Dialect, path string, opts ...Optio
 	return db, nil
 }
 
-// maxTxAttempts bounds the retries of a transaction that lost a
-// serialization race.
+// maxTxAttempts bounds the runs of a statement or transaction the dialect
+// says may run again.
 const maxTxAttempts = 20
 
 // tx runs fn in a transaction, committing when fn returns nil, and retries
-// it from the start when the dialect says the failure was a lost race: fn
-// must reset whatever it accumulates. When ctx carries a Fence, the
+// it from the start when the dialect says the failure left nothing done (a
+// lost race, a session the server ended): fn must reset what it accumulates. When ctx carries a Fence, the
 // transaction first checks it (ErrFenced when the lease was lost).
 func (db *DB) tx(ctx context.Context, fn func(conn) error) error {
 	return db.txWith(ctx, db.d.TxOptions, fn)

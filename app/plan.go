@@ -17,6 +17,7 @@ import (
 	"github.com/mrbacd/mrbacd/jobs/rotate"
 	"github.com/mrbacd/mrbacd/jobs/scheduler"
 	"github.com/mrbacd/mrbacd/journal"
+	"github.com/mrbacd/mrbacd/journal/backend"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/secrets"
 )
@@ -90,7 +91,7 @@ func Plan(ctx context.Context, cfg *config.Config, log *slog.Logger) (PlanReport
 	}
 	defer closeStores()
 	rep := PlanReport{Journal: "none yet"}
-	db, err := journal.OpenReadOnly(ctx, cfg.State.Path)
+	db, err := openPlanJournal(ctx, cfg)
 	var j journal.Journal
 	switch {
 	case errors.Is(err, journal.ErrNoJournal):
@@ -101,6 +102,9 @@ func Plan(ctx context.Context, cfg *config.Config, log *slog.Logger) (PlanReport
 		defer db.Close()
 		j = db
 		rep.Journal = db.Path()
+		if cfg.State.Postgres != nil {
+			rep.Journal = backend.Describe(cfg.State)
+		}
 	}
 	engine, err := newEngine(cfg, platform, stores, j, nil, log)
 	if err != nil {
@@ -281,4 +285,14 @@ func (u unavailablePlatform) ListModels(context.Context, mistral.Secret) ([]mist
 // ListAllWorkspaces implements rotate.Platform.
 func (u unavailablePlatform) ListAllWorkspaces(context.Context) ([]mistral.Workspace, error) {
 	return nil, u.err
+}
+
+// openPlanJournal opens the journal for reading: a SQLite file read-only
+// (ErrNoJournal when there is none); a shared PostgreSQL journal as the
+// daemons do, since they keep its schema current.
+func openPlanJournal(ctx context.Context, cfg *config.Config) (*journal.DB, error) {
+	if cfg.State.Postgres != nil {
+		return backend.Open(ctx, cfg.State)
+	}
+	return journal.OpenReadOnly(ctx, cfg.State.Path)
 }

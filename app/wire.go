@@ -11,6 +11,7 @@ import (
 
 	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/journal"
+	"github.com/mrbacd/mrbacd/journal/backend"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/secrets"
 	"github.com/mrbacd/mrbacd/secrets/awssm"
@@ -131,15 +132,17 @@ func vaultAuth(a config.VaultAuth) (vault.AuthOptions, error) {
 	return o, nil
 }
 
-// openJournal opens the journal at state.path: created if needed, or, for
-// a dry run, read-only and only if it exists (nil, nil when it does not: a
-// dry run records nothing).
+// openJournal opens the journal the config's state names: created if
+// needed, or, for a dry run on SQLite, read-only and only if it exists (nil,
+// nil when it does not: a dry run records nothing).
 func openJournal(ctx context.Context, cfg *config.Config, dryRun bool) (journal.Journal, error) {
-	open := journal.Open
-	if dryRun {
-		open = journal.OpenReadOnly
+	var db *journal.DB
+	var err error
+	if dryRun && cfg.State.Postgres == nil {
+		db, err = journal.OpenReadOnly(ctx, cfg.State.Path)
+	} else {
+		db, err = backend.Open(ctx, cfg.State, journal.WithLogger(slog.Default()))
 	}
-	db, err := open(ctx, cfg.State.Path)
 	if dryRun && errors.Is(err, journal.ErrNoJournal) {
 		return nil, nil
 	}

@@ -69,7 +69,9 @@ func applyDefaults(c *Config) {
 		m.MaxRetries = &n
 	}
 
-	setStr(&c.State.Path, DefaultStatePath)
+	if c.State.Postgres == nil {
+		setStr(&c.State.Path, DefaultStatePath)
+	}
 	setStr(&c.Admin.Socket, DefaultAdminSocket)
 	setStr(&c.Admin.SocketMode, DefaultSocketMode)
 	setStr(&c.Log.Format, DefaultLogFormat)

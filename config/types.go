@@ -49,9 +49,23 @@ type Mistral struct {
 	MaxRetries *int `yaml:"max_retries"`
 }
 
-// State locates the journal.
+// State locates the journal: a SQLite file (path, the default) or a
+// PostgreSQL database (postgres); exactly one.
 type State struct {
-	Path string `yaml:"path"` // default /var/lib/mrbacd/state.db
+	// Path is the SQLite journal's file (default /var/lib/mrbacd/state.db
+	// when postgres is not set).
+	Path string `yaml:"path"`
+	// Postgres, when set, puts the journal in PostgreSQL, shared by every
+	// daemon and gateway configured with it.
+	Postgres *PostgresState `yaml:"postgres"`
+}
+
+// PostgresState says where the PostgreSQL journal's DSN (a URL or a
+// key=value connection string; a secret, as it may hold a password) is read
+// from: exactly one of an environment variable and a file.
+type PostgresState struct {
+	DSNEnv  string `yaml:"dsn_env"`
+	DSNFile string `yaml:"dsn_file"`
 }
 
 // Admin configures the unix-socket admin API.

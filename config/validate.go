@@ -117,9 +117,7 @@ func (v *validator) validate() {
 	c := v.cfg
 	v.validateMistral()
 
-	if c.State.Path == "" {
-		v.errorf("state.path", "required")
-	}
+	v.validateState()
 	if mode, err := strconv.ParseUint(c.Admin.SocketMode, 8, 32); err != nil || mode > 0o777 {
 		v.errorf("admin.socket_mode", "must be an octal file mode such as 0600 or 0660")
 	} else if mode&0o007 != 0 {
@@ -169,6 +167,23 @@ func (v *validator) validateMistral() {
 	v.oneOf("mistral.admin_auth_header", m.AdminAuthHeader, "bearer", "x-api-key")
 	if m.MaxRetries != nil && (*m.MaxRetries < 0 || *m.MaxRetries > 20) {
 		v.errorf("mistral.max_retries", "must be between 0 and 20")
+	}
+}
+
+// validateState checks the journal's location: a SQLite path or a
+// PostgreSQL DSN source, exactly one.
+func (v *validator) validateState() {
+	s := v.cfg.State
+	switch {
+	case s.Postgres == nil && v.set("state.postgres"):
+		// "postgres:" with nothing after it must not fall back to SQLite.
+		v.errorf("state.postgres", "empty: give dsn_env or dsn_file (or remove it to use the SQLite state.path)")
+	case s.Postgres != nil && s.Path != "":
+		v.errorf("state.postgres", "set only one of state.path (SQLite) and state.postgres")
+	case s.Postgres != nil:
+		v.envFile("state.postgres", "dsn", s.Postgres.DSNEnv, s.Postgres.DSNFile, true)
+	case s.Path == "":
+		v.errorf("state.path", "required (or state.postgres)")
 	}
 }
 

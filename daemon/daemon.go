@@ -28,6 +28,7 @@ import (
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/scheduler"
 	"github.com/mrbacd/mrbacd/journal"
+	journalbackend "github.com/mrbacd/mrbacd/journal/backend"
 	"github.com/mrbacd/mrbacd/metrics"
 )
 
@@ -92,8 +93,8 @@ type Options struct {
 	Now func() time.Time
 	// Load reads a config; default config.Load.
 	Load func(path string) (*config.Config, error)
-	// OpenJournal opens the journal a config names; default the SQLite
-	// file at state.path (journal.Open).
+	// OpenJournal opens the journal a config names; default
+	// backend.OpenConfig (the SQLite file at state.path or state.postgres).
 	OpenJournal func(ctx context.Context, cfg *config.Config) (journal.Journal, error)
 }
 
@@ -146,7 +147,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		opts.Load = config.Load
 	}
 	if opts.OpenJournal == nil {
-		opts.OpenJournal = OpenSQLite
+		opts.OpenJournal = journalbackend.OpenConfig
 	}
 	cfg, err := opts.Load(opts.ConfigPath)
 	if err != nil {
@@ -425,15 +426,6 @@ func (d *Daemon) Scheduler() *scheduler.Scheduler { return d.sched }
 // Journal returns the journal.
 func (d *Daemon) Journal() journal.Journal { return d.db }
 
-// OpenSQLite opens the SQLite journal at the config's state.path.
-func OpenSQLite(ctx context.Context, cfg *config.Config) (journal.Journal, error) {
-	db, err := journal.Open(ctx, cfg.State.Path)
-	if err != nil {
-		return nil, err // a nil *journal.DB must not become a non-nil Journal
-	}
-	return db, nil
-}
-
 func (d *Daemon) onFinish(ctx context.Context, f scheduler.Finished) {
 	d.metrics.ObserveRun(f.Job, f.Status, f.Duration)
 	if f.Job == jobs.Rotate {
@@ -587,7 +579,7 @@ func restartNotes(old, cfg *config.Config) []string {
 	check("admin.socket_mode", old.Admin.SocketMode, cfg.Admin.SocketMode)
 	check("admin.socket_group", old.Admin.SocketGroup, cfg.Admin.SocketGroup)
 	check("metrics.listen", old.Metrics.Listen, cfg.Metrics.Listen)
-	check("state.path", old.State.Path, cfg.State.Path)
+	check("state", journalbackend.Describe(old.State), journalbackend.Describe(cfg.State))
 	check("log.format", old.Log.Format, cfg.Log.Format)
 	check("gateway.listen", old.Gateway.Listen, cfg.Gateway.Listen)
 	if !reflect.DeepEqual(old.Notify, cfg.Notify) {

@@ -51,7 +51,7 @@ func (c AuditCursor) Advance(id string, at time.Time) AuditCursor {
 func (db *DB) AuditCursor(ctx context.Context, source string) (AuditCursor, error) {
 	var t int64
 	var ids string
-	err := db.sql.QueryRowContext(ctx, `SELECT last_time, ids FROM audit_cursors WHERE source = ?`, source).Scan(&t, &ids)
+	err := db.conn().queryRow(ctx, `SELECT last_time, ids FROM audit_cursors WHERE source = ?`, source).Scan(&t, &ids)
 	if errors.Is(err, sql.ErrNoRows) {
 		return AuditCursor{}, nil
 	}
@@ -76,10 +76,10 @@ func (db *DB) AdvanceAuditCursor(ctx context.Context, source string, c AuditCurs
 	if len(settle) > 0 && scope == "" {
 		return fmt.Errorf("advance audit cursor %s: %w: findings to settle without a scope", source, ErrInvalid)
 	}
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx conn) error {
 		var t int64
 		var raw string
-		err := tx.QueryRowContext(ctx, `SELECT last_time, ids FROM audit_cursors WHERE source = ?`, source).Scan(&t, &raw)
+		err := tx.queryRow(ctx, `SELECT last_time, ids FROM audit_cursors WHERE source = ?`, source).Scan(&t, &raw)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 		case err != nil:
@@ -100,13 +100,13 @@ func (db *DB) AdvanceAuditCursor(ctx context.Context, source string, c AuditCurs
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_cursors (source, last_time, ids, updated_at) VALUES (?, ?, ?, ?)
+		if _, err := tx.exec(ctx, `INSERT INTO audit_cursors (source, last_time, ids, updated_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (source) DO UPDATE SET last_time = excluded.last_time, ids = excluded.ids, updated_at = excluded.updated_at`,
 			source, ns(c.Time), string(ids), ns(at)); err != nil {
 			return err
 		}
 		for _, id := range settle {
-			if _, err := tx.ExecContext(ctx, `UPDATE findings SET resolved_at = ?, resolution_reported = ? WHERE scope = ? AND id = ? AND resolved_at = 0`,
+			if _, err := tx.exec(ctx, `UPDATE findings SET resolved_at = ?, resolution_reported = ? WHERE scope = ? AND id = ? AND resolved_at = 0`,
 				ns(at), ns(at), scope, id); err != nil {
 				return err
 			}

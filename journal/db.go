@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -33,12 +34,21 @@ type DB struct {
 	sql  *sql.DB
 	path string
 	now  func() time.Time
+	d    Dialect
+	log  *slog.Logger
 }
 
-// Open opens (creating if needed) the journal at path and applies pending
-// migrations. The parent directory is created with mode 0700 and the file is
-// restricted to 0600.
-func Open(ctx context.Context, path string) (*DB, error) {
+// sqlite is the embedded engine's dialect.
+var sqliteDialect = Dialect{
+	Name:       "sqlite",
+	Migrations: migrations,
+	IsUnique:   isSQLiteUnique,
+}
+
+// Open opens (creating if needed) the SQLite journal at path and applies
+// pending migrations. The parent directory is created with mode 0700 and the
+// file is restricted to 0600.
+func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	if path == "" {
 		return nil, fmt.Errorf("open journal: %w: empty path", ErrInvalid)
 	}
@@ -68,12 +78,12 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	sdb.SetMaxOpenConns(4)
 	sdb.SetMaxIdleConns(4)
 	sdb.SetConnMaxIdleTime(time.Minute)
-	db := &DB{sql: sdb, path: path, now: time.Now}
 	if err := sdb.PingContext(ctx); err != nil {
 		sdb.Close()
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
-	if err := db.migrate(ctx); err != nil {
+	db, err := New(ctx, sdb, sqliteDialect, path, opts...)
+	if err != nil {
 		sdb.Close()
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
@@ -83,25 +93,11 @@ func Open(ctx context.Context, path string) (*DB, error) {
 // Close closes the journal.
 func (db *DB) Close() error { return db.sql.Close() }
 
-// Path returns the journal's file path.
+// Path returns the journal's file path ("" when it is not a file).
 func (db *DB) Path() string { return db.path }
 
 // Ping checks the journal answers (for status and health checks).
 func (db *DB) Ping(ctx context.Context) error { return db.sql.PingContext(ctx) }
-
-// tx runs fn in a transaction (BEGIN IMMEDIATE via the DSN), committing when fn
-// returns nil.
-func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := db.sql.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	return tx.Commit()
-}
 
 // ns converts a time to the stored form: Unix nanoseconds, 0 for the zero time.
 func ns(t time.Time) int64 {
@@ -122,10 +118,13 @@ func tm(v int64) time.Time {
 // Vacuum checkpoints the WAL into the main file and rebuilds it to reclaim
 // space freed by Prune. SQLite-specific; run it rarely (it takes the write lock).
 func (db *DB) Vacuum(ctx context.Context) error {
-	if _, err := db.sql.ExecContext(ctx, `VACUUM`); err != nil {
+	if db.d.Name != sqliteDialect.Name {
+		return fmt.Errorf("vacuum: %w: only the SQLite journal is vacuumed by mrbacd", ErrInvalid)
+	}
+	if _, err := db.conn().exec(ctx, `VACUUM`); err != nil {
 		return fmt.Errorf("vacuum: %w", err)
 	}
-	if _, err := db.sql.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+	if _, err := db.conn().exec(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
 		return fmt.Errorf("wal checkpoint: %w", err)
 	}
 	return nil
@@ -168,9 +167,10 @@ func (db *DB) Prune(ctx context.Context, opts PruneOptions) (PruneResult, error)
 		{&res.Usage, `DELETE FROM usage_counters WHERE updated_at < ?`},
 		{&res.Leases, `DELETE FROM leases WHERE expires_at < ?`},
 	}
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx conn) error {
+		res = PruneResult{}
 		for _, s := range steps {
-			r, err := tx.ExecContext(ctx, s.q, cut)
+			r, err := tx.exec(ctx, s.q, cut)
 			if err != nil {
 				return err
 			}

@@ -2,7 +2,6 @@ package journal
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 )
@@ -73,8 +72,9 @@ func (db *DB) SyncFindings(ctx context.Context, scope string, current []Finding,
 		seen[f.ID] = true
 	}
 	t := ns(now)
-	err := db.tx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT `+findingCols+` FROM findings WHERE scope = ?`, scope)
+	err := db.tx(ctx, func(tx conn) error {
+		d = FindingsDelta{}
+		rows, err := tx.query(ctx, `SELECT `+findingCols+` FROM findings WHERE scope = ?`, scope)
 		if err != nil {
 			return err
 		}
@@ -99,7 +99,7 @@ func (db *DB) SyncFindings(ctx context.Context, scope string, current []Finding,
 			switch {
 			case !ok:
 				c.FirstSeen, c.ReportedAt, c.ResolvedAt = now, time.Time{}, time.Time{}
-				if _, err := tx.ExecContext(ctx, `INSERT INTO findings (scope, `+findingCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0)`,
+				if _, err := tx.exec(ctx, `INSERT INTO findings (scope, `+findingCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0)`,
 					scope, c.ID, c.Kind, c.Severity, c.Subject, c.Detail, c.Action, t, t); err != nil {
 					return err
 				}
@@ -107,7 +107,7 @@ func (db *DB) SyncFindings(ctx context.Context, scope string, current []Finding,
 			case !old.ResolvedAt.IsZero():
 				// Back after being resolved: a new occurrence.
 				c.FirstSeen, c.ReportedAt, c.ResolvedAt = now, time.Time{}, time.Time{}
-				if _, err := tx.ExecContext(ctx, `UPDATE findings SET kind = ?, severity = ?, subject = ?, detail = ?, action = ?,
+				if _, err := tx.exec(ctx, `UPDATE findings SET kind = ?, severity = ?, subject = ?, detail = ?, action = ?,
 					first_seen = ?, last_seen = ?, reported_at = 0, resolved_at = 0, resolution_reported = 0 WHERE scope = ? AND id = ?`,
 					c.Kind, c.Severity, c.Subject, c.Detail, c.Action, t, t, scope, c.ID); err != nil {
 					return err
@@ -115,7 +115,7 @@ func (db *DB) SyncFindings(ctx context.Context, scope string, current []Finding,
 				d.New = append(d.New, c)
 			default:
 				c.FirstSeen, c.ReportedAt = old.FirstSeen, old.ReportedAt
-				if _, err := tx.ExecContext(ctx, `UPDATE findings SET kind = ?, severity = ?, subject = ?, detail = ?, action = ?,
+				if _, err := tx.exec(ctx, `UPDATE findings SET kind = ?, severity = ?, subject = ?, detail = ?, action = ?,
 					last_seen = ? WHERE scope = ? AND id = ?`,
 					c.Kind, c.Severity, c.Subject, c.Detail, c.Action, t, scope, c.ID); err != nil {
 					return err
@@ -135,12 +135,12 @@ func (db *DB) SyncFindings(ctx context.Context, scope string, current []Finding,
 			switch {
 			case old.ResolvedAt.IsZero() && old.ReportedAt.IsZero():
 				// Never reported: resolve silently.
-				if _, err := tx.ExecContext(ctx, `UPDATE findings SET resolved_at = ?, resolution_reported = ? WHERE scope = ? AND id = ?`,
+				if _, err := tx.exec(ctx, `UPDATE findings SET resolved_at = ?, resolution_reported = ? WHERE scope = ? AND id = ?`,
 					t, t, scope, id); err != nil {
 					return err
 				}
 			case old.ResolvedAt.IsZero():
-				if _, err := tx.ExecContext(ctx, `UPDATE findings SET resolved_at = ? WHERE scope = ? AND id = ?`, t, scope, id); err != nil {
+				if _, err := tx.exec(ctx, `UPDATE findings SET resolved_at = ? WHERE scope = ? AND id = ?`, t, scope, id); err != nil {
 					return err
 				}
 				old.ResolvedAt = now
@@ -162,15 +162,15 @@ func (db *DB) SyncFindings(ctx context.Context, scope string, current []Finding,
 // in the outbox.
 func (db *DB) MarkFindingsReported(ctx context.Context, scope string, d FindingsDelta, at time.Time) error {
 	t := ns(at)
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx conn) error {
 		for _, f := range d.New {
-			if _, err := tx.ExecContext(ctx, `UPDATE findings SET reported_at = ? WHERE scope = ? AND id = ? AND resolved_at = 0`,
+			if _, err := tx.exec(ctx, `UPDATE findings SET reported_at = ? WHERE scope = ? AND id = ? AND resolved_at = 0`,
 				t, scope, f.ID); err != nil {
 				return err
 			}
 		}
 		for _, f := range d.Resolved {
-			if _, err := tx.ExecContext(ctx, `UPDATE findings SET resolution_reported = ? WHERE scope = ? AND id = ? AND resolved_at <> 0`,
+			if _, err := tx.exec(ctx, `UPDATE findings SET resolution_reported = ? WHERE scope = ? AND id = ? AND resolved_at <> 0`,
 				t, scope, f.ID); err != nil {
 				return err
 			}
@@ -185,7 +185,7 @@ func (db *DB) MarkFindingsReported(ctx context.Context, scope string, d Findings
 
 // OpenFindings returns the scope's unresolved findings, by kind then id.
 func (db *DB) OpenFindings(ctx context.Context, scope string) ([]Finding, error) {
-	rows, err := db.sql.QueryContext(ctx, `SELECT `+findingCols+` FROM findings WHERE scope = ? AND resolved_at = 0 ORDER BY kind, id`, scope)
+	rows, err := db.conn().query(ctx, `SELECT `+findingCols+` FROM findings WHERE scope = ? AND resolved_at = 0 ORDER BY kind, id`, scope)
 	if err != nil {
 		return nil, fmt.Errorf("open findings %s: %w", scope, err)
 	}

@@ -14,6 +14,7 @@ import (
 type Journal interface {
 	Rotations
 	Leases
+	Fencing
 	Runs
 	Findings
 	AuditLog
@@ -42,6 +43,16 @@ type Leases interface {
 	RenewLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
 	ReleaseLease(ctx context.Context, name, owner string) error
 	LeaseHolder(ctx context.Context, name string) (owner string, expires time.Time, ok bool, err error)
+}
+
+// Fencing is leader election's lease: one holder per name, each tenure
+// numbered by a token that only grows, and writes made under WithFence
+// refused (ErrFenced) once their tenure is over (package election).
+type Fencing interface {
+	AcquireFenced(ctx context.Context, name, owner string, ttl time.Duration) (token int64, ok bool, err error)
+	RenewFenced(ctx context.Context, name, owner string, token int64, ttl time.Duration) (bool, error)
+	ReleaseFenced(ctx context.Context, name, owner string, token int64) error
+	FencedHolder(ctx context.Context, name string) (info LeaseInfo, ok bool, err error)
 }
 
 // Runs records job runs and the scheduler's last fires (jobs/scheduler,

@@ -16,7 +16,7 @@ func (db *DB) AcquireLease(ctx context.Context, name, owner string, ttl time.Dur
 		return false, fmt.Errorf("acquire lease %q: %w: name, owner and a positive ttl are required", name, ErrInvalid)
 	}
 	now := db.now()
-	res, err := db.sql.ExecContext(ctx, `INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?)
+	res, err := db.execWrite(ctx, `INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?)
 		ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
 		WHERE leases.owner = excluded.owner OR leases.expires_at <= ?`,
 		name, owner, ns(now.Add(ttl)), ns(now))
@@ -38,7 +38,7 @@ func (db *DB) RenewLease(ctx context.Context, name, owner string, ttl time.Durat
 		return false, fmt.Errorf("renew lease %q: %w: name, owner and a positive ttl are required", name, ErrInvalid)
 	}
 	now := db.now()
-	res, err := db.sql.ExecContext(ctx, `UPDATE leases SET expires_at = ? WHERE name = ? AND owner = ? AND expires_at > ?`,
+	res, err := db.execWrite(ctx, `UPDATE leases SET expires_at = ? WHERE name = ? AND owner = ? AND expires_at > ?`,
 		ns(now.Add(ttl)), name, owner, ns(now))
 	if err != nil {
 		return false, fmt.Errorf("renew lease %q: %w", name, err)
@@ -49,7 +49,7 @@ func (db *DB) RenewLease(ctx context.Context, name, owner string, ttl time.Durat
 
 // ReleaseLease gives owner's lease up; releasing a lease one does not hold is a no-op.
 func (db *DB) ReleaseLease(ctx context.Context, name, owner string) error {
-	if _, err := db.sql.ExecContext(ctx, `DELETE FROM leases WHERE name = ? AND owner = ?`, name, owner); err != nil {
+	if _, err := db.execWrite(ctx, `DELETE FROM leases WHERE name = ? AND owner = ?`, name, owner); err != nil {
 		return fmt.Errorf("release lease %q: %w", name, err)
 	}
 	return nil
@@ -59,7 +59,7 @@ func (db *DB) ReleaseLease(ctx context.Context, name, owner string) error {
 // nobody holds it (absent or expired).
 func (db *DB) LeaseHolder(ctx context.Context, name string) (owner string, expires time.Time, ok bool, err error) {
 	var exp int64
-	err = db.sql.QueryRowContext(ctx, `SELECT owner, expires_at FROM leases WHERE name = ? AND expires_at > ?`,
+	err = db.conn().queryRow(ctx, `SELECT owner, expires_at FROM leases WHERE name = ? AND expires_at > ?`,
 		name, ns(db.now())).Scan(&owner, &exp)
 	if err != nil {
 		if isNoRows(err) {

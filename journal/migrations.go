@@ -6,16 +6,8 @@ import (
 	"fmt"
 )
 
-// migration is one schema step. Versions are consecutive from 1; a migration,
-// once released, is never edited: add a new one.
-type migration struct {
-	version int
-	name    string
-	stmts   []string
-}
-
 // migrations is the schema history, applied in order by Open.
-var migrations = []migration{
+var migrations = []Migration{
 	{1, "initial", []string{
 		`CREATE TABLE rotations (
 			id               TEXT PRIMARY KEY,
@@ -108,7 +100,18 @@ var migrations = []migration{
 		// out mid-send), so the message may already have been delivered.
 		`ALTER TABLE outbox ADD COLUMN claimed_at BIGINT NOT NULL DEFAULT 0`,
 	}},
-	{3, "audit log cursors", []string{
+	{3, "fenced leases", []string{
+		// Leader election's leases: never deleted (Prune keeps them), so a
+		// name's token only grows and a write fenced with an old token is
+		// refused. expires_at 0 means released.
+		`CREATE TABLE fenced_leases (
+			name        TEXT PRIMARY KEY,
+			owner       TEXT NOT NULL,
+			token       BIGINT NOT NULL,
+			expires_at  BIGINT NOT NULL
+		)`,
+	}},
+	{4, "audit log cursors", []string{
 		// The position reached in an external audit log (the platform's
 		// GET /v1/admin/audit-logs): the last event time read and the ids
 		// of the events read at exactly that time (a JSON array), so a
@@ -123,44 +126,62 @@ var migrations = []migration{
 }
 
 // migrate applies every migration not yet recorded in schema_version, each in
-// its own transaction. Re-checking the version inside the (IMMEDIATE)
-// transaction makes concurrent opens by two processes safe.
+// its own transaction. Re-checking the version inside the transaction (IMMEDIATE
+// on SQLite, behind the dialect's MigrationLock elsewhere) makes concurrent
+// opens by several processes safe.
 func (db *DB) migrate(ctx context.Context) error {
-	if _, err := db.sql.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
-		version     INTEGER PRIMARY KEY,
-		name        TEXT NOT NULL,
-		applied_at  BIGINT NOT NULL
-	)`); err != nil {
+	if err := db.txWith(ctx, db.d.MigrationTxOptions, func(tx conn) error {
+		if err := db.migrationLock(ctx, tx); err != nil {
+			return err
+		}
+		_, err := tx.exec(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
+			version     INTEGER PRIMARY KEY,
+			name        TEXT NOT NULL,
+			applied_at  BIGINT NOT NULL
+		)`)
+		return err
+	}); err != nil {
 		return fmt.Errorf("create schema_version: %w", err)
 	}
-	for _, m := range migrations {
-		if err := db.tx(ctx, func(tx *sql.Tx) error {
+	for _, m := range db.d.Migrations {
+		if err := db.txWith(ctx, db.d.MigrationTxOptions, func(tx conn) error {
+			if err := db.migrationLock(ctx, tx); err != nil {
+				return err
+			}
 			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_version WHERE version = ?`, m.version).Scan(&n); err != nil {
+			if err := tx.queryRow(ctx, `SELECT COUNT(*) FROM schema_version WHERE version = ?`, m.Version).Scan(&n); err != nil {
 				return err
 			}
 			if n > 0 {
 				return nil
 			}
-			for _, s := range m.stmts {
-				if _, err := tx.ExecContext(ctx, s); err != nil {
+			for _, s := range m.Stmts {
+				if _, err := tx.exec(ctx, s); err != nil {
 					return err
 				}
 			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)`,
-				m.version, m.name, ns(db.now()))
+			_, err := tx.exec(ctx, `INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)`,
+				m.Version, m.Name, ns(db.now()))
 			return err
 		}); err != nil {
-			return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+			return fmt.Errorf("migration %d (%s): %w", m.Version, m.Name, err)
 		}
 	}
 	return nil
 }
 
+func (db *DB) migrationLock(ctx context.Context, tx conn) error {
+	if db.d.MigrationLock == "" {
+		return nil
+	}
+	_, err := tx.exec(ctx, db.d.MigrationLock)
+	return err
+}
+
 // SchemaVersion returns the highest applied migration.
 func (db *DB) SchemaVersion(ctx context.Context) (int, error) {
 	var v sql.NullInt64
-	if err := db.sql.QueryRowContext(ctx, `SELECT MAX(version) FROM schema_version`).Scan(&v); err != nil {
+	if err := db.conn().queryRow(ctx, `SELECT MAX(version) FROM schema_version`).Scan(&v); err != nil {
 		return 0, fmt.Errorf("schema version: %w", err)
 	}
 	return int(v.Int64), nil

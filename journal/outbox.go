@@ -71,8 +71,9 @@ func (db *DB) Enqueue(ctx context.Context, m Message) (id int64, created bool, e
 	if m.NextAttempt.IsZero() {
 		m.NextAttempt = now
 	}
-	err = db.tx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `INSERT INTO outbox (dedupe, severity, channel, kind, payload, status, attempts, next_attempt, created_at)
+	err = db.tx(ctx, func(tx conn) error {
+		id, created = 0, false
+		rows, err := tx.query(ctx, `INSERT INTO outbox (dedupe, severity, channel, kind, payload, status, attempts, next_attempt, created_at)
 			VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?) ON CONFLICT (dedupe) DO NOTHING RETURNING id`,
 			nullable(m.Dedupe), m.Severity, m.Channel, m.Kind, m.Payload, ns(m.NextAttempt), ns(now))
 		if err != nil {
@@ -92,7 +93,7 @@ func (db *DB) Enqueue(ctx context.Context, m Message) (id int64, created bool, e
 		if created {
 			return nil
 		}
-		return tx.QueryRowContext(ctx, `SELECT id FROM outbox WHERE dedupe = ?`, m.Dedupe).Scan(&id)
+		return tx.queryRow(ctx, `SELECT id FROM outbox WHERE dedupe = ?`, m.Dedupe).Scan(&id)
 	})
 	if err != nil {
 		return 0, false, fmt.Errorf("enqueue %s message: %w", m.Kind, err)
@@ -123,8 +124,9 @@ func (db *DB) Claim(ctx context.Context, now time.Time, lease time.Duration, lim
 		return nil, fmt.Errorf("claim messages: %w: lease must be positive", ErrInvalid)
 	}
 	var out []Message
-	err := db.tx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT `+msgCols+` FROM outbox WHERE status = 'pending' AND next_attempt <= ?
+	err := db.tx(ctx, func(tx conn) error {
+		out = out[:0]
+		rows, err := tx.query(ctx, `SELECT `+msgCols+` FROM outbox WHERE status = 'pending' AND next_attempt <= ?
 			ORDER BY id LIMIT ?`, ns(now), limit)
 		if err != nil {
 			return err
@@ -143,7 +145,7 @@ func (db *DB) Claim(ctx context.Context, now time.Time, lease time.Duration, lim
 		}
 		until := now.Add(lease)
 		for i := range out {
-			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, claimed_at = ? WHERE id = ?`,
+			if _, err := tx.exec(ctx, `UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, claimed_at = ? WHERE id = ?`,
 				ns(until), ns(now), out[i].ID); err != nil {
 				return err
 			}
@@ -192,7 +194,7 @@ func (db *DB) Requeue(ctx context.Context, id int64) error {
 }
 
 func (db *DB) updateMsg(ctx context.Context, what string, id int64, q string, args ...any) error {
-	res, err := db.sql.ExecContext(ctx, q, args...)
+	res, err := db.execWrite(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("%s message %d: %w", what, id, err)
 	}
@@ -205,7 +207,7 @@ func (db *DB) updateMsg(ctx context.Context, what string, id int64, q string, ar
 // PendingCount returns how many messages await delivery.
 func (db *DB) PendingCount(ctx context.Context) (int, error) {
 	var n int
-	if err := db.sql.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox WHERE status = 'pending'`).Scan(&n); err != nil {
+	if err := db.conn().queryRow(ctx, `SELECT COUNT(*) FROM outbox WHERE status = 'pending'`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("pending count: %w", err)
 	}
 	return n, nil
@@ -215,7 +217,7 @@ func (db *DB) PendingCount(ctx context.Context) (int, error) {
 // when nothing is pending.
 func (db *DB) NextDue(ctx context.Context) (time.Time, bool, error) {
 	var v sql.NullInt64
-	if err := db.sql.QueryRowContext(ctx, `SELECT MIN(next_attempt) FROM outbox WHERE status = 'pending'`).Scan(&v); err != nil {
+	if err := db.conn().queryRow(ctx, `SELECT MIN(next_attempt) FROM outbox WHERE status = 'pending'`).Scan(&v); err != nil {
 		return time.Time{}, false, fmt.Errorf("next due: %w", err)
 	}
 	if !v.Valid {
@@ -226,7 +228,7 @@ func (db *DB) NextDue(ctx context.Context) (time.Time, bool, error) {
 
 // Message returns one outbox message, or ErrNotFound.
 func (db *DB) Message(ctx context.Context, id int64) (Message, error) {
-	m, err := scanMsg(db.sql.QueryRowContext(ctx, `SELECT `+msgCols+` FROM outbox WHERE id = ?`, id))
+	m, err := scanMsg(db.conn().queryRow(ctx, `SELECT `+msgCols+` FROM outbox WHERE id = ?`, id))
 	if isNoRows(err) {
 		return Message{}, fmt.Errorf("message %d: %w", id, ErrNotFound)
 	}
@@ -249,7 +251,7 @@ func (db *DB) Messages(ctx context.Context, status string, limit int) ([]Message
 }
 
 func (db *DB) queryMsgs(ctx context.Context, what, q string, args ...any) ([]Message, error) {
-	rows, err := db.sql.QueryContext(ctx, `SELECT `+msgCols+` FROM outbox `+q, args...)
+	rows, err := db.conn().query(ctx, `SELECT `+msgCols+` FROM outbox `+q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/url"
 	"os"
 	"time"
@@ -52,13 +53,13 @@ func OpenReadOnly(ctx context.Context, path string) (*DB, error) {
 	sdb.SetMaxOpenConns(2)
 	sdb.SetMaxIdleConns(2)
 	sdb.SetConnMaxIdleTime(time.Minute)
-	db := &DB{sql: sdb, path: path, now: time.Now}
+	db := &DB{sql: sdb, path: path, now: time.Now, d: sqliteDialect, log: slog.Default()}
 	v, err := db.SchemaVersion(ctx)
 	if err != nil {
 		sdb.Close()
 		return nil, fmt.Errorf("open journal %s read-only: %w", path, err)
 	}
-	if want := migrations[len(migrations)-1].version; v != want {
+	if want := migrations[len(migrations)-1].Version; v != want {
 		sdb.Close()
 		return nil, fmt.Errorf("open journal %s read-only: schema version %d, this mrbacd uses %d: start the daemon (or any command that writes) once to migrate it", path, v, want)
 	}
@@ -77,7 +78,7 @@ func (db *DB) Marked(ctx context.Context, key string) (bool, error) {
 		return false, fmt.Errorf("marked: %w: empty key", ErrInvalid)
 	}
 	var n int
-	if err := db.sql.QueryRowContext(ctx, `SELECT COUNT(*) FROM once_marks WHERE mark = ?`, key).Scan(&n); err != nil {
+	if err := db.conn().queryRow(ctx, `SELECT COUNT(*) FROM once_marks WHERE mark = ?`, key).Scan(&n); err != nil {
 		return false, fmt.Errorf("marked %q: %w", key, err)
 	}
 	return n > 0, nil

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"modernc.org/sqlite"
@@ -54,8 +55,8 @@ func validStatus(s string) bool {
 	return s == StatusInFlight || s == StatusDone || s == StatusFailed
 }
 
-// isUnique reports whether err is a UNIQUE or PRIMARY KEY constraint violation.
-func isUnique(err error) bool {
+// isSQLiteUnique reports whether err is a UNIQUE or PRIMARY KEY constraint violation.
+func isSQLiteUnique(err error) bool {
 	var se *sqlite.Error
 	if errors.As(err, &se) {
 		return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
@@ -88,15 +89,15 @@ func (db *DB) BeginRotation(ctx context.Context, r Rotation) error {
 	if r.Status != StatusInFlight && r.FinishedAt.IsZero() {
 		r.FinishedAt = now
 	}
-	_, err := db.sql.ExecContext(ctx, `INSERT INTO rotations (`+rotationCols+`)
+	_, err := db.execWrite(ctx, `INSERT INTO rotations (`+rotationCols+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.ID, r.KeyName, r.Step, r.Status, r.OldKeyID, r.NewKeyID, r.NewKeyName, r.StoreVersion,
 		ns(r.PropagateUntil), r.Attempts, r.Error, r.Trigger, ns(r.StartedAt), ns(r.UpdatedAt), ns(r.FinishedAt))
 	if err != nil {
-		if isUnique(err) {
+		if db.d.IsUnique(err) {
 			// Either the id exists or the key has a rotation in flight: tell which.
 			var n int
-			if qerr := db.sql.QueryRowContext(ctx, `SELECT COUNT(*) FROM rotations WHERE id = ?`, r.ID).Scan(&n); qerr == nil && n > 0 {
+			if qerr := db.conn().queryRow(ctx, `SELECT COUNT(*) FROM rotations WHERE id = ?`, r.ID).Scan(&n); qerr == nil && n > 0 {
 				return fmt.Errorf("begin rotation %s: %w: duplicate rotation id", r.ID, ErrInvalid)
 			}
 			return fmt.Errorf("begin rotation %s of %s: %w", r.ID, r.KeyName, ErrRotationInFlight)
@@ -125,13 +126,13 @@ func (db *DB) UpdateRotation(ctx context.Context, r Rotation) error {
 	if r.Status == StatusInFlight {
 		fin = time.Time{}
 	}
-	res, err := db.sql.ExecContext(ctx, `UPDATE rotations SET step = ?, status = ?, old_key_id = ?, new_key_id = ?,
+	res, err := db.execWrite(ctx, `UPDATE rotations SET step = ?, status = ?, old_key_id = ?, new_key_id = ?,
 		new_key_name = ?, store_version = ?, propagate_until = ?, attempts = ?, error = ?, updated_at = ?, finished_at = ?
 		WHERE id = ?`,
 		r.Step, r.Status, r.OldKeyID, r.NewKeyID, r.NewKeyName, r.StoreVersion, ns(r.PropagateUntil),
 		r.Attempts, r.Error, ns(now), ns(fin), r.ID)
 	if err != nil {
-		if isUnique(err) {
+		if db.d.IsUnique(err) {
 			return fmt.Errorf("update rotation %s: %w", r.ID, ErrRotationInFlight)
 		}
 		return fmt.Errorf("update rotation %s: %w", r.ID, err)
@@ -143,7 +144,7 @@ func (db *DB) UpdateRotation(ctx context.Context, r Rotation) error {
 }
 
 func (db *DB) queryRotations(ctx context.Context, what, q string, args ...any) ([]Rotation, error) {
-	rows, err := db.sql.QueryContext(ctx, `SELECT `+rotationCols+` FROM rotations `+q, args...)
+	rows, err := db.conn().query(ctx, `SELECT `+rotationCols+` FROM rotations `+q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
@@ -170,7 +171,7 @@ func (db *DB) InFlightRotations(ctx context.Context) ([]Rotation, error) {
 
 // Rotation returns one rotation by id, or ErrNotFound.
 func (db *DB) Rotation(ctx context.Context, id string) (Rotation, error) {
-	r, err := scanRotation(db.sql.QueryRowContext(ctx, `SELECT `+rotationCols+` FROM rotations WHERE id = ?`, id))
+	r, err := scanRotation(db.conn().queryRow(ctx, `SELECT `+rotationCols+` FROM rotations WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Rotation{}, fmt.Errorf("rotation %s: %w", id, ErrNotFound)
 	}
@@ -183,7 +184,7 @@ func (db *DB) Rotation(ctx context.Context, id string) (Rotation, error) {
 // RotationsForKey returns the key's rotations, newest first; limit <= 0 means all.
 func (db *DB) RotationsForKey(ctx context.Context, keyName string, limit int) ([]Rotation, error) {
 	if limit <= 0 {
-		limit = -1
+		limit = math.MaxInt32
 	}
 	return db.queryRotations(ctx, "rotations of "+keyName,
 		`WHERE key_name = ? ORDER BY started_at DESC, id DESC LIMIT ?`, keyName, limit)
@@ -193,7 +194,7 @@ func (db *DB) RotationsForKey(ctx context.Context, keyName string, limit int) ([
 // (for status pages and digests); limit <= 0 means all.
 func (db *DB) RecentRotations(ctx context.Context, since time.Time, limit int) ([]Rotation, error) {
 	if limit <= 0 {
-		limit = -1
+		limit = math.MaxInt32
 	}
 	return db.queryRotations(ctx, "recent rotations",
 		`WHERE updated_at >= ? ORDER BY started_at DESC, id DESC LIMIT ?`, ns(since), limit)

@@ -57,8 +57,10 @@ func (db *DB) StartRun(ctx context.Context, job, trigger, args string) (int64, e
 		return 0, fmt.Errorf("start run: %w: empty job", ErrInvalid)
 	}
 	var id int64
-	err := db.sql.QueryRowContext(ctx, `INSERT INTO runs (job, trigger_by, args, status, started_at)
-		VALUES (?, ?, ?, 'running', ?) RETURNING id`, job, trigger, args, ns(db.now())).Scan(&id)
+	err := db.write(ctx, func(c conn) error {
+		return c.queryRow(ctx, `INSERT INTO runs (job, trigger_by, args, status, started_at)
+			VALUES (?, ?, ?, 'running', ?) RETURNING id`, job, trigger, args, ns(db.now())).Scan(&id)
+	})
 	if err != nil {
 		return 0, fmt.Errorf("start run of %s: %w", job, err)
 	}
@@ -72,7 +74,7 @@ func (db *DB) FinishRun(ctx context.Context, id int64, status, errMsg, summary s
 	default:
 		return fmt.Errorf("finish run %d: %w: status %q", id, ErrInvalid, status)
 	}
-	res, err := db.sql.ExecContext(ctx, `UPDATE runs SET status = ?, error = ?, summary = ?, finished_at = ? WHERE id = ?`,
+	res, err := db.execWrite(ctx, `UPDATE runs SET status = ?, error = ?, summary = ?, finished_at = ? WHERE id = ?`,
 		status, errMsg, summary, ns(db.now()), id)
 	if err != nil {
 		return fmt.Errorf("finish run %d: %w", id, err)
@@ -104,7 +106,7 @@ func (db *DB) Runs(ctx context.Context, f RunFilter) ([]Run, error) {
 	}
 	q += ` ORDER BY id DESC LIMIT ?`
 	args = append(args, f.Limit)
-	rows, err := db.sql.QueryContext(ctx, q, args...)
+	rows, err := db.conn().query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list runs: %w", err)
 	}
@@ -125,7 +127,7 @@ func (db *DB) Runs(ctx context.Context, f RunFilter) ([]Run, error) {
 
 // GetRun returns one run, or ErrNotFound.
 func (db *DB) GetRun(ctx context.Context, id int64) (Run, error) {
-	r, err := scanRun(db.sql.QueryRowContext(ctx, `SELECT `+runCols+` FROM runs WHERE id = ?`, id))
+	r, err := scanRun(db.conn().queryRow(ctx, `SELECT `+runCols+` FROM runs WHERE id = ?`, id))
 	if isNoRows(err) {
 		return Run{}, fmt.Errorf("run %d: %w", id, ErrNotFound)
 	}
@@ -138,7 +140,7 @@ func (db *DB) GetRun(ctx context.Context, id int64) (Run, error) {
 // LastRun returns the job's latest run (running or finished); ok is false when
 // it never ran.
 func (db *DB) LastRun(ctx context.Context, job string) (Run, bool, error) {
-	r, err := scanRun(db.sql.QueryRowContext(ctx, `SELECT `+runCols+` FROM runs WHERE job = ? ORDER BY id DESC LIMIT 1`, job))
+	r, err := scanRun(db.conn().queryRow(ctx, `SELECT `+runCols+` FROM runs WHERE job = ? ORDER BY id DESC LIMIT 1`, job))
 	if isNoRows(err) {
 		return Run{}, false, nil
 	}
@@ -153,7 +155,7 @@ func (db *DB) LastRun(ctx context.Context, job string) (Run, bool, error) {
 // older than any run another live process may own (e.g. start time minus the
 // longest job timeout). Returns how many it marked.
 func (db *DB) AbandonRuns(ctx context.Context, before time.Time, reason string) (int64, error) {
-	res, err := db.sql.ExecContext(ctx, `UPDATE runs SET status = 'canceled', error = ?, finished_at = ?
+	res, err := db.execWrite(ctx, `UPDATE runs SET status = 'canceled', error = ?, finished_at = ?
 		WHERE status = 'running' AND started_at < ?`, reason, ns(db.now()), ns(before))
 	if err != nil {
 		return 0, fmt.Errorf("abandon runs: %w", err)
@@ -168,7 +170,7 @@ func (db *DB) SetLastFire(ctx context.Context, job string, t time.Time) error {
 	if job == "" || t.IsZero() {
 		return fmt.Errorf("set last fire: %w: job and time are required", ErrInvalid)
 	}
-	_, err := db.sql.ExecContext(ctx, `INSERT INTO last_fires (job, fired_at) VALUES (?, ?)
+	_, err := db.execWrite(ctx, `INSERT INTO last_fires (job, fired_at) VALUES (?, ?)
 		ON CONFLICT (job) DO UPDATE SET fired_at = excluded.fired_at`, job, ns(t))
 	if err != nil {
 		return fmt.Errorf("set last fire of %s: %w", job, err)
@@ -179,7 +181,7 @@ func (db *DB) SetLastFire(ctx context.Context, job string, t time.Time) error {
 // LastFire returns the job's last recorded fire; ok is false if none.
 func (db *DB) LastFire(ctx context.Context, job string) (time.Time, bool, error) {
 	var v int64
-	err := db.sql.QueryRowContext(ctx, `SELECT fired_at FROM last_fires WHERE job = ?`, job).Scan(&v)
+	err := db.conn().queryRow(ctx, `SELECT fired_at FROM last_fires WHERE job = ?`, job).Scan(&v)
 	if isNoRows(err) {
 		return time.Time{}, false, nil
 	}
@@ -198,7 +200,7 @@ func (db *DB) MarkOnce(ctx context.Context, key string) (bool, error) {
 	if key == "" {
 		return false, fmt.Errorf("mark once: %w: empty key", ErrInvalid)
 	}
-	res, err := db.sql.ExecContext(ctx, `INSERT INTO once_marks (mark, created_at) VALUES (?, ?) ON CONFLICT (mark) DO NOTHING`,
+	res, err := db.execWrite(ctx, `INSERT INTO once_marks (mark, created_at) VALUES (?, ?) ON CONFLICT (mark) DO NOTHING`,
 		key, ns(db.now()))
 	if err != nil {
 		return false, fmt.Errorf("mark once %q: %w", key, err)

@@ -24,7 +24,7 @@ func (db *DB) AddUsage(ctx context.Context, subject, window string, tokens int64
 	if subject == "" || window == "" {
 		return fmt.Errorf("add usage: %w: subject and window are required", ErrInvalid)
 	}
-	_, err := db.sql.ExecContext(ctx, `INSERT INTO usage_counters (subject, period, tokens, usd, updated_at) VALUES (?, ?, ?, ?, ?)
+	_, err := db.execWrite(ctx, `INSERT INTO usage_counters (subject, period, tokens, usd, updated_at) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (subject, period) DO UPDATE SET tokens = usage_counters.tokens + excluded.tokens,
 			usd = usage_counters.usd + excluded.usd, updated_at = excluded.updated_at`,
 		subject, window, tokens, usd, ns(db.now()))
@@ -36,7 +36,7 @@ func (db *DB) AddUsage(ctx context.Context, subject, window string, tokens int64
 
 // Usage returns a counter's sums (zero when absent).
 func (db *DB) Usage(ctx context.Context, subject, window string) (tokens int64, usd float64, err error) {
-	err = db.sql.QueryRowContext(ctx, `SELECT tokens, usd FROM usage_counters WHERE subject = ? AND period = ?`,
+	err = db.conn().queryRow(ctx, `SELECT tokens, usd FROM usage_counters WHERE subject = ? AND period = ?`,
 		subject, window).Scan(&tokens, &usd)
 	if isNoRows(err) {
 		return 0, 0, nil
@@ -51,7 +51,7 @@ func (db *DB) Usage(ctx context.Context, subject, window string) (tokens int64, 
 // all): what a gateway loads at start.
 func (db *DB) LoadUsage(ctx context.Context, windowPrefix string) (map[UsageKey]UsageTotal, error) {
 	// substr keeps the match exact and case-sensitive on SQLite and PostgreSQL alike.
-	rows, err := db.sql.QueryContext(ctx, `SELECT subject, period, tokens, usd FROM usage_counters WHERE substr(period, 1, ?) = ?`,
+	rows, err := db.conn().query(ctx, `SELECT subject, period, tokens, usd FROM usage_counters WHERE substr(period, 1, ?) = ?`,
 		utf8.RuneCountInString(windowPrefix), windowPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("load usage: %w", err)

@@ -1,6 +1,7 @@
 // Package testenv starts the real components mrbacd's tests run against: a
 // Vault dev server, moto_server (AWS Secrets Manager) and a slacktest server,
-// each on a free 127.0.0.1 port and stopped by t.Cleanup.
+// each on a free 127.0.0.1 port and stopped by t.Cleanup, and a database of
+// the test's own on the machine's PostgreSQL, dropped by t.Cleanup.
 //
 // A missing tool fails the test loudly with instructions on how to get it;
 // nothing here ever skips a test.
@@ -8,6 +9,7 @@
 //	v := testenv.Vault(t)   // v.Addr, v.RootToken, v.Client; Seal/Unseal, Pause/Resume, Stop/Restart
 //	m := testenv.Moto(t)    // m.Endpoint, m.Region, static keys; Pause/Resume, Stop, Reset
 //	s := testenv.Slack(t)   // slack.OptionAPIURL(s.APIURL), s.WebhookURL; s.Messages(); RateLimit, FailNext, SetDown
+//	p := testenv.Postgres(t) // p.DSN; TerminateSessions (what a server restart does to clients)
 //
 // The Vault binary comes from $MRBACD_VAULT_BIN, the cache that
 // scripts/ensure-vault.sh fills (~/.cache/mrbacd/vault-v1.21.0/vault), or a

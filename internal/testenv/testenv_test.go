@@ -257,6 +257,8 @@ func TestMissingToolsFailLoudly(t *testing.T) {
 			func(tb testing.TB) { VaultBinary(tb) }, "scripts/ensure-vault.sh"},
 		{"moto_server", map[string]string{"PATH": t.TempDir()},
 			func(tb testing.TB) { Moto(tb) }, "pip install"},
+		{"postgres", map[string]string{PostgresAdminEnv: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/test?connect_timeout=2", FreePort(t))},
+			func(tb testing.TB) { Postgres(tb) }, "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,4 +1,4 @@
-package journal
+package journaltest
 
 import (
 	"context"
@@ -6,20 +6,22 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mrbacd/mrbacd/journal"
 )
 
-func TestOutbox(t *testing.T) {
+func testOutbox(t *testing.T, h *harness) {
 	ctx := context.Background()
-	db, clk, _ := openTest(t)
+	db, clk := h.journal(t), h.clk
 	enq := []struct {
-		m           Message
+		m           journal.Message
 		wantCreated bool
 	}{
-		{Message{Dedupe: "digest:2026-11-27", Kind: "audit_digest", Severity: "info", Payload: []byte(`{"a":1}`)}, true},
-		{Message{Dedupe: "digest:2026-11-27", Kind: "audit_digest", Severity: "info", Payload: []byte(`{"a":2}`)}, false},
-		{Message{Kind: "job_failed", Severity: "critical", Channel: "#oncall", Payload: []byte(`{"b":1}`)}, true},
-		{Message{Kind: "job_failed", Severity: "critical", Payload: []byte(`{"b":2}`)}, true}, // no dedupe: never merged
-		{Message{Dedupe: "later", Kind: "x", NextAttempt: t0.Add(time.Hour)}, true},
+		{journal.Message{Dedupe: "digest:2026-11-27", Kind: "audit_digest", Severity: "info", Payload: []byte(`{"a":1}`)}, true},
+		{journal.Message{Dedupe: "digest:2026-11-27", Kind: "audit_digest", Severity: "info", Payload: []byte(`{"a":2}`)}, false},
+		{journal.Message{Kind: "job_failed", Severity: "critical", Channel: "#oncall", Payload: []byte(`{"b":1}`)}, true},
+		{journal.Message{Kind: "job_failed", Severity: "critical", Payload: []byte(`{"b":2}`)}, true}, // no dedupe: never merged
+		{journal.Message{Dedupe: "later", Kind: "x", NextAttempt: T0.Add(time.Hour)}, true},
 	}
 	var idList []int64
 	for i, e := range enq {
@@ -32,7 +34,7 @@ func TestOutbox(t *testing.T) {
 	if idList[0] != idList[1] {
 		t.Fatalf("duplicate dedupe got id %d, want %d", idList[1], idList[0])
 	}
-	if m, _ := db.Message(ctx, idList[0]); string(m.Payload) != `{"a":1}` || m.Status != MsgPending || !m.CreatedAt.Equal(t0) {
+	if m, _ := db.Message(ctx, idList[0]); string(m.Payload) != `{"a":1}` || m.Status != journal.MsgPending || !m.CreatedAt.Equal(T0) {
 		t.Fatalf("first message = %+v", m)
 	}
 	if n, _ := db.PendingCount(ctx); n != 4 {
@@ -64,17 +66,17 @@ func TestOutbox(t *testing.T) {
 	if err := db.MarkDead(ctx, c2[0].ID, "channel_not_found"); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.MarkRetry(ctx, c2[0].ID, clk.Now(), "x"); !errors.Is(err, ErrNotFound) {
+	if err := db.MarkRetry(ctx, c2[0].ID, clk.Now(), "x"); !errors.Is(err, journal.ErrNotFound) {
 		t.Fatalf("retry of dead message = %v", err)
 	}
-	if err := db.MarkSent(ctx, 999, clk.Now()); !errors.Is(err, ErrNotFound) {
+	if err := db.MarkSent(ctx, 999, clk.Now()); !errors.Is(err, journal.ErrNotFound) {
 		t.Fatalf("MarkSent(999) = %v", err)
 	}
 	if n, _ := db.PendingCount(ctx); n != 2 {
 		t.Fatalf("pending = %d, want 2", n)
 	}
 	next, ok, err := db.NextDue(ctx)
-	if err != nil || !ok || !next.Equal(t0.Add(10*time.Second)) {
+	if err != nil || !ok || !next.Equal(T0.Add(10*time.Second)) {
 		t.Fatalf("NextDue = %v %v %v", next, ok, err)
 	}
 	// The lease of an abandoned claim expires: claimed but never marked.
@@ -105,31 +107,31 @@ func TestOutbox(t *testing.T) {
 	if err := db.Requeue(ctx, c2[0].ID); err != nil {
 		t.Fatal(err)
 	}
-	if m, _ := db.Message(ctx, c2[0].ID); m.Status != MsgPending {
+	if m, _ := db.Message(ctx, c2[0].ID); m.Status != journal.MsgPending {
 		t.Fatalf("requeued = %+v", m)
 	}
-	if err := db.Requeue(ctx, c1[0].ID); !errors.Is(err, ErrNotFound) {
+	if err := db.Requeue(ctx, c1[0].ID); !errors.Is(err, journal.ErrNotFound) {
 		t.Fatalf("requeue of sent = %v", err)
 	}
-	if sent, _ := db.Messages(ctx, MsgSent, 0); len(sent) != 1 || sent[0].SentAt.IsZero() {
+	if sent, _ := db.Messages(ctx, journal.MsgSent, 0); len(sent) != 1 || sent[0].SentAt.IsZero() {
 		t.Fatalf("sent = %+v", sent)
 	}
 	if all, _ := db.Messages(ctx, "", 0); len(all) != 4 {
 		t.Fatalf("all = %d", len(all))
 	}
-	if _, err := db.Claim(ctx, clk.Now(), 0, 1); !errors.Is(err, ErrInvalid) {
+	if _, err := db.Claim(ctx, clk.Now(), 0, 1); !errors.Is(err, journal.ErrInvalid) {
 		t.Fatalf("Claim(lease 0) = %v", err)
 	}
 }
 
 // Two handles (as two processes would) claiming concurrently never get the
 // same message.
-func TestOutboxClaimRace(t *testing.T) {
+func testOutboxClaimRace(t *testing.T, h *harness) {
 	ctx := context.Background()
-	a, b := openTwoHandles(t)
+	a, b := h.realTime(t), h.realTime(t)
 	const n = 60
 	for i := 0; i < n; i++ {
-		if _, _, err := a.Enqueue(ctx, Message{Kind: "k", Payload: []byte{byte(i)}}); err != nil {
+		if _, _, err := a.Enqueue(ctx, journal.Message{Kind: "k", Payload: []byte{byte(i)}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -175,26 +177,26 @@ func TestOutboxClaimRace(t *testing.T) {
 	}
 }
 
-func TestPrune(t *testing.T) {
+func testPrune(t *testing.T, h *harness) {
 	ctx := context.Background()
-	db, clk, _ := openTest(t)
+	db, clk := h.journal(t), h.clk
 	old := clk.Now()
 	// Old history.
 	rid, _ := db.StartRun(ctx, "audit", "cron", "")
-	db.FinishRun(ctx, rid, RunOK, "", "")
+	db.FinishRun(ctx, rid, journal.RunOK, "", "")
 	running, _ := db.StartRun(ctx, "rotate", "cron", "")
-	sentID, _, _ := db.Enqueue(ctx, Message{Dedupe: "s", Kind: "k"})
+	sentID, _, _ := db.Enqueue(ctx, journal.Message{Dedupe: "s", Kind: "k"})
 	db.MarkSent(ctx, sentID, old)
-	pendID, _, _ := db.Enqueue(ctx, Message{Dedupe: "p", Kind: "k"})
-	db.BeginRotation(ctx, Rotation{ID: "a1", KeyName: "a"})
-	db.UpdateRotation(ctx, Rotation{ID: "a1", Status: StatusDone, Step: "done"})
+	pendID, _, _ := db.Enqueue(ctx, journal.Message{Dedupe: "p", Kind: "k"})
+	db.BeginRotation(ctx, journal.Rotation{ID: "a1", KeyName: "a"})
+	db.UpdateRotation(ctx, journal.Rotation{ID: "a1", Status: journal.StatusDone, Step: "done"})
 	clk.Add(time.Hour)
-	db.BeginRotation(ctx, Rotation{ID: "a2", KeyName: "a"})
-	db.UpdateRotation(ctx, Rotation{ID: "a2", Status: StatusDone, Step: "done"}) // latest done of a: kept
-	db.BeginRotation(ctx, Rotation{ID: "b1", KeyName: "b"})                      // in flight: kept
-	d, _ := db.SyncFindings(ctx, "audit", []Finding{{ID: "x", Kind: "x"}, {ID: "y", Kind: "y"}}, clk.Now())
+	db.BeginRotation(ctx, journal.Rotation{ID: "a2", KeyName: "a"})
+	db.UpdateRotation(ctx, journal.Rotation{ID: "a2", Status: journal.StatusDone, Step: "done"}) // latest done of a: kept
+	db.BeginRotation(ctx, journal.Rotation{ID: "b1", KeyName: "b"})                              // in flight: kept
+	d, _ := db.SyncFindings(ctx, "audit", []journal.Finding{{ID: "x", Kind: "x"}, {ID: "y", Kind: "y"}}, clk.Now())
 	db.MarkFindingsReported(ctx, "audit", d, clk.Now())
-	d, _ = db.SyncFindings(ctx, "audit", []Finding{{ID: "y", Kind: "y"}}, clk.Now())
+	d, _ = db.SyncFindings(ctx, "audit", []journal.Finding{{ID: "y", Kind: "y"}}, clk.Now())
 	db.MarkFindingsReported(ctx, "audit", d, clk.Now())
 	db.MarkOnce(ctx, "m1")
 	db.AddUsage(ctx, "s", "day:1", 1, 1)
@@ -202,14 +204,14 @@ func TestPrune(t *testing.T) {
 	clk.Add(60 * 24 * time.Hour)
 	// Recent history.
 	newRun, _ := db.StartRun(ctx, "audit", "cron", "")
-	db.FinishRun(ctx, newRun, RunOK, "", "")
+	db.FinishRun(ctx, newRun, journal.RunOK, "", "")
 	db.MarkOnce(ctx, "m2")
 
-	res, err := db.Prune(ctx, PruneOptions{Before: clk.Now().Add(-45 * 24 * time.Hour)})
+	res, err := db.Prune(ctx, journal.PruneOptions{Before: clk.Now().Add(-45 * 24 * time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := PruneResult{Runs: 1, Messages: 1, Rotations: 1, Findings: 1, Marks: 1, Usage: 1, Leases: 1}
+	want := journal.PruneResult{Runs: 1, Messages: 1, Rotations: 1, Findings: 1, Marks: 1, Usage: 1, Leases: 1}
 	if res != want {
 		t.Fatalf("prune = %+v, want %+v", res, want)
 	}
@@ -228,7 +230,7 @@ func TestPrune(t *testing.T) {
 			t.Errorf("%s: %v", c.name, c.err)
 		}
 	}
-	if _, err := db.Rotation(ctx, "a1"); !errors.Is(err, ErrNotFound) {
+	if _, err := db.Rotation(ctx, "a1"); !errors.Is(err, journal.ErrNotFound) {
 		t.Errorf("old rotation a1 not pruned: %v", err)
 	}
 	if open, _ := db.OpenFindings(ctx, "audit"); len(open) != 1 || open[0].ID != "y" {
@@ -237,10 +239,7 @@ func TestPrune(t *testing.T) {
 	if first, _ := db.MarkOnce(ctx, "m2"); first {
 		t.Errorf("recent mark pruned")
 	}
-	if _, err := db.Prune(ctx, PruneOptions{}); !errors.Is(err, ErrInvalid) {
+	if _, err := db.Prune(ctx, journal.PruneOptions{}); !errors.Is(err, journal.ErrInvalid) {
 		t.Errorf("Prune(zero) = %v", err)
-	}
-	if err := db.Vacuum(ctx); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -1,0 +1,9 @@
+package journal_test
+
+import (
+	"testing"
+
+	"github.com/mrbacd/mrbacd/journal/journaltest"
+)
+
+func TestContract(t *testing.T) { journaltest.Run(t, journaltest.SQLite) }

@@ -108,6 +108,7 @@ var migrations = []migration{
 		// out mid-send), so the message may already have been delivered.
 		`ALTER TABLE outbox ADD COLUMN claimed_at BIGINT NOT NULL DEFAULT 0`,
 	}},
+	{3, "operator actions and finding suppressions", actionsMigration},
 }
 
 // migrate applies every migration not yet recorded in schema_version, each in

@@ -257,3 +257,24 @@ func (db *DB) WithoutSuppressed(ctx context.Context, scope string, d FindingsDel
 	}
 	return FindingsDelta{New: keep(d.New), Persisting: keep(d.Persisting), Resolved: d.Resolved}, quiet, nil
 }
+
+// ManagedKeyName names the managed key (keys: entry) a platform key id
+// belongs to according to the rotations journal: the key a done or
+// in-flight rotation created, or the old key an in-flight rotation still
+// serves. ok is false when no rotation names it.
+func (db *DB) ManagedKeyName(ctx context.Context, keyID string) (string, bool, error) {
+	if keyID == "" {
+		return "", false, nil
+	}
+	var name string
+	err := db.sql.QueryRowContext(ctx, `SELECT key_name FROM rotations
+		WHERE (new_key_id = ? AND status IN ('done','in_flight')) OR (old_key_id = ? AND status = 'in_flight')
+		ORDER BY started_at DESC LIMIT 1`, keyID, keyID).Scan(&name)
+	if isNoRows(err) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("managed key of %s: %w", keyID, err)
+	}
+	return name, true, nil
+}

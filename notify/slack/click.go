@@ -178,8 +178,8 @@ func (a *Actions) report(ctx context.Context, cb slackapi.InteractionCallback, b
 	if _, _, err := a.api.PostMessageContext(ctx, channel, slackapi.MsgOptionText(line, false), slackapi.MsgOptionTS(ts)); err != nil {
 		a.log.Warn("slack: thread reply failed", "err", a.scrub(err))
 	}
-	if status == state.ActionFailed {
-		return // the buttons stay: the operator may try again
+	if status != state.ActionDone {
+		return // the buttons stay: a failure may be retried, a refusal leaves the other actions
 	}
 	blocks := cb.Message.Blocks.BlockSet
 	replaced := false

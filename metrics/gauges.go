@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"encoding/json"
+	"regexp"
 	"sort"
 	"time"
 
@@ -86,7 +87,40 @@ func (m *Metrics) RegisterStateGauges(src GaugeSources) *StateGauges {
 	}
 	g := &StateGauges{src: src, m: m}
 	m.reg.MustRegister(g)
+	m.collectors = append(m.collectors, g)
 	return g
+}
+
+var fqNameRE = regexp.MustCompile(`fqName: "([^"]+)"`)
+
+// Names returns the names of the metrics mrbacd's own collectors export
+// (whether or not they have a value yet), sorted; histograms are named
+// without their _bucket, _sum and _count suffixes.
+func (m *Metrics) Names() []string {
+	return DescribedNames(m.collectors...)
+}
+
+// DescribedNames returns the sorted metric names the collectors describe.
+func DescribedNames(cs ...prometheus.Collector) []string {
+	ch := make(chan *prometheus.Desc, 64)
+	go func() {
+		for _, c := range cs {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	seen := map[string]bool{}
+	for d := range ch {
+		if mm := fqNameRE.FindStringSubmatch(d.String()); mm != nil {
+			seen[mm[1]] = true
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for n := range seen {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Describe implements prometheus.Collector.
@@ -101,8 +135,11 @@ func (g *StateGauges) Describe(ch chan<- *prometheus.Desc) {
 func (g *StateGauges) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if g.src.Config == nil || g.src.Journal == nil {
+		return
+	}
 	cfg := g.src.Config()
-	if cfg == nil || g.src.Journal == nil {
+	if cfg == nil {
 		return
 	}
 	now := g.src.Now()

@@ -112,6 +112,10 @@ func NewActions(opts ActionsOptions) (*Actions, error) {
 	return a, nil
 }
 
+// SetAccess replaces who may act (before Run; e.g. operators that follow
+// config reloads).
+func (a *Actions) SetAccess(acc Access) { a.opts.Access = acc }
+
 // String describes the handler without its tokens.
 func (a *Actions) String() string { return fmt.Sprintf("slack.Actions{api_url=%s}", a.opts.APIURL) }
 

@@ -131,4 +131,3 @@ func storeRecords(stores map[string]secrets.Store, inForce *configInForce) func(
 		return "", false, nil
 	}
 }
-

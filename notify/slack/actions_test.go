@@ -521,3 +521,36 @@ func TestSlashStatus(t *testing.T) {
 		}
 	}
 }
+
+// Rotate now on a failed rotation's message rotates the key it names; a
+// failing rotation leaves the buttons for another try and says why.
+func TestRotateNowOnFailedRotation(t *testing.T) {
+	e := newActionsEnv(t)
+	old := e.managed
+	msg := e.post(notify.RotationFailureMessage(notify.RotationFailure{KeyName: "dev-key", RotationID: "r-failed-1",
+		Step: "verify", Error: "GET /v1/models: 401", OldKeyID: old.ID, At: time.Now()}))
+
+	e.sb.InjectFault(sandbox.Fault{Route: "GET /v1/models", Status: 401})
+	e.sm.Click(t, msg, testenv.Click{User: operator, ActionID: "mrbacd_rotate", Confirmed: true})
+	runs := e.waitRun("rotate", 1)
+	e.sb.ClearFaults()
+	if r := runs[0]; r.Status != state.RunFailed || !strings.Contains(r.Error, "rotation of dev-key failed") {
+		t.Fatalf("failed rotate run = %+v", r)
+	}
+	if got := buttons(t, msg.Blocks); len(got) != 1 || len(e.sm.Updates()) != 0 {
+		t.Fatalf("a failed action changed the buttons: %d updates", len(e.sm.Updates()))
+	}
+	e.sm.Click(t, msg, testenv.Click{User: operator, ActionID: "mrbacd_rotate", Confirmed: true})
+	runs = e.waitRun("rotate", 2)
+	if r := runs[0]; r.Status != state.RunOK {
+		t.Fatalf("retried rotate run = %+v", r)
+	}
+	if cur := e.liveManaged(); cur.ID == old.ID {
+		t.Fatal("the key was not rotated")
+	}
+	replies := e.threadReplies(msg)
+	if len(replies) != 2 || !strings.Contains(replies[0], "it failed") || !strings.Contains(replies[1], "rotated") {
+		t.Errorf("thread = %q", replies)
+	}
+	e.sm.WaitUpdates(t, 1)
+}

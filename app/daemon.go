@@ -117,6 +117,8 @@ type daemonWiring struct {
 	rotations rotationNotes
 	// gateway is the running gateway, nil when gateway.listen is unset.
 	gateway *gatewayService
+	// inForce is the config in force, for the Slack actions and the gauges.
+	inForce configInForce
 }
 
 // sharedOutbox returns the outbox, creating it on first use.
@@ -196,8 +198,8 @@ func (w *daemonWiring) build(ctx context.Context, de daemon.Env) (*daemon.Compon
 	}, nil
 }
 
-// services are started once: the outbox worker and, when gateway.listen is
-// set, the gateway.
+// services are started once: the outbox worker, the Slack actions when
+// Socket Mode is configured and, when gateway.listen is set, the gateway.
 func (w *daemonWiring) services(ctx context.Context, de daemon.Env, comps *daemon.Components) ([]daemon.Service, error) {
 	cfg := de.Config
 	outbox, err := w.sharedOutbox(ctx, de)
@@ -205,6 +207,11 @@ func (w *daemonWiring) services(ctx context.Context, de daemon.Env, comps *daemo
 		return nil, err
 	}
 	svcs := []daemon.Service{{Name: "notification outbox", Run: outbox.Run}}
+	oncall, err := onCall(ctx, de, &w.inForce)
+	if err != nil {
+		return nil, fmt.Errorf("slack actions: %w", err)
+	}
+	svcs = append(svcs, oncall...)
 	if cfg.Gateway.Listen == "" {
 		return svcs, nil
 	}
@@ -221,6 +228,7 @@ func (w *daemonWiring) services(ctx context.Context, de daemon.Env, comps *daemo
 // reloaded is the daemon's Reloaded: the running gateway takes the new
 // config's clients, roles, prices and upstream keys.
 func (w *daemonWiring) reloaded(ctx context.Context, de daemon.Env, old *config.Config) []string {
+	w.inForce.note(de.Config)
 	w.mu.Lock()
 	gs := w.gateway
 	w.mu.Unlock()

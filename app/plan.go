@@ -39,8 +39,11 @@ type PlanAudit struct {
 	Report  *audit.Report `json:"report,omitempty"`
 	// New lists the ids of findings the journal does not hold open yet: the
 	// next digest reports them as new (all of them without a journal).
-	New   []string `json:"new,omitempty"`
-	Error string   `json:"error,omitempty"`
+	New []string `json:"new,omitempty"`
+	// Silenced lists the findings snoozed or acknowledged (from Slack):
+	// the next digest leaves them out.
+	Silenced []PlanSilenced `json:"silenced,omitempty"`
+	Error    string         `json:"error,omitempty"`
 }
 
 // PlanBudget is what the next budget poll would report; each alert's First
@@ -205,8 +208,16 @@ func planAuditRun(ctx context.Context, cfg *config.Config, client *mistral.Clien
 			}
 		}
 	}
+	silenced, err := planSilencedFindings(ctx, db, time.Now())
+	if err != nil {
+		pa.Error = err.Error()
+	}
+	for _, s := range silenced {
+		pa.Silenced = append(pa.Silenced, s)
+	}
+	sort.Slice(pa.Silenced, func(i, j int) bool { return pa.Silenced[i].Finding < pa.Silenced[j].Finding })
 	for _, f := range rep.Findings {
-		if !open[f.ID] && !f.Revoked {
+		if _, quiet := silenced[f.ID]; !open[f.ID] && !f.Revoked && !quiet {
 			pa.New = append(pa.New, f.ID)
 		}
 	}

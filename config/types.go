@@ -151,8 +151,33 @@ type Slack struct {
 	WebhookURLFile string        `yaml:"webhook_url_file"`
 	Channel        string        `yaml:"channel"`
 	Channels       SlackChannels `yaml:"channels"`
-	// APIURL overrides Slack's API base (tests point it at slacktest).
+	// APIURL overrides Slack's API base (tests point it at slacktest); Socket
+	// Mode's apps.connections.open goes there too.
 	APIURL string `yaml:"api_url"`
+	// AppTokenEnv / AppTokenFile hold an app-level token (xapp-...) with
+	// connections:write: set, the daemon opens a Socket Mode connection and
+	// its messages carry action buttons. Needs a bot token.
+	AppTokenEnv  string `yaml:"app_token_env"`
+	AppTokenFile string `yaml:"app_token_file"`
+	// Operators may act from Slack; anyone else is told they may not.
+	Operators []SlackOperator `yaml:"operators"`
+}
+
+// Slack operator actions.
+const (
+	ActionRotate      = "rotate"
+	ActionRevoke      = "revoke"
+	ActionSnooze      = "snooze"
+	ActionAcknowledge = "acknowledge"
+)
+
+// SlackActions lists the actions an operator may be granted.
+var SlackActions = []string{ActionRotate, ActionRevoke, ActionSnooze, ActionAcknowledge}
+
+// SlackOperator grants a Slack user (by id, never by name) some actions.
+type SlackOperator struct {
+	User    string   `yaml:"user"`
+	Actions []string `yaml:"actions"`
 }
 
 // SlackChannels routes by severity; empty entries fall back to Channel.

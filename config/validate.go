@@ -255,6 +255,7 @@ func (v *validator) validateNotify() {
 	if sl.APIURL != "" {
 		v.httpURL(p+".api_url", sl.APIURL)
 	}
+	v.validateSlackActions(sl, hasToken)
 }
 
 func (v *validator) validateWorkspaces() map[string]bool {

@@ -18,6 +18,7 @@ type Journal interface {
 	Runs
 	Findings
 	AuditLog
+	Actions
 	Outbox
 	Usage
 	Maintenance
@@ -90,6 +91,24 @@ type AuditLog interface {
 	// scope: resolved at at, their resolution counted as reported, so they
 	// are neither reported again nor announced as resolved.
 	AdvanceAuditCursor(ctx context.Context, source string, c AuditCursor, scope string, settle []string, at time.Time) error
+}
+
+// Actions records what operators do from chat buttons (each click once)
+// and the snoozes and acknowledgements of findings (notify/slack,
+// jobs/audit, mrbacd plan).
+type Actions interface {
+	ClaimAction(ctx context.Context, key, action, target, user string) (OperatorAction, bool, error)
+	SetActionRun(ctx context.Context, key string, runID int64) error
+	FinishAction(ctx context.Context, key, status, outcome string) error
+	// Action returns one recorded action or ErrNotFound.
+	Action(ctx context.Context, key string) (OperatorAction, error)
+	Snooze(ctx context.Context, scope, findingID string, until time.Time, by string) error
+	Acknowledge(ctx context.Context, scope, findingID, by string) error
+	Suppressions(ctx context.Context, scope string, now time.Time) (map[string]Suppression, error)
+	WithoutSuppressed(ctx context.Context, scope string, d FindingsDelta, now time.Time) (FindingsDelta, []Finding, error)
+	// ManagedKeyName names the keys: entry a platform key id belongs to
+	// according to the rotations journaled.
+	ManagedKeyName(ctx context.Context, keyID string) (string, bool, error)
 }
 
 // Outbox is the durable notification queue package notify drives.

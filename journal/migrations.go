@@ -123,6 +123,7 @@ var migrations = []Migration{
 			updated_at  BIGINT NOT NULL
 		)`,
 	}},
+	{5, "operator actions and finding suppressions", ActionsMigration},
 }
 
 // migrate applies every migration not yet recorded in schema_version, each in

@@ -44,6 +44,9 @@ type Metrics struct {
 
 	mu  sync.RWMutex
 	src Sources
+
+	// collectors are mrbacd's own, for Descs.
+	collectors []prometheus.Collector
 }
 
 var (
@@ -86,6 +89,7 @@ func New(version string, logger *slog.Logger) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version},
 	})
 	info.Set(1)
+	m.collectors = []prometheus.Collector{m.jobRuns, m.jobDuration, m.rotations, m.reloads, m.scrapeErrs, info, stateCollector{m}}
 	m.reg.MustRegister(m.jobRuns, m.jobDuration, m.rotations, m.reloads, m.scrapeErrs, info,
 		stateCollector{m},
 		collectors.NewGoCollector(),

@@ -98,6 +98,7 @@ func AuditDigestMessage(d AuditDigest) Notification {
 	if len(d.Delta.New) > 0 {
 		fs := sortedFindings(d.Delta.New)
 		lines := findingLines(fs, d.Top)
+		n.Targets = FindingTargets(d.Scope, fs, d.Top)
 		n.Sections = append(n.Sections, Section{Title: "New since the last audit", Lines: lines})
 	}
 	if len(d.Delta.Resolved) > 0 {
@@ -355,6 +356,7 @@ func RotationFailureMessage(f RotationFailure) Notification {
 	n.Sections = []Section{{Title: "Error", Lines: []string{f.Error}}, {Title: "State", Lines: state}, {Title: "What to do", Lines: todo}}
 	n.Text = plainText(n)
 	n.Dedupe = KindRotationFailed + ":" + f.RotationID
+	n.Targets = []Target{RotationTarget(f)}
 	return n
 }
 

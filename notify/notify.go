@@ -142,6 +142,8 @@ type Notification struct {
 	Context  string    `json:"context,omitempty"` // footer line
 	// Dedupe identifies the event: enqueuing the same Dedupe twice sends once.
 	Dedupe string `json:"dedupe,omitempty"`
+	// Targets are what an operator may act on from the message (buttons).
+	Targets []Target `json:"targets,omitempty"`
 }
 
 // Validate reports a notification the outbox cannot take.

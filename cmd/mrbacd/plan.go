@@ -8,6 +8,7 @@ import (
 
 	"github.com/mrbacd/mrbacd/app"
 	"github.com/mrbacd/mrbacd/jobs/rotate"
+	"github.com/mrbacd/mrbacd/journal"
 )
 
 func init() {
@@ -88,6 +89,7 @@ func printFullPlan(w io.Writer, rep app.PlanReport) {
 	default:
 		fmt.Fprintf(w, "audit: %s; %d new since the last digest\n", rep.Audit.Summary, len(rep.Audit.New))
 		printAuditReport(w, rep.Audit.Report)
+		printSilenced(w, rep.Audit.Silenced)
 	}
 
 	fmt.Fprintln(w)
@@ -127,4 +129,19 @@ func printPlan(w io.Writer, items []rotate.PlanItem) {
 			dash(it.CurrentKeyID), dueAt, why)
 	}
 	tw.Flush()
+}
+
+func printSilenced(w io.Writer, ss []app.PlanSilenced) {
+	if len(ss) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "  silenced from Slack (left out of the digest):\n")
+	for _, s := range ss {
+		switch s.How {
+		case journal.SuppressSnooze:
+			fmt.Fprintf(w, "    %s: snoozed until %s by %s\n", s.Finding, s.Until, s.By)
+		default:
+			fmt.Fprintf(w, "    %s: acknowledged by %s at %s (until it resolves)\n", s.Finding, s.By, s.At)
+		}
+	}
 }

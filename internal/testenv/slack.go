@@ -62,6 +62,33 @@ type SlackServer struct {
 	down     bool
 	seq      int
 	stopped  bool
+	routes   map[string]http.HandlerFunc
+}
+
+// route serves path with h from now on (see dispatch).
+func (s *SlackServer) route(path string, h http.HandlerFunc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.routes == nil {
+		s.routes = map[string]http.HandlerFunc{}
+	}
+	s.routes[path] = h
+}
+
+// dispatch serves path with the handler route set, or as Slack answers an
+// app without that feature.
+func (s *SlackServer) dispatch(path string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		h := s.routes[path]
+		s.mu.Unlock()
+		if h == nil {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]any{"ok": false, "error": "not_allowed_token_type"})
+			return
+		}
+		h(w, r)
+	}
 }
 
 // Slack starts a slacktest server on a free 127.0.0.1 port and stops it when
@@ -72,6 +99,11 @@ func Slack(t testing.TB) *SlackServer {
 	srv := slacktest.NewTestServer(func(c slacktest.Customize) {
 		c.Handle("/chat.postMessage", s.postMessage)
 		c.Handle("/services/", s.webhook)
+		// Routes SocketMode takes over; slacktest keeps the first handler
+		// registered for a path, so they dispatch through s.routes.
+		for _, p := range []string{"/apps.connections.open", "/socketmode/link", "/chat.update", "/chat.postEphemeral"} {
+			c.Handle(p, s.dispatch(p))
+		}
 	})
 	srv.Start()
 	s.Server = srv

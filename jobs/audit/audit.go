@@ -342,6 +342,9 @@ func (j *Job) syncAndNotify(ctx context.Context, req jobs.Request, now time.Time
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
+	if delta, err = j.withoutSilenced(ctx, delta, now); err != nil {
+		return err
+	}
 	d := Digest{RunID: req.RunID, At: now, Report: rep, Persisting: map[Kind]int{}, Revoked: rep.Revoked, Delta: delta}
 	for _, f := range delta.New {
 		rep.New = append(rep.New, f.ID)

@@ -108,5 +108,5 @@ var migrations = []journal.Migration{
 			ids         TEXT NOT NULL DEFAULT '[]',
 			updated_at  BIGINT NOT NULL
 		)`,
-	}},
+	}}, {Version: 5, Name: "operator actions and finding suppressions", Stmts: journal.ActionsMigration},
 }

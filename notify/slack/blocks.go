@@ -68,13 +68,29 @@ func Blocks(n notify.Notification) []slackapi.Block {
 		blocks = append(blocks, slackapi.NewSectionBlock(
 			slackapi.NewTextBlockObject(slackapi.MarkdownType, truncate(b.String(), maxSectionText), false, false), nil, nil))
 	}
+	return append(blocks, footer(n))
+}
+
+// footer is the context line closing every message.
+func footer(n notify.Notification) slackapi.Block {
 	ctx := fmt.Sprintf("%s · %s", n.Severity, n.Kind)
 	if n.Context != "" {
 		ctx += " · " + n.Context
 	}
-	blocks = append(blocks, slackapi.NewContextBlock("",
-		slackapi.NewTextBlockObject(slackapi.MarkdownType, truncate(escape(ctx), maxFieldText), false, false)))
-	return blocks
+	return slackapi.NewContextBlock("",
+		slackapi.NewTextBlockObject(slackapi.MarkdownType, truncate(escape(ctx), maxFieldText), false, false))
+}
+
+// BlocksWithActions is Blocks with buttons for the message's targets,
+// before the closing context line.
+func BlocksWithActions(n notify.Notification) []slackapi.Block {
+	blocks := Blocks(n)
+	if len(n.Targets) == 0 {
+		return blocks
+	}
+	body, foot := blocks[:len(blocks)-1], blocks[len(blocks)-1]
+	body = append(body, ActionBlocks(n.Targets, maxBlocks-1-len(body))...)
+	return append(body, foot)
 }
 
 // escape applies Slack's mrkdwn escaping (&, <, >).

@@ -1,6 +1,7 @@
 package slack
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 
@@ -20,7 +21,8 @@ func FromConfig(c *config.Slack, logger *slog.Logger) (*Notifier, error) {
 		Channels: Channels{
 			Critical: c.Channels.Critical, Warning: c.Channels.Warning, Info: c.Channels.Info,
 		},
-		Logger: logger,
+		Logger:  logger,
+		Buttons: SocketModeEnabled(c),
 	}
 	switch {
 	case c.TokenEnv != "" || c.TokenFile != "":
@@ -40,4 +42,29 @@ func FromConfig(c *config.Slack, logger *slog.Logger) (*Notifier, error) {
 		opts.WebhookURL = u
 	}
 	return New(opts)
+}
+
+// SocketModeEnabled reports whether notify.slack asks for Socket Mode (an
+// app token beside the bot token): buttons are then rendered and clicked.
+func SocketModeEnabled(c *config.Slack) bool {
+	return c != nil && (c.AppTokenEnv != "" || c.AppTokenFile != "") && (c.TokenEnv != "" || c.TokenFile != "")
+}
+
+// ActionsFromConfig builds the Socket Mode action handler from notify.slack,
+// reading both tokens from their _env or _file source; nil (and no error)
+// when Socket Mode is not configured. Operators come from c.
+func ActionsFromConfig(c *config.Slack, keys KeyActor, journal ActionJournal, status func(context.Context) (string, error), logger *slog.Logger) (*Actions, error) {
+	if !SocketModeEnabled(c) {
+		return nil, nil
+	}
+	bot, err := config.ResolveSecret(c.TokenEnv, c.TokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("slack actions: bot token: %w", err)
+	}
+	app, err := config.ResolveSecret(c.AppTokenEnv, c.AppTokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("slack actions: app token: %w", err)
+	}
+	return NewActions(ActionsOptions{BotToken: bot, AppToken: app, APIURL: c.APIURL, Keys: keys, Journal: journal,
+		Access: c, Status: status, Logger: logger})
 }

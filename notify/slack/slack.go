@@ -69,6 +69,9 @@ type Options struct {
 	// HTTPClient is used for every request (default: 30s timeout).
 	HTTPClient *http.Client
 	Logger     *slog.Logger
+	// Buttons renders action buttons for the message's targets (set when
+	// Socket Mode receives their clicks).
+	Buttons bool
 	// HistoryPages bounds how many pages of 200 messages Delivered reads per
 	// channel (default 5).
 	HistoryPages int
@@ -182,6 +185,9 @@ func (n *Notifier) Route(s notify.Severity) string {
 // Send posts one notification: one attempt, errors classified for the outbox.
 func (n *Notifier) Send(ctx context.Context, msg notify.Notification) error {
 	blocks := Blocks(msg)
+	if n.opts.Buttons && n.api != nil {
+		blocks = BlocksWithActions(msg)
+	}
 	text := truncate(msg.FallbackText(), 39000)
 	if n.api == nil {
 		err := slackapi.PostWebhookCustomHTTPContext(ctx, n.webhook, n.http, &slackapi.WebhookMessage{

@@ -32,18 +32,18 @@ func TestSyncFindings(t *testing.T) {
 		report                     bool
 		wantNew, wantPers, wantRes string
 	}{
-		{"first night", []Finding{f("unused:k1"), f("expiring:k2")}, true, "expiring:k2,unused:k1", "", ""},
-		{"same findings persist", []Finding{f("unused:k1"), f("expiring:k2")}, true, "", "expiring:k2,unused:k1", ""},
-		{"k2 fixed, k3 appears", []Finding{f("unused:k1"), f("drift:k3")}, true, "drift:k3", "unused:k1", "expiring:k2"},
-		{"resolution reported once", []Finding{f("unused:k1"), f("drift:k3")}, true, "", "drift:k3,unused:k1", ""},
-		{"crash before report: new k4", []Finding{f("unused:k1"), f("drift:k3"), f("undeclared:k4")}, false, "undeclared:k4", "drift:k3,unused:k1", ""},
-		{"k4 still new after crash", []Finding{f("unused:k1"), f("drift:k3"), f("undeclared:k4")}, true, "undeclared:k4", "drift:k3,unused:k1", ""},
-		{"k1 resolved, crash before report", []Finding{f("drift:k3"), f("undeclared:k4")}, false, "", "drift:k3,undeclared:k4", "unused:k1"},
-		{"k1 resolution still pending", []Finding{f("drift:k3"), f("undeclared:k4")}, true, "", "drift:k3,undeclared:k4", "unused:k1"},
-		{"k2 comes back: new again", []Finding{f("drift:k3"), f("undeclared:k4"), f("expiring:k2")}, true, "expiring:k2", "drift:k3,undeclared:k4", ""},
-		{"k5 appears unreported", []Finding{f("drift:k3"), f("undeclared:k4"), f("expiring:k2"), f("unused:k5")}, false, "unused:k5", "drift:k3,expiring:k2,undeclared:k4", ""},
-		{"never-reported k5 resolves silently", nil, true, "", "", "drift:k3,expiring:k2,undeclared:k4"},
-		{"nothing left", nil, true, "", "", ""},
+		{name: "first night", current: []Finding{f("unused:k1"), f("expiring:k2")}, report: true, wantNew: "expiring:k2,unused:k1", wantPers: "", wantRes: ""},
+		{name: "same findings persist", current: []Finding{f("unused:k1"), f("expiring:k2")}, report: true, wantNew: "", wantPers: "expiring:k2,unused:k1", wantRes: ""},
+		{name: "k2 fixed, k3 appears", current: []Finding{f("unused:k1"), f("drift:k3")}, report: true, wantNew: "drift:k3", wantPers: "unused:k1", wantRes: "expiring:k2"},
+		{name: "resolution reported once", current: []Finding{f("unused:k1"), f("drift:k3")}, report: true, wantNew: "", wantPers: "drift:k3,unused:k1", wantRes: ""},
+		{name: "crash before report: new k4", current: []Finding{f("unused:k1"), f("drift:k3"), f("undeclared:k4")}, report: false, wantNew: "undeclared:k4", wantPers: "drift:k3,unused:k1", wantRes: ""},
+		{name: "k4 still new after crash", current: []Finding{f("unused:k1"), f("drift:k3"), f("undeclared:k4")}, report: true, wantNew: "undeclared:k4", wantPers: "drift:k3,unused:k1", wantRes: ""},
+		{name: "k1 resolved, crash before report", current: []Finding{f("drift:k3"), f("undeclared:k4")}, report: false, wantNew: "", wantPers: "drift:k3,undeclared:k4", wantRes: "unused:k1"},
+		{name: "k1 resolution still pending", current: []Finding{f("drift:k3"), f("undeclared:k4")}, report: true, wantNew: "", wantPers: "drift:k3,undeclared:k4", wantRes: "unused:k1"},
+		{name: "k2 comes back: new again", current: []Finding{f("drift:k3"), f("undeclared:k4"), f("expiring:k2")}, report: true, wantNew: "expiring:k2", wantPers: "drift:k3,undeclared:k4", wantRes: ""},
+		{name: "k5 appears unreported", current: []Finding{f("drift:k3"), f("undeclared:k4"), f("expiring:k2"), f("unused:k5")}, report: false, wantNew: "unused:k5", wantPers: "drift:k3,expiring:k2,undeclared:k4", wantRes: ""},
+		{name: "never-reported k5 resolves silently", current: nil, report: true, wantNew: "", wantPers: "", wantRes: "drift:k3,expiring:k2,undeclared:k4"},
+		{name: "nothing left", current: nil, report: true, wantNew: "", wantPers: "", wantRes: ""},
 	}
 	now := t0
 	for _, n := range nights {
@@ -103,10 +103,10 @@ func TestSyncFindingsDetails(t *testing.T) {
 		scope string
 		cur   []Finding
 	}{
-		{"empty scope", "", nil},
-		{"empty id", "audit", []Finding{{Kind: "x"}}},
-		{"empty kind", "audit", []Finding{{ID: "x"}}},
-		{"duplicate id", "audit", []Finding{{ID: "x", Kind: "x"}, {ID: "x", Kind: "x"}}},
+		{name: "empty scope", scope: "", cur: nil},
+		{name: "empty id", scope: "audit", cur: []Finding{{Kind: "x"}}},
+		{name: "empty kind", scope: "audit", cur: []Finding{{ID: "x"}}},
+		{name: "duplicate id", scope: "audit", cur: []Finding{{ID: "x", Kind: "x"}, {ID: "x", Kind: "x"}}},
 	} {
 		if _, err := db.SyncFindings(ctx, tc.scope, tc.cur, day2); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: err = %v, want ErrInvalid", tc.name, err)

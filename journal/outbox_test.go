@@ -15,11 +15,11 @@ func TestOutbox(t *testing.T) {
 		m           Message
 		wantCreated bool
 	}{
-		{Message{Dedupe: "digest:2026-11-27", Kind: "audit_digest", Severity: "info", Payload: []byte(`{"a":1}`)}, true},
-		{Message{Dedupe: "digest:2026-11-27", Kind: "audit_digest", Severity: "info", Payload: []byte(`{"a":2}`)}, false},
-		{Message{Kind: "job_failed", Severity: "critical", Channel: "#oncall", Payload: []byte(`{"b":1}`)}, true},
-		{Message{Kind: "job_failed", Severity: "critical", Payload: []byte(`{"b":2}`)}, true}, // no dedupe: never merged
-		{Message{Dedupe: "later", Kind: "x", NextAttempt: t0.Add(time.Hour)}, true},
+		{m: Message{Dedupe: "digest:2026-11-27", Kind: "audit_digest", Severity: "info", Payload: []byte(`{"a":1}`)}, wantCreated: true},
+		{m: Message{Dedupe: "digest:2026-11-27", Kind: "audit_digest", Severity: "info", Payload: []byte(`{"a":2}`)}, wantCreated: false},
+		{m: Message{Kind: "job_failed", Severity: "critical", Channel: "#oncall", Payload: []byte(`{"b":1}`)}, wantCreated: true},
+		{m: Message{Kind: "job_failed", Severity: "critical", Payload: []byte(`{"b":2}`)}, wantCreated: true}, // no dedupe: never merged
+		{m: Message{Dedupe: "later", Kind: "x", NextAttempt: t0.Add(time.Hour)}, wantCreated: true},
 	}
 	var idList []int64
 	for i, e := range enq {
@@ -217,11 +217,11 @@ func TestPrune(t *testing.T) {
 		name string
 		err  error
 	}{
-		{"running run kept", func() error { _, err := db.GetRun(ctx, running); return err }()},
-		{"recent run kept", func() error { _, err := db.GetRun(ctx, newRun); return err }()},
-		{"pending message kept", func() error { _, err := db.Message(ctx, pendID); return err }()},
-		{"last done rotation kept", func() error { _, err := db.Rotation(ctx, "a2"); return err }()},
-		{"in-flight rotation kept", func() error { _, err := db.Rotation(ctx, "b1"); return err }()},
+		{name: "running run kept", err: func() error { _, err := db.GetRun(ctx, running); return err }()},
+		{name: "recent run kept", err: func() error { _, err := db.GetRun(ctx, newRun); return err }()},
+		{name: "pending message kept", err: func() error { _, err := db.Message(ctx, pendID); return err }()},
+		{name: "last done rotation kept", err: func() error { _, err := db.Rotation(ctx, "a2"); return err }()},
+		{name: "in-flight rotation kept", err: func() error { _, err := db.Rotation(ctx, "b1"); return err }()},
 	}
 	for _, c := range checks {
 		if c.err != nil {

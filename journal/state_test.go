@@ -93,9 +93,9 @@ func TestOpenErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ name, path string }{
-		{"empty path", ""},
-		{"parent is a file", filepath.Join(notDir, "state.db")},
-		{"not a database", garbage},
+		{name: "empty path", path: ""},
+		{name: "parent is a file", path: filepath.Join(notDir, "state.db")},
+		{name: "not a database", path: garbage},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			db, err := Open(ctx, tc.path)
@@ -148,40 +148,40 @@ func TestRotations(t *testing.T) {
 		do      func() error
 		wantErr error
 	}{
-		{"begin r1", func() error {
+		{name: "begin r1", do: func() error {
 			return db.BeginRotation(ctx, Rotation{ID: "r1", KeyName: "dev", OldKeyID: "k-old", NewKeyName: "dev-20261127-r1", Trigger: "cron"})
-		}, nil},
-		{"second in-flight for same key", func() error {
+		}, wantErr: nil},
+		{name: "second in-flight for same key", do: func() error {
 			return db.BeginRotation(ctx, Rotation{ID: "r2", KeyName: "dev"})
-		}, ErrRotationInFlight},
-		{"duplicate id", func() error { return db.BeginRotation(ctx, Rotation{ID: "r1", KeyName: "other"}) }, ErrInvalid},
-		{"missing key name", func() error { return db.BeginRotation(ctx, Rotation{ID: "rx"}) }, ErrInvalid},
-		{"bad status", func() error { return db.BeginRotation(ctx, Rotation{ID: "rx", KeyName: "x", Status: "weird"}) }, ErrInvalid},
-		{"other key in parallel", func() error { return db.BeginRotation(ctx, Rotation{ID: "r3", KeyName: "ml"}) }, nil},
-		{"update unknown", func() error { return db.UpdateRotation(ctx, Rotation{ID: "nope", Status: StatusInFlight}) }, ErrNotFound},
-		{"update bad status", func() error { return db.UpdateRotation(ctx, Rotation{ID: "r1", Status: ""}) }, ErrInvalid},
-		{"r1 create", func() error {
+		}, wantErr: ErrRotationInFlight},
+		{name: "duplicate id", do: func() error { return db.BeginRotation(ctx, Rotation{ID: "r1", KeyName: "other"}) }, wantErr: ErrInvalid},
+		{name: "missing key name", do: func() error { return db.BeginRotation(ctx, Rotation{ID: "rx"}) }, wantErr: ErrInvalid},
+		{name: "bad status", do: func() error { return db.BeginRotation(ctx, Rotation{ID: "rx", KeyName: "x", Status: "weird"}) }, wantErr: ErrInvalid},
+		{name: "other key in parallel", do: func() error { return db.BeginRotation(ctx, Rotation{ID: "r3", KeyName: "ml"}) }, wantErr: nil},
+		{name: "update unknown", do: func() error { return db.UpdateRotation(ctx, Rotation{ID: "nope", Status: StatusInFlight}) }, wantErr: ErrNotFound},
+		{name: "update bad status", do: func() error { return db.UpdateRotation(ctx, Rotation{ID: "r1", Status: ""}) }, wantErr: ErrInvalid},
+		{name: "r1 create", do: func() error {
 			clk.Add(time.Second)
 			return db.UpdateRotation(ctx, Rotation{ID: "r1", Step: "create", Status: StatusInFlight, OldKeyID: "k-old",
 				NewKeyID: "k-new", NewKeyName: "dev-20261127-r1", Attempts: 1})
-		}, nil},
-		{"r1 propagate", func() error {
+		}, wantErr: nil},
+		{name: "r1 propagate", do: func() error {
 			clk.Add(time.Second)
 			return db.UpdateRotation(ctx, Rotation{ID: "r1", Step: "propagate", Status: StatusInFlight, OldKeyID: "k-old",
 				NewKeyID: "k-new", NewKeyName: "dev-20261127-r1", StoreVersion: "7", PropagateUntil: clk.Now().Add(time.Minute)})
-		}, nil},
-		{"r1 done", func() error {
+		}, wantErr: nil},
+		{name: "r1 done", do: func() error {
 			clk.Add(time.Minute)
 			return db.UpdateRotation(ctx, Rotation{ID: "r1", Step: "revoke", Status: StatusDone, OldKeyID: "k-old",
 				NewKeyID: "k-new", NewKeyName: "dev-20261127-r1", StoreVersion: "7", PropagateUntil: t0.Add(2*time.Second + time.Minute)})
-		}, nil},
-		{"dev may rotate again", func() error {
+		}, wantErr: nil},
+		{name: "dev may rotate again", do: func() error {
 			clk.Add(time.Hour)
 			return db.BeginRotation(ctx, Rotation{ID: "r4", KeyName: "dev", OldKeyID: "k-new"})
-		}, nil},
-		{"r4 fails", func() error {
+		}, wantErr: nil},
+		{name: "r4 fails", do: func() error {
 			return db.UpdateRotation(ctx, Rotation{ID: "r4", Step: "verify", Status: StatusFailed, OldKeyID: "k-new", Error: "verify: 401"})
-		}, nil},
+		}, wantErr: nil},
 	}
 	for _, s := range steps {
 		err := s.do()
@@ -445,12 +445,12 @@ func TestRuns(t *testing.T) {
 		f    RunFilter
 		want []int64
 	}{
-		{"all", RunFilter{}, []int64{ids[4], ids[3], ids[2], ids[1], ids[0]}},
-		{"rotate", RunFilter{Job: "rotate"}, []int64{ids[4], ids[2], ids[0]}},
-		{"rotate limit 2", RunFilter{Job: "rotate", Limit: 2}, []int64{ids[4], ids[2]}},
-		{"page back", RunFilter{Job: "rotate", BeforeID: ids[2]}, []int64{ids[0]}},
-		{"failed", RunFilter{Status: RunFailed}, []int64{ids[1]}},
-		{"none", RunFilter{Job: "gateway"}, nil},
+		{name: "all", f: RunFilter{}, want: []int64{ids[4], ids[3], ids[2], ids[1], ids[0]}},
+		{name: "rotate", f: RunFilter{Job: "rotate"}, want: []int64{ids[4], ids[2], ids[0]}},
+		{name: "rotate limit 2", f: RunFilter{Job: "rotate", Limit: 2}, want: []int64{ids[4], ids[2]}},
+		{name: "page back", f: RunFilter{Job: "rotate", BeforeID: ids[2]}, want: []int64{ids[0]}},
+		{name: "failed", f: RunFilter{Status: RunFailed}, want: []int64{ids[1]}},
+		{name: "none", f: RunFilter{Job: "gateway"}, want: nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := db.Runs(ctx, tc.f)
@@ -535,11 +535,11 @@ func TestMarkOnce(t *testing.T) {
 		key  string
 		want bool
 	}{
-		{db, "budget:dev:0.8:2026-11", true},
-		{db, "budget:dev:0.8:2026-11", false},
-		{other, "budget:dev:0.8:2026-11", false},
-		{other, "budget:dev:0.8:2026-12", true},
-		{db, "budget:dev:1:2026-11", true},
+		{db: db, key: "budget:dev:0.8:2026-11", want: true},
+		{db: db, key: "budget:dev:0.8:2026-11", want: false},
+		{db: other, key: "budget:dev:0.8:2026-11", want: false},
+		{db: other, key: "budget:dev:0.8:2026-12", want: true},
+		{db: db, key: "budget:dev:1:2026-11", want: true},
 	} {
 		got, err := tc.db.MarkOnce(ctx, tc.key)
 		if err != nil || got != tc.want {
@@ -559,11 +559,11 @@ func TestUsage(t *testing.T) {
 		tokens          int64
 		usd             float64
 	}{
-		{"client:reporting", "day:2026-11-27", 100, 0.01},
-		{"client:reporting", "day:2026-11-27", 250, 0.02},
-		{"role:admin", "hour:2026-11-27T03", 1000, 1.5},
-		{"client:reporting", "day:2026-11-28", 5, 0.001},
-		{"role:admin", "Day:2026-11-27", 7, 0.5}, // case matters
+		{subject: "client:reporting", window: "day:2026-11-27", tokens: 100, usd: 0.01},
+		{subject: "client:reporting", window: "day:2026-11-27", tokens: 250, usd: 0.02},
+		{subject: "role:admin", window: "hour:2026-11-27T03", tokens: 1000, usd: 1.5},
+		{subject: "client:reporting", window: "day:2026-11-28", tokens: 5, usd: 0.001},
+		{subject: "role:admin", window: "Day:2026-11-27", tokens: 7, usd: 0.5}, // case matters
 	}
 	for _, a := range adds {
 		if err := db.AddUsage(ctx, a.subject, a.window, a.tokens, a.usd); err != nil {
@@ -580,7 +580,7 @@ func TestUsage(t *testing.T) {
 	for _, tc := range []struct {
 		prefix string
 		want   int
-	}{{"day:2026-11-27", 1}, {"day:", 2}, {"hour:", 1}, {"", 4}, {"Day:", 1}, {"week:", 0}} {
+	}{{prefix: "day:2026-11-27", want: 1}, {prefix: "day:", want: 2}, {prefix: "hour:", want: 1}, {prefix: "", want: 4}, {prefix: "Day:", want: 1}, {prefix: "week:", want: 0}} {
 		m, err := db.LoadUsage(ctx, tc.prefix)
 		if err != nil || len(m) != tc.want {
 			t.Fatalf("LoadUsage(%q) = %v %v, want %d entries", tc.prefix, m, err, tc.want)

@@ -18,15 +18,15 @@ func TestSameStoreSetup(t *testing.T) {
 		change func(c *config.Config)
 		want   bool
 	}{
-		{"unchanged", func(*config.Config) {}, true},
-		{"another key on the same backend", func(c *config.Config) {
+		{name: "unchanged", change: func(*config.Config) {}, want: true},
+		{name: "another key on the same backend", change: func(c *config.Config) {
 			c.Keys = append(c.Keys, config.Key{Name: "b", Store: config.KeyStore{Backend: "file", Path: "team/b"}})
-		}, true},
-		{"file store moved", func(c *config.Config) { c.Secrets.File = &config.FileStore{Dir: "/srv/secrets"} }, false},
-		{"a key on a backend not used before", func(c *config.Config) {
+		}, want: true},
+		{name: "file store moved", change: func(c *config.Config) { c.Secrets.File = &config.FileStore{Dir: "/srv/secrets"} }, want: false},
+		{name: "a key on a backend not used before", change: func(c *config.Config) {
 			c.Secrets.AWS = &config.AWSStore{Region: "eu-west-3"}
 			c.Keys = append(c.Keys, config.Key{Name: "b", Store: config.KeyStore{Backend: "aws", SecretID: "b"}})
-		}, false},
+		}, want: false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

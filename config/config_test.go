@@ -95,39 +95,39 @@ func TestDefaults(t *testing.T) {
 		name      string
 		got, want any
 	}{
-		{"mistral.base_url", cfg.Mistral.BaseURL, "https://api.mistral.ai"},
-		{"mistral.admin_key_env", cfg.Mistral.AdminKeyEnv, "MISTRAL_ADMIN_KEY"},
-		{"mistral.admin_auth_header", cfg.Mistral.AdminAuthHeader, "bearer"},
-		{"mistral.timeout", cfg.Mistral.Timeout.D(), 30 * time.Second},
-		{"mistral.max_retries", *cfg.Mistral.MaxRetries, 4},
-		{"state.path", cfg.State.Path, "/var/lib/mrbacd/state.db"},
-		{"admin.socket", cfg.Admin.Socket, "/run/mrbacd/admin.sock"},
-		{"admin.socket_mode", cfg.Admin.SocketMode, "0600"},
-		{"log.format", cfg.Log.Format, "text"},
-		{"log.level", cfg.Log.Level, "info"},
-		{"secrets.file.dir", cfg.Secrets.File.Dir, "/var/lib/mrbacd/secrets"},
-		{"secrets.vault", cfg.Secrets.Vault == nil, true},
-		{"keys[0].store.value_format", cfg.Keys[0].Store.ValueFormat, "json"},
-		{"keys[0].rotate_every", cfg.Keys[0].RotateEvery.D(), 90 * day},
-		{"keys[0].propagation_wait", cfg.Keys[0].PropagationWait.D(), 60 * time.Second},
-		{"keys[0].expiration_grace", cfg.Keys[0].ExpirationGrace.D(), 30 * day},
-		{"jobs.timezone", cfg.Jobs.Timezone, "UTC"},
-		{"jobs.rotate.schedule", cfg.Jobs.Rotate.Schedule, "0 3 * * *"},
-		{"jobs.rotate.timeout", cfg.Jobs.Rotate.Timeout.D(), time.Hour},
-		{"jobs.rotate.concurrency", cfg.Jobs.Rotate.Concurrency, 4},
-		{"jobs.rotate.verify_timeout", cfg.Jobs.Rotate.VerifyTimeout.D(), 2 * time.Minute},
-		{"jobs.audit.schedule", cfg.Jobs.Audit.Schedule, "30 2 * * *"},
-		{"jobs.audit.timeout", cfg.Jobs.Audit.Timeout.D(), 30 * time.Minute},
-		{"jobs.audit.unused_after", cfg.Jobs.Audit.UnusedAfter.D(), 30 * day},
-		{"jobs.audit.expiring_within", cfg.Jobs.Audit.ExpiringWithin.D(), 14 * day},
-		{"jobs.budget.schedule", cfg.Jobs.Budget.Schedule, "*/30 * * * *"},
-		{"jobs.budget.timeout", cfg.Jobs.Budget.Timeout.D(), 10 * time.Minute},
-		{"jobs.budget.thresholds", cfg.Jobs.Budget.Thresholds, []float64{0.5, 0.8, 1.0}},
-		{"gateway.max_body_bytes", cfg.Gateway.MaxBodyBytes, int64(1 << 20)},
-		{"gateway.read_timeout", cfg.Gateway.ReadTimeout.D(), 30 * time.Second},
-		{"shutdown_timeout", cfg.ShutdownTimeout.D(), 10 * time.Second},
-		{"roles", cfg.Roles != nil, true},
-		{"prices", cfg.Prices != nil, true},
+		{name: "mistral.base_url", got: cfg.Mistral.BaseURL, want: "https://api.mistral.ai"},
+		{name: "mistral.admin_key_env", got: cfg.Mistral.AdminKeyEnv, want: "MISTRAL_ADMIN_KEY"},
+		{name: "mistral.admin_auth_header", got: cfg.Mistral.AdminAuthHeader, want: "bearer"},
+		{name: "mistral.timeout", got: cfg.Mistral.Timeout.D(), want: 30 * time.Second},
+		{name: "mistral.max_retries", got: *cfg.Mistral.MaxRetries, want: 4},
+		{name: "state.path", got: cfg.State.Path, want: "/var/lib/mrbacd/state.db"},
+		{name: "admin.socket", got: cfg.Admin.Socket, want: "/run/mrbacd/admin.sock"},
+		{name: "admin.socket_mode", got: cfg.Admin.SocketMode, want: "0600"},
+		{name: "log.format", got: cfg.Log.Format, want: "text"},
+		{name: "log.level", got: cfg.Log.Level, want: "info"},
+		{name: "secrets.file.dir", got: cfg.Secrets.File.Dir, want: "/var/lib/mrbacd/secrets"},
+		{name: "secrets.vault", got: cfg.Secrets.Vault == nil, want: true},
+		{name: "keys[0].store.value_format", got: cfg.Keys[0].Store.ValueFormat, want: "json"},
+		{name: "keys[0].rotate_every", got: cfg.Keys[0].RotateEvery.D(), want: 90 * day},
+		{name: "keys[0].propagation_wait", got: cfg.Keys[0].PropagationWait.D(), want: 60 * time.Second},
+		{name: "keys[0].expiration_grace", got: cfg.Keys[0].ExpirationGrace.D(), want: 30 * day},
+		{name: "jobs.timezone", got: cfg.Jobs.Timezone, want: "UTC"},
+		{name: "jobs.rotate.schedule", got: cfg.Jobs.Rotate.Schedule, want: "0 3 * * *"},
+		{name: "jobs.rotate.timeout", got: cfg.Jobs.Rotate.Timeout.D(), want: time.Hour},
+		{name: "jobs.rotate.concurrency", got: cfg.Jobs.Rotate.Concurrency, want: 4},
+		{name: "jobs.rotate.verify_timeout", got: cfg.Jobs.Rotate.VerifyTimeout.D(), want: 2 * time.Minute},
+		{name: "jobs.audit.schedule", got: cfg.Jobs.Audit.Schedule, want: "30 2 * * *"},
+		{name: "jobs.audit.timeout", got: cfg.Jobs.Audit.Timeout.D(), want: 30 * time.Minute},
+		{name: "jobs.audit.unused_after", got: cfg.Jobs.Audit.UnusedAfter.D(), want: 30 * day},
+		{name: "jobs.audit.expiring_within", got: cfg.Jobs.Audit.ExpiringWithin.D(), want: 14 * day},
+		{name: "jobs.budget.schedule", got: cfg.Jobs.Budget.Schedule, want: "*/30 * * * *"},
+		{name: "jobs.budget.timeout", got: cfg.Jobs.Budget.Timeout.D(), want: 10 * time.Minute},
+		{name: "jobs.budget.thresholds", got: cfg.Jobs.Budget.Thresholds, want: []float64{0.5, 0.8, 1.0}},
+		{name: "gateway.max_body_bytes", got: cfg.Gateway.MaxBodyBytes, want: int64(1 << 20)},
+		{name: "shutdown_timeout", got: cfg.ShutdownTimeout.D(), want: 10 * time.Second},
+		{name: "roles", got: cfg.Roles != nil, want: true},
+		{name: "prices", got: cfg.Prices != nil, want: true},
+		{name: "gateway.read_timeout", got: cfg.Gateway.ReadTimeout.D(), want: 30 * time.Second},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -141,10 +141,10 @@ func TestVaultAuthDefaults(t *testing.T) {
 		name, auth           string
 		tokenEnv, mount, jwt string
 	}{
-		{"token default", "{}", "VAULT_TOKEN", "token", ""},
-		{"token file", "{token_file: /etc/mrbacd/vault-token}", "", "token", ""},
-		{"kubernetes", "{method: kubernetes, role: mrbacd}", "", "kubernetes", DefaultKubernetesJWT},
-		{"approle custom mount", "{method: approle, mount: ar, role_id_file: /r, secret_id_env: SID}", "", "ar", ""},
+		{name: "token default", auth: "{}", tokenEnv: "VAULT_TOKEN", mount: "token", jwt: ""},
+		{name: "token file", auth: "{token_file: /etc/mrbacd/vault-token}", tokenEnv: "", mount: "token", jwt: ""},
+		{name: "kubernetes", auth: "{method: kubernetes, role: mrbacd}", tokenEnv: "", mount: "kubernetes", jwt: DefaultKubernetesJWT},
+		{name: "approle custom mount", auth: "{method: approle, mount: ar, role_id_file: /r, secret_id_env: SID}", tokenEnv: "", mount: "ar", jwt: ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -237,9 +237,9 @@ func TestProblemString(t *testing.T) {
 		p    Problem
 		want string
 	}{
-		{Problem{File: "c.yaml", Line: 3, Col: 5, Field: "keys[2].store.backend", Message: "required"}, "c.yaml:3:5: keys[2].store.backend: required"},
-		{Problem{File: "c.yaml", Line: 1, Col: 1, Message: "empty config"}, "c.yaml:1:1: empty config"},
-		{Problem{File: "c.yaml", Message: "no position"}, "c.yaml: no position"},
+		{p: Problem{File: "c.yaml", Line: 3, Col: 5, Field: "keys[2].store.backend", Message: "required"}, want: "c.yaml:3:5: keys[2].store.backend: required"},
+		{p: Problem{File: "c.yaml", Line: 1, Col: 1, Message: "empty config"}, want: "c.yaml:1:1: empty config"},
+		{p: Problem{File: "c.yaml", Message: "no position"}, want: "c.yaml: no position"},
 	}
 	for _, tt := range tests {
 		if got := tt.p.String(); got != tt.want {
@@ -255,26 +255,26 @@ func TestParseDuration(t *testing.T) {
 		want    time.Duration
 		wantErr bool
 	}{
-		{"90d", 90 * day, false},
-		{"1d12h", 36 * time.Hour, false},
-		{"1.5d", 36 * time.Hour, false},
-		{"36h", 36 * time.Hour, false},
-		{"60s", time.Minute, false},
-		{"1m30s", 90 * time.Second, false},
-		{"-1d", -day, false},
-		{"0d", 0, false},
-		{"", 0, true},
-		{"d", 0, true},
-		{"14", 0, true},
-		{"1d-2h", 0, true},
-		{"1e3d", 0, true},
-		{"infd", 0, true},
-		{"NaNd", 0, true},
-		{"999999999d", 0, true},
-		{"106752d", 0, true},
-		{"106751d23h", 106751*day + 23*time.Hour, false},
-		{"30 seconds", 0, true},
-		{"2w", 0, true},
+		{in: "90d", want: 90 * day, wantErr: false},
+		{in: "1d12h", want: 36 * time.Hour, wantErr: false},
+		{in: "1.5d", want: 36 * time.Hour, wantErr: false},
+		{in: "36h", want: 36 * time.Hour, wantErr: false},
+		{in: "60s", want: time.Minute, wantErr: false},
+		{in: "1m30s", want: 90 * time.Second, wantErr: false},
+		{in: "-1d", want: -day, wantErr: false},
+		{in: "0d", want: 0, wantErr: false},
+		{in: "", want: 0, wantErr: true},
+		{in: "d", want: 0, wantErr: true},
+		{in: "14", want: 0, wantErr: true},
+		{in: "1d-2h", want: 0, wantErr: true},
+		{in: "1e3d", want: 0, wantErr: true},
+		{in: "infd", want: 0, wantErr: true},
+		{in: "NaNd", want: 0, wantErr: true},
+		{in: "999999999d", want: 0, wantErr: true},
+		{in: "106752d", want: 0, wantErr: true},
+		{in: "106751d23h", want: 106751*day + 23*time.Hour, wantErr: false},
+		{in: "30 seconds", want: 0, wantErr: true},
+		{in: "2w", want: 0, wantErr: true},
 	}
 	for _, tt := range tests {
 		got, err := ParseDuration(tt.in)
@@ -307,12 +307,12 @@ func TestModelPatterns(t *testing.T) {
 		pattern, model string
 		want           bool
 	}{
-		{"*", "anything", true},
-		{"mistral-*", "mistral-small-latest", true},
-		{"mistral-*", "codestral-latest", false},
-		{"mistral-small-latest", "mistral-small-latest", true},
-		{"mistral-small-latest", "mistral-small", false},
-		{"mistral-small", "mistral-small-latest", false},
+		{pattern: "*", model: "anything", want: true},
+		{pattern: "mistral-*", model: "mistral-small-latest", want: true},
+		{pattern: "mistral-*", model: "codestral-latest", want: false},
+		{pattern: "mistral-small-latest", model: "mistral-small-latest", want: true},
+		{pattern: "mistral-small-latest", model: "mistral-small", want: false},
+		{pattern: "mistral-small", model: "mistral-small-latest", want: false},
 	}
 	for _, tt := range tests {
 		if got := MatchModel(tt.pattern, tt.model); got != tt.want {
@@ -331,12 +331,12 @@ func TestPrices(t *testing.T) {
 		want  ModelPrice
 		ok    bool
 	}{
-		{"mistral-small-latest", ModelPrice{0.2, 0.7}, true},
-		{"my-model", ModelPrice{1, 0}, true},
-		{"mistral-medium-latest", ModelPrice{1.5, 7.5}, true},
-		{"mistral-embed", ModelPrice{0.1, 0}, true},
-		{"ministral-8b-latest", ModelPrice{0.15, 0.15}, true},
-		{"unknown-model", ModelPrice{}, false},
+		{model: "mistral-small-latest", want: ModelPrice{0.2, 0.7}, ok: true},
+		{model: "my-model", want: ModelPrice{1, 0}, ok: true},
+		{model: "mistral-medium-latest", want: ModelPrice{1.5, 7.5}, ok: true},
+		{model: "mistral-embed", want: ModelPrice{0.1, 0}, ok: true},
+		{model: "ministral-8b-latest", want: ModelPrice{0.15, 0.15}, ok: true},
+		{model: "unknown-model", want: ModelPrice{}, ok: false},
 	}
 	for _, tt := range tests {
 		got, ok := cfg.Price(tt.model)
@@ -367,14 +367,14 @@ func TestResolveSecret(t *testing.T) {
 		want            string
 		errHas          string
 	}{
-		{"env", "MRBACD_TEST_SECRET", "", secret, ""},
-		{"file", "", file, secret, ""},
-		{"env empty", "MRBACD_TEST_EMPTY", "", "", "MRBACD_TEST_EMPTY"},
-		{"env unset", "MRBACD_TEST_UNSET_XYZ", "", "", "MRBACD_TEST_UNSET_XYZ"},
-		{"file empty", "", empty, "", empty},
-		{"file missing", "", filepath.Join(dir, "nope"), "", "nope"},
-		{"both", "MRBACD_TEST_SECRET", file, "", "use one"},
-		{"none", "", "", "", "no environment variable or file"},
+		{name: "env", env: "MRBACD_TEST_SECRET", file: "", want: secret, errHas: ""},
+		{name: "file", env: "", file: file, want: secret, errHas: ""},
+		{name: "env empty", env: "MRBACD_TEST_EMPTY", file: "", want: "", errHas: "MRBACD_TEST_EMPTY"},
+		{name: "env unset", env: "MRBACD_TEST_UNSET_XYZ", file: "", want: "", errHas: "MRBACD_TEST_UNSET_XYZ"},
+		{name: "file empty", env: "", file: empty, want: "", errHas: empty},
+		{name: "file missing", env: "", file: filepath.Join(dir, "nope"), want: "", errHas: "nope"},
+		{name: "both", env: "MRBACD_TEST_SECRET", file: file, want: "", errHas: "use one"},
+		{name: "none", env: "", file: "", want: "", errHas: "no environment variable or file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

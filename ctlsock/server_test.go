@@ -170,22 +170,22 @@ func TestSocketModeAndStaleHandling(t *testing.T) {
 		want    os.FileMode
 		wantErr string
 	}{
-		{"default mode", nil, 0, "", 0o600, ""},
-		{"group mode", nil, 0o660, "0", 0o660, ""},
-		{"stale socket removed", func(t *testing.T, path string) {
+		{name: "default mode", prepare: nil, mode: 0, group: "", want: 0o600, wantErr: ""},
+		{name: "group mode", prepare: nil, mode: 0o660, group: "0", want: 0o660, wantErr: ""},
+		{name: "stale socket removed", prepare: func(t *testing.T, path string) {
 			ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 			if err != nil {
 				t.Fatal(err)
 			}
 			ln.SetUnlinkOnClose(false)
 			ln.Close()
-		}, 0, "", 0o600, ""},
-		{"regular file refused", func(t *testing.T, path string) {
+		}, mode: 0, group: "", want: 0o600, wantErr: ""},
+		{name: "regular file refused", prepare: func(t *testing.T, path string) {
 			if err := os.WriteFile(path, []byte("not a socket"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-		}, 0, "", 0, "is not a socket"},
-		{"live socket refused", func(t *testing.T, path string) {
+		}, mode: 0, group: "", want: 0, wantErr: "is not a socket"},
+		{name: "live socket refused", prepare: func(t *testing.T, path string) {
 			ln, err := net.Listen("unix", path)
 			if err != nil {
 				t.Fatal(err)
@@ -200,8 +200,8 @@ func TestSocketModeAndStaleHandling(t *testing.T) {
 					c.Close()
 				}
 			}()
-		}, 0, "", 0, "another process answers"},
-		{"unknown group", nil, 0o660, "no-such-group-mrbacd", 0, "no-such-group-mrbacd"},
+		}, mode: 0, group: "", want: 0, wantErr: "another process answers"},
+		{name: "unknown group", prepare: nil, mode: 0o660, group: "no-such-group-mrbacd", want: 0, wantErr: "no-such-group-mrbacd"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -263,23 +263,23 @@ func TestRoutes(t *testing.T) {
 		wantCode                 int
 		wantBody                 string
 	}{
-		{"status", "GET", "/v1/status", "", 200, `"config_hash":"abc"`},
-		{"jobs shows running", "GET", "/v1/jobs", "", 200, `"running":{"id":1`},
-		{"wrong method", "POST", "/v1/status", "", 405, `"error":"method POST not allowed`},
-		{"no route", "GET", "/v1/nope", "", 404, `"error":"no route GET /v1/nope"`},
-		{"unknown job", "POST", "/v1/jobs/nope/run", "", 404, `unknown job`},
-		{"already running", "POST", "/v1/jobs/rotate/run", `{}`, 409, `job already running`},
-		{"body too large", "POST", "/v1/jobs/audit/run", `{"key":"` + strings.Repeat("x", 2000) + `"}`, 413, `larger than 1024 bytes`},
-		{"unknown field", "POST", "/v1/jobs/audit/run", `{"keyy":"a"}`, 400, `unknown field`},
-		{"bad json", "POST", "/v1/jobs/audit/run", `{"key":`, 400, `invalid JSON body`},
-		{"run and wait", "POST", "/v1/jobs/audit/run", `{"wait":true,"dry_run":true}`, 200, `"status":"ok"`},
-		{"run async", "POST", "/v1/jobs/audit/run", `{}`, 202, `"job":"audit"`},
-		{"bad limit", "GET", "/v1/runs?limit=0", "", 400, `limit must be an integer from 1 to 1000`},
-		{"runs", "GET", "/v1/runs?limit=2", "", 200, `"job":"audit"`},
-		{"bad run id", "GET", "/v1/runs/abc", "", 400, `run id must be a positive integer`},
-		{"missing run", "GET", "/v1/runs/9999", "", 404, `not found`},
-		{"one run", "GET", "/v1/runs/1", "", 200, `"args":"{\"key\":\"dev-team-key\"}"`},
-		{"reload ok", "POST", "/v1/reload", "", 200, `"ok":true,"trigger":"uid:`},
+		{name: "status", method: "GET", path: "/v1/status", body: "", wantCode: 200, wantBody: `"config_hash":"abc"`},
+		{name: "jobs shows running", method: "GET", path: "/v1/jobs", body: "", wantCode: 200, wantBody: `"running":{"id":1`},
+		{name: "wrong method", method: "POST", path: "/v1/status", body: "", wantCode: 405, wantBody: `"error":"method POST not allowed`},
+		{name: "no route", method: "GET", path: "/v1/nope", body: "", wantCode: 404, wantBody: `"error":"no route GET /v1/nope"`},
+		{name: "unknown job", method: "POST", path: "/v1/jobs/nope/run", body: "", wantCode: 404, wantBody: `unknown job`},
+		{name: "already running", method: "POST", path: "/v1/jobs/rotate/run", body: `{}`, wantCode: 409, wantBody: `job already running`},
+		{name: "body too large", method: "POST", path: "/v1/jobs/audit/run", body: `{"key":"` + strings.Repeat("x", 2000) + `"}`, wantCode: 413, wantBody: `larger than 1024 bytes`},
+		{name: "unknown field", method: "POST", path: "/v1/jobs/audit/run", body: `{"keyy":"a"}`, wantCode: 400, wantBody: `unknown field`},
+		{name: "bad json", method: "POST", path: "/v1/jobs/audit/run", body: `{"key":`, wantCode: 400, wantBody: `invalid JSON body`},
+		{name: "run and wait", method: "POST", path: "/v1/jobs/audit/run", body: `{"wait":true,"dry_run":true}`, wantCode: 200, wantBody: `"status":"ok"`},
+		{name: "run async", method: "POST", path: "/v1/jobs/audit/run", body: `{}`, wantCode: 202, wantBody: `"job":"audit"`},
+		{name: "bad limit", method: "GET", path: "/v1/runs?limit=0", body: "", wantCode: 400, wantBody: `limit must be an integer from 1 to 1000`},
+		{name: "runs", method: "GET", path: "/v1/runs?limit=2", body: "", wantCode: 200, wantBody: `"job":"audit"`},
+		{name: "bad run id", method: "GET", path: "/v1/runs/abc", body: "", wantCode: 400, wantBody: `run id must be a positive integer`},
+		{name: "missing run", method: "GET", path: "/v1/runs/9999", body: "", wantCode: 404, wantBody: `not found`},
+		{name: "one run", method: "GET", path: "/v1/runs/1", body: "", wantCode: 200, wantBody: `"args":"{\"key\":\"dev-team-key\"}"`},
+		{name: "reload ok", method: "POST", path: "/v1/reload", body: "", wantCode: 200, wantBody: `"ok":true,"trigger":"uid:`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -324,11 +324,11 @@ func TestPeerUIDRefused(t *testing.T) {
 		want int
 		msg  string
 	}{
-		{"own uid", &peer{uid: uint32(os.Getuid())}, 200, ""},
-		{"allowed uid", &peer{uid: 1000}, 200, ""},
-		{"other uid", &peer{uid: 65534, pid: 42}, 403, "uid 65534 is not allowed"},
-		{"no credentials", &peer{err: errors.New("SO_PEERCRED failed")}, 403, "cannot identify"},
-		{"no peer at all", nil, 403, "cannot identify"},
+		{name: "own uid", p: &peer{uid: uint32(os.Getuid())}, want: 200, msg: ""},
+		{name: "allowed uid", p: &peer{uid: 1000}, want: 200, msg: ""},
+		{name: "other uid", p: &peer{uid: 65534, pid: 42}, want: 403, msg: "uid 65534 is not allowed"},
+		{name: "no credentials", p: &peer{err: errors.New("SO_PEERCRED failed")}, want: 403, msg: "cannot identify"},
+		{name: "no peer at all", p: nil, want: 403, msg: "cannot identify"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -146,11 +146,11 @@ func TestRunJobsThroughTheSocket(t *testing.T) {
 		wantErr    int
 		wantText   string
 	}{
-		{"ok with wait", "budget", ctlsock.RunRequest{Wait: true}, "ok", 0, "polled 1 workspace (build 1"},
-		{"panic recorded", "audit", ctlsock.RunRequest{Wait: true}, "panicked", 0, "index out of range"},
-		{"scheduler alive after panic", "budget", ctlsock.RunRequest{Wait: true, Key: "dev-team-key"}, "ok", 0, `key "dev-team-key"`},
-		{"unknown job", "nope", ctlsock.RunRequest{}, "", 404, "unknown job"},
-		{"unknown key", "rotate", ctlsock.RunRequest{Key: "ghost"}, "", 422, `unknown key "ghost" (managed keys: dev-team-key)`},
+		{name: "ok with wait", job: "budget", req: ctlsock.RunRequest{Wait: true}, wantStatus: "ok", wantErr: 0, wantText: "polled 1 workspace (build 1"},
+		{name: "panic recorded", job: "audit", req: ctlsock.RunRequest{Wait: true}, wantStatus: "panicked", wantErr: 0, wantText: "index out of range"},
+		{name: "scheduler alive after panic", job: "budget", req: ctlsock.RunRequest{Wait: true, Key: "dev-team-key"}, wantStatus: "ok", wantErr: 0, wantText: `key "dev-team-key"`},
+		{name: "unknown job", job: "nope", req: ctlsock.RunRequest{}, wantStatus: "", wantErr: 404, wantText: "unknown job"},
+		{name: "unknown key", job: "rotate", req: ctlsock.RunRequest{Key: "ghost"}, wantStatus: "", wantErr: 422, wantText: `unknown key "ghost" (managed keys: dev-team-key)`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -221,10 +221,10 @@ func TestReloadKeepsOldConfigWhenInvalid(t *testing.T) {
 		wantText string
 		wantSch  string
 	}{
-		{"broken yaml", "", "keys: [\n", false, "mrbacd.yaml", "*/30 * * * *"},
-		{"invalid schedule", "jobs:\n  budget: {schedule: \"61 * * * *\"}\n", "", false, "jobs.budget.schedule", "*/30 * * * *"},
-		{"unknown field", "jobz: {}\n", "", false, "jobz", "*/30 * * * *"},
-		{"valid change", "jobs:\n  budget: {schedule: \"*/5 * * * *\"}\n", "", true, "", "*/5 * * * *"},
+		{name: "broken yaml", extra: "", raw: "keys: [\n", wantOK: false, wantText: "mrbacd.yaml", wantSch: "*/30 * * * *"},
+		{name: "invalid schedule", extra: "jobs:\n  budget: {schedule: \"61 * * * *\"}\n", raw: "", wantOK: false, wantText: "jobs.budget.schedule", wantSch: "*/30 * * * *"},
+		{name: "unknown field", extra: "jobz: {}\n", raw: "", wantOK: false, wantText: "jobz", wantSch: "*/30 * * * *"},
+		{name: "valid change", extra: "jobs:\n  budget: {schedule: \"*/5 * * * *\"}\n", raw: "", wantOK: true, wantText: "", wantSch: "*/5 * * * *"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -293,9 +293,9 @@ func TestReloadedTellsTheServices(t *testing.T) {
 		wantOK    bool
 		wantCalls []call
 	}{
-		{"refused: not called", "jobs:\n  budget: {schedule: \"61 * * * *\"}\n", false, nil},
-		{"accepted: called with both configs", "jobs:\n  budget: {schedule: \"*/5 * * * *\"}\n", true,
-			[]call{{"*/30 * * * *", "*/5 * * * *"}}},
+		{name: "refused: not called", extra: "jobs:\n  budget: {schedule: \"61 * * * *\"}\n", wantOK: false, wantCalls: nil},
+		{name: "accepted: called with both configs", extra: "jobs:\n  budget: {schedule: \"*/5 * * * *\"}\n", wantOK: true,
+			wantCalls: []call{{"*/30 * * * *", "*/5 * * * *"}}},
 	}
 	for _, s := range steps {
 		writeConfig(t, h.cfg, h.dir, s.extra)
@@ -464,11 +464,11 @@ func TestWatchdogInterval(t *testing.T) {
 		want      time.Duration
 		ok        bool
 	}{
-		{"", "", 0, false},
-		{"junk", "", 0, false},
-		{"30000000", "", 15 * time.Second, true},
-		{"30000000", fmt.Sprint(os.Getpid()), 15 * time.Second, true},
-		{"30000000", "1", 0, false},
+		{usec: "", pid: "", want: 0, ok: false},
+		{usec: "junk", pid: "", want: 0, ok: false},
+		{usec: "30000000", pid: "", want: 15 * time.Second, ok: true},
+		{usec: "30000000", pid: fmt.Sprint(os.Getpid()), want: 15 * time.Second, ok: true},
+		{usec: "30000000", pid: "1", want: 0, ok: false},
 	}
 	for _, tc := range tests {
 		t.Setenv("WATCHDOG_USEC", tc.usec)
@@ -486,12 +486,12 @@ func TestNewLogger(t *testing.T) {
 		wantErr            string
 		debugShown         bool
 	}{
-		{"json", "debug", "", "", true},
-		{"text", "info", "", "", false},
-		{"text", "info", "debug", "", true},
-		{"xml", "info", "", `log format "xml"`, false},
-		{"text", "loud", "", `log.level "loud"`, false},
-		{"text", "info", "loud", `MRBACD_LOG_LEVEL "loud"`, false},
+		{format: "json", level: "debug", env: "", wantErr: "", debugShown: true},
+		{format: "text", level: "info", env: "", wantErr: "", debugShown: false},
+		{format: "text", level: "info", env: "debug", wantErr: "", debugShown: true},
+		{format: "xml", level: "info", env: "", wantErr: `log format "xml"`, debugShown: false},
+		{format: "text", level: "loud", env: "", wantErr: `log.level "loud"`, debugShown: false},
+		{format: "text", level: "info", env: "loud", wantErr: `MRBACD_LOG_LEVEL "loud"`, debugShown: false},
 	}
 	for _, tc := range tests {
 		t.Setenv(LevelEnv, tc.env)
@@ -521,13 +521,13 @@ func TestNewCleansUpOnError(t *testing.T) {
 		build   func(ctx context.Context, env Env) (*Components, error)
 		wantErr string
 	}{
-		{"regular file at the socket path", func(t *testing.T, dir string) {
+		{name: "regular file at the socket path", prepare: func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, "admin.sock"), []byte("precious"), 0o600)
-		}, "", nil, "is not a socket"},
-		{"build fails", nil, "", func(ctx context.Context, env Env) (*Components, error) {
+		}, extra: "", build: nil, wantErr: "is not a socket"},
+		{name: "build fails", prepare: nil, extra: "", build: func(ctx context.Context, env Env) (*Components, error) {
 			return nil, errors.New("vault store: permission denied")
-		}, "vault store: permission denied"},
-		{"metrics address taken", nil, "metrics: {listen: \"256.0.0.1:1\"}\n", nil, "metrics listener"},
+		}, wantErr: "vault store: permission denied"},
+		{name: "metrics address taken", prepare: nil, extra: "metrics: {listen: \"256.0.0.1:1\"}\n", build: nil, wantErr: "metrics listener"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -37,8 +37,8 @@ func TestOpenReadOnly(t *testing.T) {
 		// live keeps a writer open during the read (a running daemon).
 		live bool
 	}{
-		{"journal not in use", false},
-		{"journal open by a writer", true},
+		{name: "journal not in use", live: false},
+		{name: "journal open by a writer", live: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -103,10 +103,10 @@ func TestOpenReadOnlyRefuses(t *testing.T) {
 		path    string
 		wantErr error
 	}{
-		{"missing file", filepath.Join(dir, "nope", "journal.db"), ErrNoJournal},
-		{"empty path", "", ErrInvalid},
-		{"a directory", dir, nil},
-		{"not a journal", notDB, nil},
+		{name: "missing file", path: filepath.Join(dir, "nope", "journal.db"), wantErr: ErrNoJournal},
+		{name: "empty path", path: "", wantErr: ErrInvalid},
+		{name: "a directory", path: dir, wantErr: nil},
+		{name: "not a journal", path: notDB, wantErr: nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -92,9 +92,9 @@ func TestOpenErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ name, path string }{
-		{"empty path", ""},
-		{"parent is a file", filepath.Join(notDir, "state.db")},
-		{"not a database", garbage},
+		{name: "empty path", path: ""},
+		{name: "parent is a file", path: filepath.Join(notDir, "state.db")},
+		{name: "not a database", path: garbage},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			db, err := Open(ctx, tc.path)

@@ -33,42 +33,42 @@ func TestBuilders(t *testing.T) {
 		mustSay    []string
 		mustNotSay []string
 	}{
-		{"audit digest with a critical new finding", AuditDigestMessage(AuditDigest{At: at, Workspaces: 3, Keys: 40, Delta: delta}),
-			KindAuditDigest, Critical, "audit_digest:audit:2026-11-27:*",
-			[]string{"2 new, 3 open, 1 resolved", "drift: 1", "unused: 2", "[critical] drift: key drift:k2", "Resolved since the last audit", "expiring: key expiring:k4", "Keys scanned: 40"},
-			[]string{"unused:k3 —"}}, // persisting findings are counted, not listed
-		{"quiet audit digest", AuditDigestMessage(AuditDigest{At: at, Delta: journal.FindingsDelta{Persisting: delta.Persisting}}),
-			KindAuditDigest, Info, "audit_digest:audit:2026-11-27:*", []string{"0 new, 1 open, 0 resolved", "unused: 1"}, []string{"New since"}},
-		{"audit digest with errors", AuditDigestMessage(AuditDigest{At: at, Errors: []string{"workspace ml: 503"}, Revoked: []string{"old (k9)"}, DryRun: true}),
-			KindAuditDigest, Critical, "audit_digest:*", []string{"(dry run)", "Would revoke (dry run)", "old (k9)", "workspace ml: 503"}, nil},
-		{"budget 80%", BudgetAlertMessage(BudgetAlert{Workspace: "dev", Month: "2026-11", Threshold: 0.8, SpendUSD: 41.5, BudgetUSD: 50, ForecastUSD: 60, At: at}),
-			KindBudgetAlert, Warning, "budget_alert:dev:0.8:2026-11", []string{"dev passed 80%", "$41.50", "$50.00", "Used: 83%", "Forecast: $60.00"}, nil},
-		{"budget 100%", BudgetAlertMessage(BudgetAlert{Workspace: "dev", Month: "2026-11", Threshold: 1, SpendUSD: 51, BudgetUSD: 50, OrgSpendLimitUSD: 1000, At: at}),
-			KindBudgetAlert, Critical, "budget_alert:dev:1:2026-11", []string{"passed 100%", "Org spend limit: $1000.00"}, nil},
-		{"budget 50%", BudgetAlertMessage(BudgetAlert{Workspace: "ml", Month: "2026-11", Threshold: 0.5, SpendUSD: 250, BudgetUSD: 500, At: at}),
-			KindBudgetAlert, Info, "budget_alert:ml:0.5:2026-11", []string{"passed 50%"}, nil},
-		{"budget forecast", BudgetAlertMessage(BudgetAlert{Workspace: "ml", Month: "2026-11", Forecast: true, SpendUSD: 300, ForecastUSD: 700, BudgetUSD: 500, At: at}),
-			KindBudgetForecast, Warning, "budget_forecast:ml:2026-11", []string{"on track for $700.00 of $500.00", "What to do"}, nil},
-		{"rotation digest", RotationDigestMessage(RotationDigest{At: at, NotDue: 4, Rotated: []RotationDone{
+		{name: "audit digest with a critical new finding", n: AuditDigestMessage(AuditDigest{At: at, Workspaces: 3, Keys: 40, Delta: delta}),
+			kind: KindAuditDigest, sev: Critical, dedupe: "audit_digest:audit:2026-11-27:*",
+			mustSay:    []string{"2 new, 3 open, 1 resolved", "drift: 1", "unused: 2", "[critical] drift: key drift:k2", "Resolved since the last audit", "expiring: key expiring:k4", "Keys scanned: 40"},
+			mustNotSay: []string{"unused:k3 —"}}, // persisting findings are counted, not listed
+		{name: "quiet audit digest", n: AuditDigestMessage(AuditDigest{At: at, Delta: journal.FindingsDelta{Persisting: delta.Persisting}}),
+			kind: KindAuditDigest, sev: Info, dedupe: "audit_digest:audit:2026-11-27:*", mustSay: []string{"0 new, 1 open, 0 resolved", "unused: 1"}, mustNotSay: []string{"New since"}},
+		{name: "audit digest with errors", n: AuditDigestMessage(AuditDigest{At: at, Errors: []string{"workspace ml: 503"}, Revoked: []string{"old (k9)"}, DryRun: true}),
+			kind: KindAuditDigest, sev: Critical, dedupe: "audit_digest:*", mustSay: []string{"(dry run)", "Would revoke (dry run)", "old (k9)", "workspace ml: 503"}, mustNotSay: nil},
+		{name: "budget 80%", n: BudgetAlertMessage(BudgetAlert{Workspace: "dev", Month: "2026-11", Threshold: 0.8, SpendUSD: 41.5, BudgetUSD: 50, ForecastUSD: 60, At: at}),
+			kind: KindBudgetAlert, sev: Warning, dedupe: "budget_alert:dev:0.8:2026-11", mustSay: []string{"dev passed 80%", "$41.50", "$50.00", "Used: 83%", "Forecast: $60.00"}, mustNotSay: nil},
+		{name: "budget 100%", n: BudgetAlertMessage(BudgetAlert{Workspace: "dev", Month: "2026-11", Threshold: 1, SpendUSD: 51, BudgetUSD: 50, OrgSpendLimitUSD: 1000, At: at}),
+			kind: KindBudgetAlert, sev: Critical, dedupe: "budget_alert:dev:1:2026-11", mustSay: []string{"passed 100%", "Org spend limit: $1000.00"}, mustNotSay: nil},
+		{name: "budget 50%", n: BudgetAlertMessage(BudgetAlert{Workspace: "ml", Month: "2026-11", Threshold: 0.5, SpendUSD: 250, BudgetUSD: 500, At: at}),
+			kind: KindBudgetAlert, sev: Info, dedupe: "budget_alert:ml:0.5:2026-11", mustSay: []string{"passed 50%"}, mustNotSay: nil},
+		{name: "budget forecast", n: BudgetAlertMessage(BudgetAlert{Workspace: "ml", Month: "2026-11", Forecast: true, SpendUSD: 300, ForecastUSD: 700, BudgetUSD: 500, At: at}),
+			kind: KindBudgetForecast, sev: Warning, dedupe: "budget_forecast:ml:2026-11", mustSay: []string{"on track for $700.00 of $500.00", "What to do"}, mustNotSay: nil},
+		{name: "rotation digest", n: RotationDigestMessage(RotationDigest{At: at, NotDue: 4, Rotated: []RotationDone{
 			{KeyName: "b-key", RotationID: "r2", NewKeyID: "k-b2", NewKeyName: "b-key-20261127-r2"},
 			{KeyName: "a-key", RotationID: "r1", OldKeyID: "k-a1", NewKeyID: "k-a2", NewKeyName: "a-key-20261127-r1"}}}),
-			KindRotationDigest, Info, "rotation_digest:*", []string{"2 rotated, 0 failed, 4 not due", "a-key: k-a1 → k-a2", "b-key: none (bootstrap) → k-b2"}, nil},
-		{"rotation failure before publish", RotationFailureMessage(RotationFailure{KeyName: "dev-team-key", RotationID: "r7", Step: "verify",
+			kind: KindRotationDigest, sev: Info, dedupe: "rotation_digest:*", mustSay: []string{"2 rotated, 0 failed, 4 not due", "a-key: k-a1 → k-a2", "b-key: none (bootstrap) → k-b2"}, mustNotSay: nil},
+		{name: "rotation failure before publish", n: RotationFailureMessage(RotationFailure{KeyName: "dev-team-key", RotationID: "r7", Step: "verify",
 			Error: "GET /v1/models: 401", OldKeyID: "k-old", NewKeyID: "k-new", NewKeyDeleted: true, Attempts: 5, At: at}),
-			KindRotationFailed, Critical, "rotation_failed:r7", []string{"failed at verify", "old key k-old is untouched", "new key k-new was deleted",
-				"model access", "mrbacd rotate --key dev-team-key", "Attempts: 5"}, []string{"NOT revoked"}},
-		{"rotation failure, new key left behind", RotationFailureMessage(RotationFailure{KeyName: "k", RotationID: "r8", Step: "publish",
+			kind: KindRotationFailed, sev: Critical, dedupe: "rotation_failed:r7", mustSay: []string{"failed at verify", "old key k-old is untouched", "new key k-new was deleted",
+				"model access", "mrbacd rotate --key dev-team-key", "Attempts: 5"}, mustNotSay: []string{"NOT revoked"}},
+		{name: "rotation failure, new key left behind", n: RotationFailureMessage(RotationFailure{KeyName: "k", RotationID: "r8", Step: "publish",
 			Error: "vault: cas mismatch", OldKeyID: "k-old", NewKeyID: "k-new", NewKeyName: "k-20261127-r8", At: at}),
-			KindRotationFailed, Critical, "rotation_failed:r8", []string{"could NOT be deleted", "store refused the write"}, nil},
-		{"rotation failure after publish", RotationFailureMessage(RotationFailure{KeyName: "k", RotationID: "r9", Step: "revoke",
+			kind: KindRotationFailed, sev: Critical, dedupe: "rotation_failed:r8", mustSay: []string{"could NOT be deleted", "store refused the write"}, mustNotSay: nil},
+		{name: "rotation failure after publish", n: RotationFailureMessage(RotationFailure{KeyName: "k", RotationID: "r9", Step: "revoke",
 			Error: "DELETE: 503", OldKeyID: "k-old", NewKeyID: "k-new", Published: true, At: at}),
-			KindRotationFailed, Critical, "rotation_failed:r9", []string{"store already serves the new key k-new", "k-old is NOT revoked", "Do not restore", "DELETE /v1/admin/api-keys/k-old"}, nil},
-		{"job failure", JobFailureMessage(JobFailure{Job: "audit", RunID: 12, Trigger: "cron", Error: "list workspaces: 503", Duration: 1500 * time.Millisecond, At: at}),
-			KindJobFailed, Critical, "job_failed:audit:run:12", []string{"Job audit failed", "list workspaces: 503", "Duration: 1.5s", "mrbacd ctl run audit"}, nil},
-		{"job panic", JobFailureMessage(JobFailure{Job: "rotate", RunID: 13, Trigger: "uid:0", Error: "runtime error: index out of range", Panic: true, At: at}),
-			KindJobPanic, Critical, "job_panic:rotate:run:13", []string{"Job rotate panicked", "uid:0"}, nil},
-		{"finding resolved", FindingResolvedMessage("audit", resolved),
-			KindFindingResolved, Info, "finding_resolved:audit:expiring:k4:*", []string{"Resolved: expiring key expiring:k4", "First seen: 2026-11-25", "Resolved: 2026-11-27"}, nil},
+			kind: KindRotationFailed, sev: Critical, dedupe: "rotation_failed:r9", mustSay: []string{"store already serves the new key k-new", "k-old is NOT revoked", "Do not restore", "DELETE /v1/admin/api-keys/k-old"}, mustNotSay: nil},
+		{name: "job failure", n: JobFailureMessage(JobFailure{Job: "audit", RunID: 12, Trigger: "cron", Error: "list workspaces: 503", Duration: 1500 * time.Millisecond, At: at}),
+			kind: KindJobFailed, sev: Critical, dedupe: "job_failed:audit:run:12", mustSay: []string{"Job audit failed", "list workspaces: 503", "Duration: 1.5s", "mrbacd ctl run audit"}, mustNotSay: nil},
+		{name: "job panic", n: JobFailureMessage(JobFailure{Job: "rotate", RunID: 13, Trigger: "uid:0", Error: "runtime error: index out of range", Panic: true, At: at}),
+			kind: KindJobPanic, sev: Critical, dedupe: "job_panic:rotate:run:13", mustSay: []string{"Job rotate panicked", "uid:0"}, mustNotSay: nil},
+		{name: "finding resolved", n: FindingResolvedMessage("audit", resolved),
+			kind: KindFindingResolved, sev: Info, dedupe: "finding_resolved:audit:expiring:k4:*", mustSay: []string{"Resolved: expiring key expiring:k4", "First seen: 2026-11-25", "Resolved: 2026-11-27"}, mustNotSay: nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -123,17 +123,17 @@ func TestDedupeIdentity(t *testing.T) {
 		a, b Notification
 		same bool
 	}{
-		{"same audit, same day, any order", AuditDigestMessage(d1), AuditDigestMessage(d1b), true},
-		{"different findings", AuditDigestMessage(d1), AuditDigestMessage(d2), false},
-		{"next day", AuditDigestMessage(d1), AuditDigestMessage(d3), false},
-		{"same rotations", RotationDigestMessage(r1), RotationDigestMessage(r1b), true},
-		{"other rotations", RotationDigestMessage(r1), RotationDigestMessage(r2), false},
-		{"budget threshold differs", BudgetAlertMessage(BudgetAlert{Workspace: "w", Month: "2026-11", Threshold: 0.5}),
-			BudgetAlertMessage(BudgetAlert{Workspace: "w", Month: "2026-11", Threshold: 0.8}), false},
-		{"budget month differs", BudgetAlertMessage(BudgetAlert{Workspace: "w", Month: "2026-11", Threshold: 0.8}),
-			BudgetAlertMessage(BudgetAlert{Workspace: "w", Month: "2026-12", Threshold: 0.8}), false},
-		{"budget same event, new spend", BudgetAlertMessage(BudgetAlert{Workspace: "w", Month: "2026-11", Threshold: 0.8, SpendUSD: 40}),
-			BudgetAlertMessage(BudgetAlert{Workspace: "w", Month: "2026-11", Threshold: 0.8, SpendUSD: 45}), true},
+		{name: "same audit, same day, any order", a: AuditDigestMessage(d1), b: AuditDigestMessage(d1b), same: true},
+		{name: "different findings", a: AuditDigestMessage(d1), b: AuditDigestMessage(d2), same: false},
+		{name: "next day", a: AuditDigestMessage(d1), b: AuditDigestMessage(d3), same: false},
+		{name: "same rotations", a: RotationDigestMessage(r1), b: RotationDigestMessage(r1b), same: true},
+		{name: "other rotations", a: RotationDigestMessage(r1), b: RotationDigestMessage(r2), same: false},
+		{name: "budget threshold differs", a: BudgetAlertMessage(BudgetAlert{Workspace: "w", Month: "2026-11", Threshold: 0.5}),
+			b: BudgetAlertMessage(BudgetAlert{Workspace: "w", Month: "2026-11", Threshold: 0.8}), same: false},
+		{name: "budget month differs", a: BudgetAlertMessage(BudgetAlert{Workspace: "w", Month: "2026-11", Threshold: 0.8}),
+			b: BudgetAlertMessage(BudgetAlert{Workspace: "w", Month: "2026-12", Threshold: 0.8}), same: false},
+		{name: "budget same event, new spend", a: BudgetAlertMessage(BudgetAlert{Workspace: "w", Month: "2026-11", Threshold: 0.8, SpendUSD: 40}),
+			b: BudgetAlertMessage(BudgetAlert{Workspace: "w", Month: "2026-11", Threshold: 0.8, SpendUSD: 45}), same: true},
 	} {
 		if (tc.a.Dedupe == tc.b.Dedupe) != tc.same {
 			t.Errorf("%s: %q vs %q, same=%v wanted", tc.name, tc.a.Dedupe, tc.b.Dedupe, tc.same)
@@ -146,7 +146,7 @@ func TestSeverityAndValidate(t *testing.T) {
 		in   string
 		want Severity
 		ok   bool
-	}{{"info", Info, true}, {"WARNING", Warning, true}, {" critical ", Critical, true}, {"crit", Critical, true}, {"loud", Info, false}} {
+	}{{in: "info", want: Info, ok: true}, {in: "WARNING", want: Warning, ok: true}, {in: " critical ", want: Critical, ok: true}, {in: "crit", want: Critical, ok: true}, {in: "loud", want: Info, ok: false}} {
 		got, err := ParseSeverity(tc.in)
 		if (err == nil) != tc.ok || (tc.ok && got != tc.want) {
 			t.Errorf("ParseSeverity(%q) = %v, %v", tc.in, got, err)
@@ -156,11 +156,11 @@ func TestSeverityAndValidate(t *testing.T) {
 		n  Notification
 		ok bool
 	}{
-		{Notification{Kind: "k", Title: "t"}, true},
-		{Notification{Kind: "k", Text: "t"}, true},
-		{Notification{Title: "t"}, false},
-		{Notification{Kind: "k"}, false},
-		{Notification{Kind: "k", Title: "t", Severity: 7}, false},
+		{n: Notification{Kind: "k", Title: "t"}, ok: true},
+		{n: Notification{Kind: "k", Text: "t"}, ok: true},
+		{n: Notification{Title: "t"}, ok: false},
+		{n: Notification{Kind: "k"}, ok: false},
+		{n: Notification{Kind: "k", Title: "t", Severity: 7}, ok: false},
 	} {
 		if err := tc.n.Validate(); (err == nil) != tc.ok {
 			t.Errorf("Validate(%+v) = %v", tc.n, err)

@@ -492,8 +492,8 @@ func TestCrashAfterSlackAccepted(t *testing.T) {
 		webhook   bool
 		wantTwice bool
 	}{
-		{"bot token: confirmed via history, exactly once", false, false},
-		{"webhook: resent, at least once", true, true},
+		{name: "bot token: confirmed via history, exactly once", webhook: false, wantTwice: false},
+		{name: "webhook: resent, at least once", webhook: true, wantTwice: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := testenv.Slack(t)

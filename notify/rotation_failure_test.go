@@ -24,58 +24,58 @@ func TestRotationFailureGuidance(t *testing.T) {
 		todoSays  []string
 		neverSays []string
 	}{
-		{"create refused, nothing created", with(func(f *RotationFailure) { f.Step, f.NewKeyID, f.Error = "create", "", "POST: 403" }),
-			[]string{"old key k-old is untouched", "No new key was created"},
-			[]string{"admin key's permissions", "mrbacd rotate --key dev", "--force"},
-			[]string{"NOT revoked", "in flight", "could NOT be deleted"}},
-		{"verify failed before publish, new key deleted", with(func(f *RotationFailure) { f.Step, f.NewKeyDeleted, f.Error = "verify", true, "401" }),
-			[]string{"old key k-old is untouched", "new key k-new was deleted"},
-			[]string{"model access", "next scheduled run retries", "mrbacd rotate --key dev"},
-			[]string{"NOT revoked", "in flight", "Do not restore"}},
-		{"publish refused (CAS), new key deleted", with(func(f *RotationFailure) { f.Step, f.NewKeyDeleted, f.Error = "publish", true, "cas mismatch" }),
-			[]string{"old key k-old is untouched", "new key k-new was deleted"},
-			[]string{"store refused the write", "CAS conflict"},
-			[]string{"unreachable", "in flight"}},
-		{"store unavailable at publish, new key deleted", with(func(f *RotationFailure) {
+		{name: "create refused, nothing created", f: with(func(f *RotationFailure) { f.Step, f.NewKeyID, f.Error = "create", "", "POST: 403" }),
+			stateSays: []string{"old key k-old is untouched", "No new key was created"},
+			todoSays:  []string{"admin key's permissions", "mrbacd rotate --key dev", "--force"},
+			neverSays: []string{"NOT revoked", "in flight", "could NOT be deleted"}},
+		{name: "verify failed before publish, new key deleted", f: with(func(f *RotationFailure) { f.Step, f.NewKeyDeleted, f.Error = "verify", true, "401" }),
+			stateSays: []string{"old key k-old is untouched", "new key k-new was deleted"},
+			todoSays:  []string{"model access", "next scheduled run retries", "mrbacd rotate --key dev"},
+			neverSays: []string{"NOT revoked", "in flight", "Do not restore"}},
+		{name: "publish refused (CAS), new key deleted", f: with(func(f *RotationFailure) { f.Step, f.NewKeyDeleted, f.Error = "publish", true, "cas mismatch" }),
+			stateSays: []string{"old key k-old is untouched", "new key k-new was deleted"},
+			todoSays:  []string{"store refused the write", "CAS conflict"},
+			neverSays: []string{"unreachable", "in flight"}},
+		{name: "store unavailable at publish, new key deleted", f: with(func(f *RotationFailure) {
 			f.Step, f.NewKeyDeleted, f.StoreUnavailable, f.Error = "publish", true, true, "store unavailable"
 		}),
-			[]string{"old key k-old is untouched", "new key k-new was deleted"},
-			[]string{"store was unreachable", "mrbacd rotate --key dev"},
-			[]string{"store refused the write", "in flight"}},
-		{"store unreadable after a failed publish: outcome unknown", with(func(f *RotationFailure) {
+			stateSays: []string{"old key k-old is untouched", "new key k-new was deleted"},
+			todoSays:  []string{"store was unreachable", "mrbacd rotate --key dev"},
+			neverSays: []string{"store refused the write", "in flight"}},
+		{name: "store unreadable after a failed publish: outcome unknown", f: with(func(f *RotationFailure) {
 			f.Step, f.InFlight, f.StoreUnavailable, f.Error = "publish", true, true, "publish: store unavailable; reading the store back failed too"
 		}),
-			[]string{"may or may not serve the new key k-new", "k-old is NOT revoked", "stays in flight", "either finishes the rotation or deletes the new key"},
-			[]string{"store was unreachable", "Do not edit the store record", "next scheduled run settles it"},
-			[]string{"Nothing changed for consumers", "--force"}},
-		{"abort could not delete the new key", with(func(f *RotationFailure) {
+			stateSays: []string{"may or may not serve the new key k-new", "k-old is NOT revoked", "stays in flight", "either finishes the rotation or deletes the new key"},
+			todoSays:  []string{"store was unreachable", "Do not edit the store record", "next scheduled run settles it"},
+			neverSays: []string{"Nothing changed for consumers", "--force"}},
+		{name: "abort could not delete the new key", f: with(func(f *RotationFailure) {
 			f.Step, f.InFlight, f.Error = "verify", true, "abort: delete new key: 500 (after: verify: 401)"
 		}),
-			[]string{"old key k-old is untouched", "k-new (dev-20261127-r1) could NOT be deleted", "stays in flight", "deletes the new key"},
-			[]string{"model access", "harmless", "DELETE /v1/admin/api-keys/k-new", "mrbacd rotate --key dev"},
-			[]string{"NOT revoked", "Do not restore"}},
-		{"failed at an unnamed step before publish", with(func(f *RotationFailure) { f.Step, f.NewKeyID, f.Error = "begin", "", "journal: disk full" }),
-			[]string{"old key k-old is untouched"},
-			[]string{"Find the cause in the error above", "mrbacd rotate --key dev"},
-			[]string{"NOT revoked"}},
-		{"reverify failed after publish", with(func(f *RotationFailure) {
+			stateSays: []string{"old key k-old is untouched", "k-new (dev-20261127-r1) could NOT be deleted", "stays in flight", "deletes the new key"},
+			todoSays:  []string{"model access", "harmless", "DELETE /v1/admin/api-keys/k-new", "mrbacd rotate --key dev"},
+			neverSays: []string{"NOT revoked", "Do not restore"}},
+		{name: "failed at an unnamed step before publish", f: with(func(f *RotationFailure) { f.Step, f.NewKeyID, f.Error = "begin", "", "journal: disk full" }),
+			stateSays: []string{"old key k-old is untouched"},
+			todoSays:  []string{"Find the cause in the error above", "mrbacd rotate --key dev"},
+			neverSays: []string{"NOT revoked"}},
+		{name: "reverify failed after publish", f: with(func(f *RotationFailure) {
 			f.Step, f.Published, f.InFlight, f.Error = "reverify", true, true, "reverify: 401"
 		}),
-			[]string{"store already serves the new key k-new", "k-old is NOT revoked", "resumes it"},
-			[]string{"Do not restore", "failed verification after publish", "re-verifies the new key and revokes the old one", "mrbacd rotate --key dev"},
-			[]string{"--force", "untouched", "was deleted"}},
-		{"revoke failed after publish", with(func(f *RotationFailure) {
+			stateSays: []string{"store already serves the new key k-new", "k-old is NOT revoked", "resumes it"},
+			todoSays:  []string{"Do not restore", "failed verification after publish", "re-verifies the new key and revokes the old one", "mrbacd rotate --key dev"},
+			neverSays: []string{"--force", "untouched", "was deleted"}},
+		{name: "revoke failed after publish", f: with(func(f *RotationFailure) {
 			f.Step, f.Published, f.InFlight, f.Error = "revoke", true, true, "revoke old key: 503"
 		}),
-			[]string{"store already serves the new key k-new", "k-old is NOT revoked"},
-			[]string{"Do not restore", "could not be revoked", "DELETE /v1/admin/api-keys/k-old", "next scheduled run revokes k-old"},
-			[]string{"--force", "untouched"}},
-		{"store unavailable after publish", with(func(f *RotationFailure) {
+			stateSays: []string{"store already serves the new key k-new", "k-old is NOT revoked"},
+			todoSays:  []string{"Do not restore", "could not be revoked", "DELETE /v1/admin/api-keys/k-old", "next scheduled run revokes k-old"},
+			neverSays: []string{"--force", "untouched"}},
+		{name: "store unavailable after publish", f: with(func(f *RotationFailure) {
 			f.Step, f.Published, f.InFlight, f.StoreUnavailable, f.Error = "reverify", true, true, true, "reverify: store unavailable"
 		}),
-			[]string{"store already serves the new key k-new", "resumes it"},
-			[]string{"store was unreachable", "revokes the old one"},
-			[]string{"--force"}},
+			stateSays: []string{"store already serves the new key k-new", "resumes it"},
+			todoSays:  []string{"store was unreachable", "revokes the old one"},
+			neverSays: []string{"--force"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

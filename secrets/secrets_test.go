@@ -63,12 +63,12 @@ func TestRetryable(t *testing.T) {
 		err  error
 		want bool
 	}{
-		{fmt.Errorf("vault: read x: %w", ErrUnavailable), true},
-		{fmt.Errorf("%w: %w", ErrUnavailable, errors.New("dial tcp: refused")), true},
-		{ErrNotFound, false},
-		{ErrConflict, false},
-		{ErrPermissionDenied, false},
-		{nil, false},
+		{err: fmt.Errorf("vault: read x: %w", ErrUnavailable), want: true},
+		{err: fmt.Errorf("%w: %w", ErrUnavailable, errors.New("dial tcp: refused")), want: true},
+		{err: ErrNotFound, want: false},
+		{err: ErrConflict, want: false},
+		{err: ErrPermissionDenied, want: false},
+		{err: nil, want: false},
 	}
 	for _, tc := range tests {
 		if got := Retryable(tc.err); got != tc.want {

@@ -40,18 +40,18 @@ func TestCheckExitCodes(t *testing.T) {
 		stderrHas []string
 		problems  int // stderr lines that must all be FILE:LINE:COL problems; -1 = not checked
 	}{
-		{"help", []string{"check", "--help"}, 0, "", []string{"usage: mrbacd check --config FILE", "-config"}, -1},
-		{"no config flag", []string{"check"}, 2, "", []string{"--config is required"}, -1},
-		{"extra argument", []string{"check", "--config", good, "more"}, 2, "", []string{`unexpected argument "more"`}, -1},
-		{"unknown flag", []string{"check", "--nope"}, 2, "", []string{"flag provided but not defined"}, -1},
-		{"missing file", []string{"check", "--config", filepath.Join(t.TempDir(), "missing.yaml")}, 2, "", []string{"no such file"}, -1},
-		{"good", []string{"check", "--config", good}, 0, "ok: " + good + ": 2 workspaces, 1 key, 1 role, 0 gateway clients", nil, 0},
-		{"bad", []string{"check", "--config", bad}, 2, "", []string{
+		{name: "help", args: []string{"check", "--help"}, code: 0, stdoutHas: "", stderrHas: []string{"usage: mrbacd check --config FILE", "-config"}, problems: -1},
+		{name: "no config flag", args: []string{"check"}, code: 2, stdoutHas: "", stderrHas: []string{"--config is required"}, problems: -1},
+		{name: "extra argument", args: []string{"check", "--config", good, "more"}, code: 2, stdoutHas: "", stderrHas: []string{`unexpected argument "more"`}, problems: -1},
+		{name: "unknown flag", args: []string{"check", "--nope"}, code: 2, stdoutHas: "", stderrHas: []string{"flag provided but not defined"}, problems: -1},
+		{name: "missing file", args: []string{"check", "--config", filepath.Join(t.TempDir(), "missing.yaml")}, code: 2, stdoutHas: "", stderrHas: []string{"no such file"}, problems: -1},
+		{name: "good", args: []string{"check", "--config", good}, code: 0, stdoutHas: "ok: " + good + ": 2 workspaces, 1 key, 1 role, 0 gateway clients", stderrHas: nil, problems: 0},
+		{name: "bad", args: []string{"check", "--config", bad}, code: 2, stdoutHas: "", stderrHas: []string{
 			bad + ":2:3: mistral.admin_key: inline secrets are not allowed: use admin_key_env or admin_key_file",
 			bad + `:3:3: mistral.base_ur: unknown key "base_ur" (did you mean "base_url"?)`,
 			bad + ":5:12: keys[0].name: must be 1 to 40 characters",
 			bad + `:5:28: keys[0].workspace: workspace "nope" is not declared`,
-		}, 4},
+		}, problems: 4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -250,11 +250,11 @@ func TestIndentWriter(t *testing.T) {
 		writes []string
 		want   string
 	}{
-		{"one line", []string{"a\n"}, "> a\n"},
-		{"two lines", []string{"a\nb\n"}, "> a\n> b\n"},
-		{"split line", []string{"a", "b\n", "c"}, "> ab\n> c"},
-		{"empty lines", []string{"\n\n"}, "> \n> \n"},
-		{"nothing", []string{""}, ""},
+		{name: "one line", writes: []string{"a\n"}, want: "> a\n"},
+		{name: "two lines", writes: []string{"a\nb\n"}, want: "> a\n> b\n"},
+		{name: "split line", writes: []string{"a", "b\n", "c"}, want: "> ab\n> c"},
+		{name: "empty lines", writes: []string{"\n\n"}, want: "> \n> \n"},
+		{name: "nothing", writes: []string{""}, want: ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -177,11 +177,11 @@ func TestFindingsCommandsExitCodes(t *testing.T) {
 		code int
 		errs string
 	}{
-		{"audit without config", []string{"audit"}, exitUsage, "--config is required"},
-		{"budget extra argument", []string{"budget", "--config", cfgPath, "now"}, exitUsage, `unexpected argument "now"`},
-		{"audit bad config", []string{"audit", "--config", bad}, exitUsage, "bad.yaml:1:"},
-		{"budget with a workspace missing on the platform fails", []string{"budget", "--config", cfgPath}, exitFailed, ""},
-		{"audit succeeds despite findings", []string{"audit", "--config", cfgPath}, exitOK, ""},
+		{name: "audit without config", args: []string{"audit"}, code: exitUsage, errs: "--config is required"},
+		{name: "budget extra argument", args: []string{"budget", "--config", cfgPath, "now"}, code: exitUsage, errs: `unexpected argument "now"`},
+		{name: "audit bad config", args: []string{"audit", "--config", bad}, code: exitUsage, errs: "bad.yaml:1:"},
+		{name: "budget with a workspace missing on the platform fails", args: []string{"budget", "--config", cfgPath}, code: exitFailed, errs: ""},
+		{name: "audit succeeds despite findings", args: []string{"audit", "--config", cfgPath}, code: exitOK, errs: ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -83,9 +83,9 @@ gateway:
 		name, model, token string
 		want               int
 	}{
-		{"allowed", "mistral-small-latest", token, 200},
-		{"model not allowed", "mistral-large-latest", token, 403},
-		{"unknown token", "mistral-small-latest", "nope", 401},
+		{name: "allowed", model: "mistral-small-latest", token: token, want: 200},
+		{name: "model not allowed", model: "mistral-large-latest", token: token, want: 403},
+		{name: "unknown token", model: "mistral-small-latest", token: "nope", want: 401},
 	}
 	for _, tc := range tests {
 		req, _ := http.NewRequest("POST", base+"/v1/chat/completions", strings.NewReader(
@@ -156,9 +156,9 @@ func TestGatewayCommandUsage(t *testing.T) {
 		code int
 		want string
 	}{
-		{"no config", []string{"gateway"}, exitUsage, "--config is required"},
-		{"extra argument", []string{"gateway", "--config", noListen, "x"}, exitUsage, `unexpected argument "x"`},
-		{"no listen", []string{"gateway", "--config", noListen}, exitUsage, "gateway.listen is empty"},
+		{name: "no config", args: []string{"gateway"}, code: exitUsage, want: "--config is required"},
+		{name: "extra argument", args: []string{"gateway", "--config", noListen, "x"}, code: exitUsage, want: `unexpected argument "x"`},
+		{name: "no listen", args: []string{"gateway", "--config", noListen}, code: exitUsage, want: "gateway.listen is empty"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -32,15 +32,15 @@ func TestRotateCommandNotifies(t *testing.T) {
 		// want lists a substring per new Slack message, in order.
 		want []string
 	}{
-		{"bootstrap: one digest", nil, []string{"rotate", "--config", w.cfgPath}, exitOK,
-			[]string{"Key rotation: 2 rotated, 0 failed, 0 not due"}},
-		{"not due: nothing to say", nil, []string{"rotate", "--config", w.cfgPath}, exitOK, nil},
-		{"dry run: nothing sent", nil, []string{"rotate", "--config", w.cfgPath, "--force", "--dry-run"}, exitOK, nil},
-		{"forced: one digest", nil, []string{"rotate", "--config", w.cfgPath, "--force", "--json"}, exitOK,
-			[]string{"Key rotation: 2 rotated, 0 failed, 0 not due"}},
-		{"verify fails: one loud message per key", &sandbox.Fault{Route: "GET /v1/models", Status: 401},
-			[]string{"rotate", "--config", w.cfgPath, "--force"}, exitFailed,
-			[]string{"Rotation of one failed at verify", "Rotation of two failed at verify"}},
+		{name: "bootstrap: one digest", fault: nil, args: []string{"rotate", "--config", w.cfgPath}, wantCode: exitOK,
+			want: []string{"Key rotation: 2 rotated, 0 failed, 0 not due"}},
+		{name: "not due: nothing to say", fault: nil, args: []string{"rotate", "--config", w.cfgPath}, wantCode: exitOK, want: nil},
+		{name: "dry run: nothing sent", fault: nil, args: []string{"rotate", "--config", w.cfgPath, "--force", "--dry-run"}, wantCode: exitOK, want: nil},
+		{name: "forced: one digest", fault: nil, args: []string{"rotate", "--config", w.cfgPath, "--force", "--json"}, wantCode: exitOK,
+			want: []string{"Key rotation: 2 rotated, 0 failed, 0 not due"}},
+		{name: "verify fails: one loud message per key", fault: &sandbox.Fault{Route: "GET /v1/models", Status: 401},
+			args: []string{"rotate", "--config", w.cfgPath, "--force"}, wantCode: exitFailed,
+			want: []string{"Rotation of one failed at verify", "Rotation of two failed at verify"}},
 	}
 	seen := 0
 	for _, s := range steps {

@@ -72,14 +72,14 @@ func TestRotateAndPlanCommands(t *testing.T) {
 		wantOut  []string
 		check    func(t *testing.T, out string)
 	}{
-		{"plan before anything: bootstrap both", []string{"plan", "--config", w.cfgPath}, 0,
-			[]string{"rotate: 2 of 2 keys due", "one", "bootstrap"}, func(t *testing.T, _ string) {
+		{name: "plan before anything: bootstrap both", args: []string{"plan", "--config", w.cfgPath}, wantCode: 0,
+			wantOut: []string{"rotate: 2 of 2 keys due", "one", "bootstrap"}, check: func(t *testing.T, _ string) {
 				if _, err := os.Stat(w.state); err == nil {
 					t.Fatal("plan created the journal")
 				}
 			}},
-		{"dry run changes nothing", []string{"rotate", "--config", w.cfgPath, "--dry-run"}, 0,
-			[]string{"dry run: would rotate 2 of 2 keys", "would_bootstrap"}, func(t *testing.T, _ string) {
+		{name: "dry run changes nothing", args: []string{"rotate", "--config", w.cfgPath, "--dry-run"}, wantCode: 0,
+			wantOut: []string{"dry run: would rotate 2 of 2 keys", "would_bootstrap"}, check: func(t *testing.T, _ string) {
 				if len(w.sb.Keys()) != 0 {
 					t.Fatal("dry run created keys")
 				}
@@ -89,10 +89,10 @@ func TestRotateAndPlanCommands(t *testing.T) {
 					}
 				}
 			}},
-		{"rotate bootstraps", []string{"rotate", "--config", w.cfgPath}, 0,
-			[]string{"rotated 2 of 2 keys", "bootstrapped"}, nil},
-		{"plan: nothing due", []string{"plan", "--config", w.cfgPath, "--json"}, 0,
-			[]string{`"action": "none"`}, func(t *testing.T, out string) {
+		{name: "rotate bootstraps", args: []string{"rotate", "--config", w.cfgPath}, wantCode: 0,
+			wantOut: []string{"rotated 2 of 2 keys", "bootstrapped"}, check: nil},
+		{name: "plan: nothing due", args: []string{"plan", "--config", w.cfgPath, "--json"}, wantCode: 0,
+			wantOut: []string{`"action": "none"`}, check: func(t *testing.T, out string) {
 				var p struct {
 					Rotate []struct {
 						Key          string `json:"key"`
@@ -109,16 +109,16 @@ func TestRotateAndPlanCommands(t *testing.T) {
 					}
 				}
 			}},
-		{"rotate: not due", []string{"rotate", "--config", w.cfgPath}, 0, []string{"rotated 0 of 0 keys", "not_due"}, nil},
-		{"rotate one key by force, as JSON", []string{"rotate", "--config", w.cfgPath, "--key", "two", "--force", "--json"}, 0,
-			[]string{`"outcome": "rotated"`, `"key": "two"`}, func(t *testing.T, out string) {
+		{name: "rotate: not due", args: []string{"rotate", "--config", w.cfgPath}, wantCode: 0, wantOut: []string{"rotated 0 of 0 keys", "not_due"}, check: nil},
+		{name: "rotate one key by force, as JSON", args: []string{"rotate", "--config", w.cfgPath, "--key", "two", "--force", "--json"}, wantCode: 0,
+			wantOut: []string{`"outcome": "rotated"`, `"key": "two"`}, check: func(t *testing.T, out string) {
 				if strings.Contains(out, `"key": "one"`) {
 					t.Fatal("--key two rotated one too")
 				}
 			}},
-		{"unknown key", []string{"rotate", "--config", w.cfgPath, "--key", "nope"}, 2, nil, nil},
-		{"missing config flag", []string{"rotate"}, 2, nil, nil},
-		{"stray argument", []string{"plan", "--config", w.cfgPath, "extra"}, 2, nil, nil},
+		{name: "unknown key", args: []string{"rotate", "--config", w.cfgPath, "--key", "nope"}, wantCode: 2, wantOut: nil, check: nil},
+		{name: "missing config flag", args: []string{"rotate"}, wantCode: 2, wantOut: nil, check: nil},
+		{name: "stray argument", args: []string{"plan", "--config", w.cfgPath, "extra"}, wantCode: 2, wantOut: nil, check: nil},
 	}
 	for _, s := range steps {
 		code, out, errOut := w.run(s.args...)

@@ -26,13 +26,13 @@ func TestSandboxUsage(t *testing.T) {
 		code      int
 		stderrHas string
 	}{
-		{"help", []string{"sandbox", "--help"}, exitOK, "usage: mrbacd sandbox --listen ADDR [--seed FILE] [--now RFC3339]"},
-		{"bad flag", []string{"sandbox", "--bogus"}, exitUsage, "flag provided but not defined: -bogus"},
-		{"extra argument", []string{"sandbox", "more"}, exitUsage, `unexpected argument "more"`},
-		{"bad now", []string{"sandbox", "--now", "tomorrow"}, exitUsage, `--now "tomorrow": want an RFC 3339 time`},
-		{"bad seed", []string{"sandbox", "--seed", badSeed}, exitUsage, `keys[0].workspace: unknown workspace "nope"`},
-		{"missing seed", []string{"sandbox", "--seed", filepath.Join(dir, "none.yaml")}, exitUsage, "no such file"},
-		{"bad listen", []string{"sandbox", "--listen", "256.0.0.1:x"}, exitFailed, "listen:"},
+		{name: "help", args: []string{"sandbox", "--help"}, code: exitOK, stderrHas: "usage: mrbacd sandbox --listen ADDR [--seed FILE] [--now RFC3339]"},
+		{name: "bad flag", args: []string{"sandbox", "--bogus"}, code: exitUsage, stderrHas: "flag provided but not defined: -bogus"},
+		{name: "extra argument", args: []string{"sandbox", "more"}, code: exitUsage, stderrHas: `unexpected argument "more"`},
+		{name: "bad now", args: []string{"sandbox", "--now", "tomorrow"}, code: exitUsage, stderrHas: `--now "tomorrow": want an RFC 3339 time`},
+		{name: "bad seed", args: []string{"sandbox", "--seed", badSeed}, code: exitUsage, stderrHas: `keys[0].workspace: unknown workspace "nope"`},
+		{name: "missing seed", args: []string{"sandbox", "--seed", filepath.Join(dir, "none.yaml")}, code: exitUsage, stderrHas: "no such file"},
+		{name: "bad listen", args: []string{"sandbox", "--listen", "256.0.0.1:x"}, code: exitFailed, stderrHas: "listen:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

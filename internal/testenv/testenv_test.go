@@ -135,29 +135,29 @@ func TestSlack(t *testing.T) {
 		inject func()
 		check  func(t *testing.T, err error)
 	}{
-		{"ok", func() {}, func(t *testing.T, err error) {
+		{name: "ok", inject: func() {}, check: func(t *testing.T, err error) {
 			if err != nil {
 				t.Fatalf("post: %v", err)
 			}
 		}},
-		{"429 with retry-after", func() { s.RateLimit(1, "7") }, func(t *testing.T, err error) {
+		{name: "429 with retry-after", inject: func() { s.RateLimit(1, "7") }, check: func(t *testing.T, err error) {
 			var rl *slack.RateLimitedError
 			if !errors.As(err, &rl) || rl.RetryAfter != 7*time.Second {
 				t.Fatalf("err = %v, want rate limited 7s", err)
 			}
 		}},
-		{"500", func() { s.FailNext(1, http.StatusInternalServerError) }, func(t *testing.T, err error) {
+		{name: "500", inject: func() { s.FailNext(1, http.StatusInternalServerError) }, check: func(t *testing.T, err error) {
 			var se slack.StatusCodeError
 			if !errors.As(err, &se) || se.Code != 500 {
 				t.Fatalf("err = %v, want status 500", err)
 			}
 		}},
-		{"slack error", func() { s.InjectFaults(SlackFault{SlackError: "channel_not_found"}) }, func(t *testing.T, err error) {
+		{name: "slack error", inject: func() { s.InjectFaults(SlackFault{SlackError: "channel_not_found"}) }, check: func(t *testing.T, err error) {
 			if err == nil || !strings.Contains(err.Error(), "channel_not_found") {
 				t.Fatalf("err = %v, want channel_not_found", err)
 			}
 		}},
-		{"outage", func() { s.SetDown(true) }, func(t *testing.T, err error) {
+		{name: "outage", inject: func() { s.SetDown(true) }, check: func(t *testing.T, err error) {
 			s.SetDown(false)
 			if err == nil {
 				t.Fatalf("post during outage succeeded")
@@ -253,12 +253,12 @@ func TestMissingToolsFailLoudly(t *testing.T) {
 		run  func(tb testing.TB)
 		want string
 	}{
-		{"vault binary", map[string]string{"MRBACD_VAULT_BIN": "/nonexistent/vault"},
-			func(tb testing.TB) { VaultBinary(tb) }, "scripts/ensure-vault.sh"},
-		{"moto_server", map[string]string{"PATH": t.TempDir()},
-			func(tb testing.TB) { Moto(tb) }, "pip install"},
-		{"postgres", map[string]string{PostgresAdminEnv: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/test?connect_timeout=2", FreePort(t))},
-			func(tb testing.TB) { Postgres(tb) }, "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"},
+		{name: "vault binary", env: map[string]string{"MRBACD_VAULT_BIN": "/nonexistent/vault"},
+			run: func(tb testing.TB) { VaultBinary(tb) }, want: "scripts/ensure-vault.sh"},
+		{name: "moto_server", env: map[string]string{"PATH": t.TempDir()},
+			run: func(tb testing.TB) { Moto(tb) }, want: "pip install"},
+		{name: "postgres", env: map[string]string{PostgresAdminEnv: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/test?connect_timeout=2", FreePort(t))},
+			run: func(tb testing.TB) { Postgres(tb) }, want: "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -329,8 +329,8 @@ func TestAuditRevokeUnused(t *testing.T) {
 		revoke bool
 		want   []string // keys deleted
 	}{
-		{"off by default", false, nil},
-		{"on: only unused undeclared keys", true, []string{"k-unused"}},
+		{name: "off by default", revoke: false, want: nil},
+		{name: "on: only unused undeclared keys", revoke: true, want: []string{"k-unused"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

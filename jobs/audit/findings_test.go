@@ -260,13 +260,13 @@ func TestManagedName(t *testing.T) {
 		entry, name string
 		want        bool
 	}{
-		{"dev-team-key", "dev-team-key-20261127-ab12cd34", true},
-		{"dev-team-key", "dev-team-key", false},
-		{"dev-team-key", "dev-team-key-2026112-ab12cd34", false},
-		{"dev-team-key", "dev-team-key-20261127-", false},
-		{"dev", "dev-team-key-20261127-ab12cd34", false},
-		{"dev-team-key", "xdev-team-key-20261127-ab12cd34", false},
-		{"dev-team-key", "dev-team-key-20261127-ab12cd34-copy", false},
+		{entry: "dev-team-key", name: "dev-team-key-20261127-ab12cd34", want: true},
+		{entry: "dev-team-key", name: "dev-team-key", want: false},
+		{entry: "dev-team-key", name: "dev-team-key-2026112-ab12cd34", want: false},
+		{entry: "dev-team-key", name: "dev-team-key-20261127-", want: false},
+		{entry: "dev", name: "dev-team-key-20261127-ab12cd34", want: false},
+		{entry: "dev-team-key", name: "xdev-team-key-20261127-ab12cd34", want: false},
+		{entry: "dev-team-key", name: "dev-team-key-20261127-ab12cd34-copy", want: false},
 	}
 	for _, c := range cases {
 		if got := ManagedName(c.entry, c.name); got != c.want {

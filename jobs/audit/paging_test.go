@@ -76,10 +76,10 @@ func TestAuditPagingMinimalCalls(t *testing.T) {
 	cases := []struct {
 		keys, workspaces int
 	}{
-		{2500, 30},
-		{99, 3},
-		{100, 1},
-		{1, 1},
+		{keys: 2500, workspaces: 30},
+		{keys: 99, workspaces: 3},
+		{keys: 100, workspaces: 1},
+		{keys: 1, workspaces: 1},
 	}
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("%d keys in %d workspaces", c.keys, c.workspaces), func(t *testing.T) {

@@ -302,12 +302,12 @@ func TestBudgetFailures(t *testing.T) {
 		errPart string
 		alerted bool // dev's 80% alert still raised
 	}{
-		{"declared workspace missing on the platform", func(w *world) {
+		{name: "declared workspace missing on the platform", mutate: func(w *world) {
 			w.cfg.Workspaces = append(w.cfg.Workspaces, config.Workspace{Name: "research", MonthlyBudgetUSD: 10})
-		}, true, "workspace research: workspace not found", true},
-		{"usage endpoint failing for one workspace", func(w *world) {
+		}, failed: true, errPart: "workspace research: workspace not found", alerted: true},
+		{name: "usage endpoint failing for one workspace", mutate: func(w *world) {
 			w.sb.InjectFault(sandbox.Fault{Route: "GET /v1/admin/usage", Status: 500, Times: 1})
-		}, true, "workspace dev-workspace: usage", false},
+		}, failed: true, errPart: "workspace dev-workspace: usage", alerted: false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -337,9 +337,9 @@ func TestForecastAndBounds(t *testing.T) {
 		spend    float64
 		forecast float64
 	}{
-		{time.Date(2026, 11, 16, 0, 0, 0, 0, time.UTC), 10, 20},
-		{time.Date(2026, 2, 15, 0, 0, 0, 0, time.UTC), 14, 28},
-		{time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), 5, 5},
+		{now: time.Date(2026, 11, 16, 0, 0, 0, 0, time.UTC), spend: 10, forecast: 20},
+		{now: time.Date(2026, 2, 15, 0, 0, 0, 0, time.UTC), spend: 14, forecast: 28},
+		{now: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), spend: 5, forecast: 5},
 	}
 	for _, c := range cases {
 		if f, _ := Forecast(c.spend, c.now); !near(f, c.forecast) {

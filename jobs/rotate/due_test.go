@@ -20,15 +20,15 @@ func TestDecide(t *testing.T) {
 		wantAction string
 		wantReason string
 	}{
-		{"no record: bootstrap", Current{}, false, true, ActionBootstrap, "bootstrap"},
-		{"fresh key", Current{Exists: true, KeyID: "k", CreatedAt: now.Add(-10 * 24 * time.Hour), AgeSource: AgeFromStore}, false, false, ActionNone, "not due: age 10.0d"},
-		{"one second short", Current{Exists: true, KeyID: "k", CreatedAt: now.Add(-every + time.Second), AgeSource: AgeFromStore}, false, false, ActionNone, "not due"},
-		{"exactly rotate_every", Current{Exists: true, KeyID: "k", CreatedAt: now.Add(-every), AgeSource: AgeFromStore}, false, true, ActionRotate, "reached rotate_every 90.0d"},
-		{"old key from platform age", Current{Exists: true, KeyID: "k", CreatedAt: now.Add(-100 * 24 * time.Hour), AgeSource: AgeFromPlatform}, false, true, ActionRotate, "from platform created_at"},
-		{"forced fresh key", Current{Exists: true, KeyID: "k", CreatedAt: now.Add(-time.Hour), AgeSource: AgeFromStore}, true, true, ActionRotate, "forced"},
-		{"unknown age is due", Current{Exists: true, AgeSource: AgeUnknown}, false, true, ActionRotate, "age of the current key unknown"},
-		{"adopted due says so", Current{Exists: true, KeyID: "k", Adopted: true, CreatedAt: now.Add(-every), AgeSource: AgeFromStore}, false, true, ActionRotate, "adopting"},
-		{"created in the future is not due", Current{Exists: true, KeyID: "k", CreatedAt: now.Add(time.Hour), AgeSource: AgeFromStore}, false, false, ActionNone, "not due"},
+		{name: "no record: bootstrap", cur: Current{}, force: false, wantDue: true, wantAction: ActionBootstrap, wantReason: "bootstrap"},
+		{name: "fresh key", cur: Current{Exists: true, KeyID: "k", CreatedAt: now.Add(-10 * 24 * time.Hour), AgeSource: AgeFromStore}, force: false, wantDue: false, wantAction: ActionNone, wantReason: "not due: age 10.0d"},
+		{name: "one second short", cur: Current{Exists: true, KeyID: "k", CreatedAt: now.Add(-every + time.Second), AgeSource: AgeFromStore}, force: false, wantDue: false, wantAction: ActionNone, wantReason: "not due"},
+		{name: "exactly rotate_every", cur: Current{Exists: true, KeyID: "k", CreatedAt: now.Add(-every), AgeSource: AgeFromStore}, force: false, wantDue: true, wantAction: ActionRotate, wantReason: "reached rotate_every 90.0d"},
+		{name: "old key from platform age", cur: Current{Exists: true, KeyID: "k", CreatedAt: now.Add(-100 * 24 * time.Hour), AgeSource: AgeFromPlatform}, force: false, wantDue: true, wantAction: ActionRotate, wantReason: "from platform created_at"},
+		{name: "forced fresh key", cur: Current{Exists: true, KeyID: "k", CreatedAt: now.Add(-time.Hour), AgeSource: AgeFromStore}, force: true, wantDue: true, wantAction: ActionRotate, wantReason: "forced"},
+		{name: "unknown age is due", cur: Current{Exists: true, AgeSource: AgeUnknown}, force: false, wantDue: true, wantAction: ActionRotate, wantReason: "age of the current key unknown"},
+		{name: "adopted due says so", cur: Current{Exists: true, KeyID: "k", Adopted: true, CreatedAt: now.Add(-every), AgeSource: AgeFromStore}, force: false, wantDue: true, wantAction: ActionRotate, wantReason: "adopting"},
+		{name: "created in the future is not due", cur: Current{Exists: true, KeyID: "k", CreatedAt: now.Add(time.Hour), AgeSource: AgeFromStore}, force: false, wantDue: false, wantAction: ActionNone, wantReason: "not due"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -96,14 +96,14 @@ func TestReadCurrent(t *testing.T) {
 		wantID, wantSource    string
 		wantAdopted, wantNote bool
 	}{
-		{"no record", secrets.Versioned{}, false, false, "", AgeUnknown, false, false},
-		{"complete mrbacd record", rec("AAAAmiddlezzz1", "id-a", created, "r1"), true, false, "id-a", AgeFromStore, false, false},
-		{"record without created_at: platform age", rec("AAAAmiddlezzz1", "id-a", time.Time{}, "r1"), true, true, "id-a", AgeFromPlatform, false, false},
-		{"adopted without key_id: hidden match", rec("AAAAmiddlezzz1", "", created, ""), true, true, "id-a", AgeFromStore, true, false},
-		{"adopted without key_id or created_at", rec("AAAAmiddlezzz1", "", time.Time{}, ""), true, true, "id-a", AgeFromPlatform, true, false},
-		{"ambiguous hidden match", rec("BBBBmiddleyyy2", "", created, ""), true, true, "", AgeFromStore, true, true},
-		{"no match in this workspace", rec("CCCCmiddlexxx3", "", created, ""), true, true, "", AgeFromStore, true, true},
-		{"nothing known at all", rec("DDDDmiddlewww4", "", time.Time{}, ""), true, true, "", AgeUnknown, true, true},
+		{name: "no record", v: secrets.Versioned{}, found: false, wantNeed: false, wantID: "", wantSource: AgeUnknown, wantAdopted: false, wantNote: false},
+		{name: "complete mrbacd record", v: rec("AAAAmiddlezzz1", "id-a", created, "r1"), found: true, wantNeed: false, wantID: "id-a", wantSource: AgeFromStore, wantAdopted: false, wantNote: false},
+		{name: "record without created_at: platform age", v: rec("AAAAmiddlezzz1", "id-a", time.Time{}, "r1"), found: true, wantNeed: true, wantID: "id-a", wantSource: AgeFromPlatform, wantAdopted: false, wantNote: false},
+		{name: "adopted without key_id: hidden match", v: rec("AAAAmiddlezzz1", "", created, ""), found: true, wantNeed: true, wantID: "id-a", wantSource: AgeFromStore, wantAdopted: true, wantNote: false},
+		{name: "adopted without key_id or created_at", v: rec("AAAAmiddlezzz1", "", time.Time{}, ""), found: true, wantNeed: true, wantID: "id-a", wantSource: AgeFromPlatform, wantAdopted: true, wantNote: false},
+		{name: "ambiguous hidden match", v: rec("BBBBmiddleyyy2", "", created, ""), found: true, wantNeed: true, wantID: "", wantSource: AgeFromStore, wantAdopted: true, wantNote: true},
+		{name: "no match in this workspace", v: rec("CCCCmiddlexxx3", "", created, ""), found: true, wantNeed: true, wantID: "", wantSource: AgeFromStore, wantAdopted: true, wantNote: true},
+		{name: "nothing known at all", v: rec("DDDDmiddlewww4", "", time.Time{}, ""), found: true, wantNeed: true, wantID: "", wantSource: AgeUnknown, wantAdopted: true, wantNote: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -128,14 +128,14 @@ func TestHiddenMatches(t *testing.T) {
 		hidden, plain string
 		want          bool
 	}{
-		{"HQSx...Ug6Y", "HQSxabcdefUg6Y", true},
-		{"HQSx...Ug6Y", "HQSxabcdefUg6Z", false},
-		{"HQSx…Ug6Y", "HQSxabcdefUg6Y", true},
-		{"HQSx****Ug6Y", "HQSxabcdefUg6Y", true},
-		{"...Ug6Y", "HQSxabcdefUg6Y", false},
-		{"HQSx...Ug6Y", "HQSxUg6", false},
-		{"", "x", false},
-		{"nohidden", "nohidden", false},
+		{hidden: "HQSx...Ug6Y", plain: "HQSxabcdefUg6Y", want: true},
+		{hidden: "HQSx...Ug6Y", plain: "HQSxabcdefUg6Z", want: false},
+		{hidden: "HQSx…Ug6Y", plain: "HQSxabcdefUg6Y", want: true},
+		{hidden: "HQSx****Ug6Y", plain: "HQSxabcdefUg6Y", want: true},
+		{hidden: "...Ug6Y", plain: "HQSxabcdefUg6Y", want: false},
+		{hidden: "HQSx...Ug6Y", plain: "HQSxUg6", want: false},
+		{hidden: "", plain: "x", want: false},
+		{hidden: "nohidden", plain: "nohidden", want: false},
 	}
 	for _, tc := range tests {
 		if got := hiddenMatches(tc.hidden, tc.plain); got != tc.want {

@@ -25,12 +25,12 @@ func TestRunScenarios(t *testing.T) {
 		wantOutcome string
 		wantRotated bool // a new key in the store
 	}{
-		{"bootstrap: no record", func(e *env) string { return "" }, jobs.Request{}, OutcomeBootstrapped, true},
-		{"adopt a record with key_id, due by age", func(e *env) string { return e.seed("k", 91*day, true).ID }, jobs.Request{}, OutcomeRotated, true},
-		{"adopt a record without key_id (hidden match)", func(e *env) string { return e.seed("k", 91*day, false).ID }, jobs.Request{}, OutcomeRotated, true},
-		{"fresh record not due", func(e *env) string { return e.seed("k", 10*day, true).ID }, jobs.Request{}, OutcomeNotDue, false},
-		{"fresh record forced", func(e *env) string { return e.seed("k", 10*day, true).ID }, jobs.Request{Force: true}, OutcomeRotated, true},
-		{"record without created_at: platform age (new key, not due)", func(e *env) string {
+		{name: "bootstrap: no record", setup: func(e *env) string { return "" }, req: jobs.Request{}, wantOutcome: OutcomeBootstrapped, wantRotated: true},
+		{name: "adopt a record with key_id, due by age", setup: func(e *env) string { return e.seed("k", 91*day, true).ID }, req: jobs.Request{}, wantOutcome: OutcomeRotated, wantRotated: true},
+		{name: "adopt a record without key_id (hidden match)", setup: func(e *env) string { return e.seed("k", 91*day, false).ID }, req: jobs.Request{}, wantOutcome: OutcomeRotated, wantRotated: true},
+		{name: "fresh record not due", setup: func(e *env) string { return e.seed("k", 10*day, true).ID }, req: jobs.Request{}, wantOutcome: OutcomeNotDue, wantRotated: false},
+		{name: "fresh record forced", setup: func(e *env) string { return e.seed("k", 10*day, true).ID }, req: jobs.Request{Force: true}, wantOutcome: OutcomeRotated, wantRotated: true},
+		{name: "record without created_at: platform age (new key, not due)", setup: func(e *env) string {
 			k, _ := e.sb.AddKey("legacy-k", "", nil)
 			_, err := e.files.Write(context.Background(), secrets.WriteRequest{Target: e.spec("k").Target,
 				Record: secrets.Record{APIKey: k.Plaintext, KeyID: k.ID}})
@@ -38,8 +38,8 @@ func TestRunScenarios(t *testing.T) {
 				e.t.Fatal(err)
 			}
 			return k.ID
-		}, jobs.Request{}, OutcomeNotDue, false},
-		{"record without created_at: platform age (old key, due)", func(e *env) string {
+		}, req: jobs.Request{}, wantOutcome: OutcomeNotDue, wantRotated: false},
+		{name: "record without created_at: platform age (old key, due)", setup: func(e *env) string {
 			e.sb.SetNow(time.Now().Add(-100 * day))
 			k, _ := e.sb.AddKey("legacy-k", "", nil)
 			e.sb.SetNow(time.Now())
@@ -49,9 +49,9 @@ func TestRunScenarios(t *testing.T) {
 				e.t.Fatal(err)
 			}
 			return k.ID
-		}, jobs.Request{}, OutcomeRotated, true},
-		{"dry run changes nothing", func(e *env) string { return e.seed("k", 91*day, true).ID }, jobs.Request{DryRun: true}, OutcomeWouldRotate, false},
-		{"dry run bootstrap", func(e *env) string { return "" }, jobs.Request{DryRun: true}, OutcomeWouldBootstrap, false},
+		}, req: jobs.Request{}, wantOutcome: OutcomeRotated, wantRotated: true},
+		{name: "dry run changes nothing", setup: func(e *env) string { return e.seed("k", 91*day, true).ID }, req: jobs.Request{DryRun: true}, wantOutcome: OutcomeWouldRotate, wantRotated: false},
+		{name: "dry run bootstrap", setup: func(e *env) string { return "" }, req: jobs.Request{DryRun: true}, wantOutcome: OutcomeWouldBootstrap, wantRotated: false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -325,10 +325,10 @@ func TestLeases(t *testing.T) {
 		owner string
 		want  string
 	}{
-		{"live owner (pid 1)", "mrbacd:" + host + ":1:abcd", OutcomeBusy},
-		{"dead owner", "mrbacd:" + host + ":999999999:abcd", OutcomeRotated},
-		{"owner on another host", "mrbacd:elsewhere.example:999999999:abcd", OutcomeBusy},
-		{"foreign owner format", "cron-job", OutcomeBusy},
+		{name: "live owner (pid 1)", owner: "mrbacd:" + host + ":1:abcd", want: OutcomeBusy},
+		{name: "dead owner", owner: "mrbacd:" + host + ":999999999:abcd", want: OutcomeRotated},
+		{name: "owner on another host", owner: "mrbacd:elsewhere.example:999999999:abcd", want: OutcomeBusy},
+		{name: "foreign owner format", owner: "cron-job", want: OutcomeBusy},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

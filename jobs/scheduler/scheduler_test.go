@@ -82,24 +82,24 @@ func TestRunOutcomesAreJournaled(t *testing.T) {
 		wantErr    string
 		wantSum    string
 	}{
-		{"ok", func(ctx context.Context, req jobs.Request) (jobs.Result, error) {
+		{name: "ok", runner: func(ctx context.Context, req jobs.Request) (jobs.Result, error) {
 			return jobs.Result{Summary: "rotated 2 of 2 due keys"}, nil
-		}, 0, StatusOK, "", "rotated 2 of 2 due keys"},
-		{"partial failure", func(ctx context.Context, req jobs.Request) (jobs.Result, error) {
+		}, timeout: 0, wantStatus: StatusOK, wantErr: "", wantSum: "rotated 2 of 2 due keys"},
+		{name: "partial failure", runner: func(ctx context.Context, req jobs.Request) (jobs.Result, error) {
 			return jobs.Result{Failed: true, Summary: "rotated 1 of 2 due keys"}, nil
-		}, 0, StatusFailed, "", "rotated 1 of 2 due keys"},
-		{"error", func(ctx context.Context, req jobs.Request) (jobs.Result, error) {
+		}, timeout: 0, wantStatus: StatusFailed, wantErr: "", wantSum: "rotated 1 of 2 due keys"},
+		{name: "error", runner: func(ctx context.Context, req jobs.Request) (jobs.Result, error) {
 			return jobs.Result{}, errors.New("platform unreachable")
-		}, 0, StatusFailed, "platform unreachable", ""},
-		{"panic", func(ctx context.Context, req jobs.Request) (jobs.Result, error) {
+		}, timeout: 0, wantStatus: StatusFailed, wantErr: "platform unreachable", wantSum: ""},
+		{name: "panic", runner: func(ctx context.Context, req jobs.Request) (jobs.Result, error) {
 			var m map[string]int
 			m["boom"]++ //lint:ignore SA5000 a real nil-map panic is the point of this case
 			return jobs.Result{}, nil
-		}, 0, StatusPanicked, "panic: assignment to entry in nil map", ""},
-		{"timeout", func(ctx context.Context, req jobs.Request) (jobs.Result, error) {
+		}, timeout: 0, wantStatus: StatusPanicked, wantErr: "panic: assignment to entry in nil map", wantSum: ""},
+		{name: "timeout", runner: func(ctx context.Context, req jobs.Request) (jobs.Result, error) {
 			<-ctx.Done()
 			return jobs.Result{}, ctx.Err()
-		}, 50 * time.Millisecond, StatusFailed, "timed out after 50ms", ""},
+		}, timeout: 50 * time.Millisecond, wantStatus: StatusFailed, wantErr: "timed out after 50ms", wantSum: ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -171,9 +171,9 @@ func TestNoOverlapAndUnknownJob(t *testing.T) {
 		wantErr error
 		wantMsg string
 	}{
-		{"rotate", ErrAlreadyRunning, "asked by cli"},
-		{"rotate", ErrAlreadyRunning, "run 1"},
-		{"nope", ErrUnknownJob, `"nope"`},
+		{job: "rotate", wantErr: ErrAlreadyRunning, wantMsg: "asked by cli"},
+		{job: "rotate", wantErr: ErrAlreadyRunning, wantMsg: "run 1"},
+		{job: "nope", wantErr: ErrUnknownJob, wantMsg: `"nope"`},
 	}
 	for _, tc := range tests {
 		_, err := s.Trigger(context.Background(), tc.job, jobs.Request{Trigger: "uid:0"})
@@ -287,12 +287,12 @@ func TestCatchUpOnceAfterDowntime(t *testing.T) {
 		disabled bool
 		want     int // catch-up runs
 	}{
-		{"never fired: nothing missed", "0 3 * * *", time.Time{}, false, 0},
-		{"fired today at 03:00: nothing missed", "0 3 * * *", now.Add(-9 * time.Hour), false, 0},
-		{"down over one 03:00", "0 3 * * *", now.Add(-30 * time.Hour), false, 1},
-		{"down for a week: caught up once", "0 3 * * *", now.Add(-7 * 24 * time.Hour), false, 1},
-		{"every 30 min, down 2h: once", "*/30 * * * *", now.Add(-2 * time.Hour), false, 1},
-		{"disabled job is not caught up", "0 3 * * *", now.Add(-30 * time.Hour), true, 0},
+		{name: "never fired: nothing missed", schedule: "0 3 * * *", lastFire: time.Time{}, disabled: false, want: 0},
+		{name: "fired today at 03:00: nothing missed", schedule: "0 3 * * *", lastFire: now.Add(-9 * time.Hour), disabled: false, want: 0},
+		{name: "down over one 03:00", schedule: "0 3 * * *", lastFire: now.Add(-30 * time.Hour), disabled: false, want: 1},
+		{name: "down for a week: caught up once", schedule: "0 3 * * *", lastFire: now.Add(-7 * 24 * time.Hour), disabled: false, want: 1},
+		{name: "every 30 min, down 2h: once", schedule: "*/30 * * * *", lastFire: now.Add(-2 * time.Hour), disabled: false, want: 1},
+		{name: "disabled job is not caught up", schedule: "0 3 * * *", lastFire: now.Add(-30 * time.Hour), disabled: true, want: 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -219,11 +219,11 @@ func testPrune(t *testing.T, h *harness) {
 		name string
 		err  error
 	}{
-		{"running run kept", func() error { _, err := db.GetRun(ctx, running); return err }()},
-		{"recent run kept", func() error { _, err := db.GetRun(ctx, newRun); return err }()},
-		{"pending message kept", func() error { _, err := db.Message(ctx, pendID); return err }()},
-		{"last done rotation kept", func() error { _, err := db.Rotation(ctx, "a2"); return err }()},
-		{"in-flight rotation kept", func() error { _, err := db.Rotation(ctx, "b1"); return err }()},
+		{name: "running run kept", err: func() error { _, err := db.GetRun(ctx, running); return err }()},
+		{name: "recent run kept", err: func() error { _, err := db.GetRun(ctx, newRun); return err }()},
+		{name: "pending message kept", err: func() error { _, err := db.Message(ctx, pendID); return err }()},
+		{name: "last done rotation kept", err: func() error { _, err := db.Rotation(ctx, "a2"); return err }()},
+		{name: "in-flight rotation kept", err: func() error { _, err := db.Rotation(ctx, "b1"); return err }()},
 	}
 	for _, c := range checks {
 		if c.err != nil {

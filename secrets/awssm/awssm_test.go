@@ -208,13 +208,13 @@ func TestFaultsAreClassified(t *testing.T) {
 		fault func(r *http.Request) (*http.Response, error)
 		want  error
 	}{
-		{"throttled", awsError(400, "ThrottlingException", "Rate exceeded"), secrets.ErrUnavailable},
-		{"internal error", awsError(500, "InternalServiceError", "internal"), secrets.ErrUnavailable},
-		{"service unavailable", awsError(503, "ServiceUnavailable", "unavailable"), secrets.ErrUnavailable},
-		{"network", reset, secrets.ErrUnavailable},
-		{"access denied", awsError(400, "AccessDeniedException", "not authorized"), secrets.ErrPermissionDenied},
-		{"bad signature", awsError(400, "UnrecognizedClientException", "The security token included in the request is invalid."), secrets.ErrPermissionDenied},
-		{"not found", awsError(400, "ResourceNotFoundException", "Secrets Manager can't find the specified secret."), secrets.ErrNotFound},
+		{name: "throttled", fault: awsError(400, "ThrottlingException", "Rate exceeded"), want: secrets.ErrUnavailable},
+		{name: "internal error", fault: awsError(500, "InternalServiceError", "internal"), want: secrets.ErrUnavailable},
+		{name: "service unavailable", fault: awsError(503, "ServiceUnavailable", "unavailable"), want: secrets.ErrUnavailable},
+		{name: "network", fault: reset, want: secrets.ErrUnavailable},
+		{name: "access denied", fault: awsError(400, "AccessDeniedException", "not authorized"), want: secrets.ErrPermissionDenied},
+		{name: "bad signature", fault: awsError(400, "UnrecognizedClientException", "The security token included in the request is invalid."), want: secrets.ErrPermissionDenied},
+		{name: "not found", fault: awsError(400, "ResourceNotFoundException", "Secrets Manager can't find the specified secret."), want: secrets.ErrNotFound},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -355,7 +355,7 @@ func TestNewErrors(t *testing.T) {
 		name string
 		o    Options
 	}{
-		{"bad endpoint", Options{Region: "eu-west-1", Endpoint: "localhost:5000"}},
+		{name: "bad endpoint", o: Options{Region: "eu-west-1", Endpoint: "localhost:5000"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -25,14 +25,14 @@ func BenchmarkBackends(b *testing.B) {
 		name string
 		open func(b *testing.B) secrets.Store
 	}{
-		{"file", func(b *testing.B) secrets.Store {
+		{name: "file", open: func(b *testing.B) secrets.Store {
 			s, err := file.New(b.TempDir())
 			if err != nil {
 				b.Fatal(err)
 			}
 			return s
 		}},
-		{"vault", func(b *testing.B) secrets.Store {
+		{name: "vault", open: func(b *testing.B) secrets.Store {
 			v := testenv.Vault(b)
 			s, err := vault.New(ctx, vault.Options{Address: v.Addr, Auth: vault.AuthOptions{Method: "token", Token: v.RootToken}})
 			if err != nil {
@@ -41,7 +41,7 @@ func BenchmarkBackends(b *testing.B) {
 			b.Cleanup(s.Close)
 			return s
 		}},
-		{"aws", func(b *testing.B) secrets.Store {
+		{name: "aws", open: func(b *testing.B) secrets.Store {
 			m := testenv.Moto(b)
 			s, err := awssm.New(ctx, awssm.Options{Region: m.Region, Endpoint: m.Endpoint,
 				Credentials: credentials.NewStaticCredentialsProvider(m.AccessKeyID, m.SecretAccessKey, "")})
@@ -54,7 +54,7 @@ func BenchmarkBackends(b *testing.B) {
 	formats := []struct {
 		name string
 		f    secrets.Format
-	}{{"json", secrets.FormatJSON}, {"raw", secrets.FormatRaw}}
+	}{{name: "json", f: secrets.FormatJSON}, {name: "raw", f: secrets.FormatRaw}}
 	for _, be := range backends {
 		s := be.open(b)
 		for _, f := range formats {

@@ -214,6 +214,16 @@ func (s *Store) watch(auth *api.Secret) (fresh *api.Secret, stopped bool) {
 	}
 }
 
+// withRelogin runs op, and once more after logging in again when it failed
+// because the token was revoked (reloginIfRevoked).
+func withRelogin[A, R any](ctx context.Context, s *Store, arg A, op func(context.Context, A) (R, error)) (R, error) {
+	v, err := op(ctx, arg)
+	if s.reloginIfRevoked(ctx, err) {
+		v, err = op(ctx, arg)
+	}
+	return v, err
+}
+
 // reloginIfRevoked handles a permission denied that comes from a dead token
 // rather than the policy: for AppRole and Kubernetes, when the token no
 // longer looks itself up, it logs in again (at most every 10s) and reports

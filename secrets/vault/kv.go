@@ -112,11 +112,7 @@ func flatMetadata(md map[string]string) map[string]string {
 
 // Read returns the current record of t.
 func (s *Store) Read(ctx context.Context, t secrets.Target) (secrets.Versioned, error) {
-	v, err := s.read(ctx, t)
-	if s.reloginIfRevoked(ctx, err) {
-		v, err = s.read(ctx, t)
-	}
-	return v, err
+	return withRelogin(ctx, s, t, s.read)
 }
 
 func (s *Store) read(ctx context.Context, t secrets.Target) (secrets.Versioned, error) {
@@ -190,11 +186,7 @@ func decodeRaw(key string, md map[string]string, ver int) (secrets.Record, error
 // keeps that are neither deleted nor destroyed, and the custom metadata (for
 // the raw format: of the current version, without the per-version entries).
 func (s *Store) Describe(ctx context.Context, t secrets.Target) (secrets.Description, error) {
-	d, err := s.describe(ctx, t)
-	if s.reloginIfRevoked(ctx, err) {
-		d, err = s.describe(ctx, t)
-	}
-	return d, err
+	return withRelogin(ctx, s, t, s.describe)
 }
 
 func (s *Store) describe(ctx context.Context, t secrets.Target) (secrets.Description, error) {
@@ -266,11 +258,8 @@ func live(m *api.KVMetadata) bool {
 // that version and completes its metadata. A raw write patches the new
 // version's metadata before its data (see the package comment).
 func (s *Store) Write(ctx context.Context, req secrets.WriteRequest) (secrets.Version, error) {
-	v, err := s.write(ctx, req)
-	if s.reloginIfRevoked(ctx, err) {
-		v, err = s.write(ctx, req) // safe: a partly landed write completes as a retry
-	}
-	return v, err
+	// Safe to repeat: a partly landed write completes as a retry.
+	return withRelogin(ctx, s, req, s.write)
 }
 
 func (s *Store) write(ctx context.Context, req secrets.WriteRequest) (secrets.Version, error) {

@@ -217,8 +217,8 @@ func TestDeletedVersionIsNotFound(t *testing.T) {
 		name   string
 		remove func(p string, ver int) error
 	}{
-		{"deleted", func(p string, _ int) error { return kv.Delete(ctx, p) }},
-		{"destroyed", func(p string, ver int) error { return kv.Destroy(ctx, p, []int{ver}) }},
+		{name: "deleted", remove: func(p string, _ int) error { return kv.Delete(ctx, p) }},
+		{name: "destroyed", remove: func(p string, ver int) error { return kv.Destroy(ctx, p, []int{ver}) }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -405,17 +405,17 @@ func TestNewErrors(t *testing.T) {
 		o    Options
 		is   error
 	}{
-		{"no address", Options{Auth: AuthOptions{Method: "token", Token: "x"}}, nil},
-		{"bad address", Options{Address: "vault:8200", Auth: AuthOptions{Method: "token", Token: "x"}}, nil},
-		{"unknown method", Options{Address: v.Addr, Auth: AuthOptions{Method: "ldap"}}, nil},
-		{"default method without token", Options{Address: v.Addr}, nil},
-		{"empty token", Options{Address: v.Addr, Auth: AuthOptions{Method: "token"}}, nil},
-		{"approle without secret id", Options{Address: v.Addr, Auth: AuthOptions{Method: "approle", RoleID: "r"}}, nil},
-		{"kubernetes without role", Options{Address: v.Addr, Auth: AuthOptions{Method: "kubernetes"}}, nil},
-		{"kubernetes without jwt file", Options{Address: v.Addr, Auth: AuthOptions{Method: "kubernetes", K8sRole: "r", JWTFile: "/nonexistent/jwt"}}, nil},
-		{"wrong token", Options{Address: v.Addr, Auth: AuthOptions{Method: "token", Token: "hvs.not-a-token"}}, secrets.ErrPermissionDenied},
-		{"unreachable", Options{Address: "http://127.0.0.1:1", MaxRetries: -1, Auth: AuthOptions{Method: "token", Token: "x"}}, secrets.ErrUnavailable},
-		{"missing CA file", Options{Address: v.Addr, CACert: "/nonexistent/ca.pem", Auth: AuthOptions{Method: "token", Token: "x"}}, nil},
+		{name: "no address", o: Options{Auth: AuthOptions{Method: "token", Token: "x"}}, is: nil},
+		{name: "bad address", o: Options{Address: "vault:8200", Auth: AuthOptions{Method: "token", Token: "x"}}, is: nil},
+		{name: "unknown method", o: Options{Address: v.Addr, Auth: AuthOptions{Method: "ldap"}}, is: nil},
+		{name: "default method without token", o: Options{Address: v.Addr}, is: nil},
+		{name: "empty token", o: Options{Address: v.Addr, Auth: AuthOptions{Method: "token"}}, is: nil},
+		{name: "approle without secret id", o: Options{Address: v.Addr, Auth: AuthOptions{Method: "approle", RoleID: "r"}}, is: nil},
+		{name: "kubernetes without role", o: Options{Address: v.Addr, Auth: AuthOptions{Method: "kubernetes"}}, is: nil},
+		{name: "kubernetes without jwt file", o: Options{Address: v.Addr, Auth: AuthOptions{Method: "kubernetes", K8sRole: "r", JWTFile: "/nonexistent/jwt"}}, is: nil},
+		{name: "wrong token", o: Options{Address: v.Addr, Auth: AuthOptions{Method: "token", Token: "hvs.not-a-token"}}, is: secrets.ErrPermissionDenied},
+		{name: "unreachable", o: Options{Address: "http://127.0.0.1:1", MaxRetries: -1, Auth: AuthOptions{Method: "token", Token: "x"}}, is: secrets.ErrUnavailable},
+		{name: "missing CA file", o: Options{Address: v.Addr, CACert: "/nonexistent/ca.pem", Auth: AuthOptions{Method: "token", Token: "x"}}, is: nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -442,10 +442,10 @@ func TestTLS(t *testing.T) {
 		ca, server string
 		ok         bool
 	}{
-		{"trusted CA", v.CACert, "", true},
-		{"server name override", v.CACert, "localhost", true},
-		{"no CA", "", "", false},
-		{"wrong server name", v.CACert, "vault.example", false},
+		{name: "trusted CA", ca: v.CACert, server: "", ok: true},
+		{name: "server name override", ca: v.CACert, server: "localhost", ok: true},
+		{name: "no CA", ca: "", server: "", ok: false},
+		{name: "wrong server name", ca: v.CACert, server: "vault.example", ok: false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -711,9 +711,9 @@ path "secret/metadata/mrbacd-test/*" { capabilities = ["read", "patch"] }`)
 		existed bool // the path holds a record (written by a privileged token)
 		wantErr bool
 	}{
-		{"raw first write", secrets.FormatRaw, false, true},
-		{"json first write", secrets.FormatJSON, false, false},
-		{"raw replacement", secrets.FormatRaw, true, false},
+		{name: "raw first write", format: secrets.FormatRaw, existed: false, wantErr: true},
+		{name: "json first write", format: secrets.FormatJSON, existed: false, wantErr: false},
+		{name: "raw replacement", format: secrets.FormatRaw, existed: true, wantErr: false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -75,18 +75,18 @@ func TestCtlDrivesTheDaemon(t *testing.T) {
 		wantOut  []string // in stdout
 		wantErr  string   // in stderr
 	}{
-		{"status", []string{"status"}, 0, []string{"mrbacd dev", "config       " + e.cfgPath, "last reload  none", "rotate", "budget", "audit"}, ""},
-		{"jobs", []string{"jobs"}, 0, []string{"JOB", "SCHEDULE", "0 3 * * *", "*/30 * * * *", "30 2 * * *", "idle"}, ""},
-		{"bootstrap rotation", []string{"run", "rotate", "--wait"}, 0, []string{"rotate: ok: rotated 1 of 1 keys (1 bootstrapped)", `"outcome": "bootstrapped"`}, ""},
-		{"dry run", []string{"run", "rotate", "--dry-run", "--key", "key-00", "--wait"}, 0, []string{"rotate: ok"}, ""},
-		{"history", []string{"history", "--limit", "5"}, 0, []string{"ID", "TRIGGER", fmt.Sprintf("uid:%d", os.Getuid()), "rotate", "ok"}, ""},
-		{"unknown job", []string{"run", "nope"}, 2, nil, "unknown job"},
-		{"unknown key", []string{"run", "rotate", "--key", "ghost", "--wait"}, 2, nil, `unknown key "ghost" (managed keys: key-00)`},
-		{"missing job", []string{"run"}, 2, nil, "missing JOB"},
-		{"unknown command", []string{"frobnicate"}, 2, nil, `unknown command "frobnicate"`},
-		{"bad limit", []string{"history", "--limit", "0"}, 2, nil, "--limit must be from 1 to 1000"},
-		{"extra argument", []string{"status", "now"}, 2, nil, `unexpected argument "now"`},
-		{"reload ok", []string{"reload"}, 0, []string{"reloaded (config sha256"}, ""},
+		{name: "status", args: []string{"status"}, wantCode: 0, wantOut: []string{"mrbacd dev", "config       " + e.cfgPath, "last reload  none", "rotate", "budget", "audit"}, wantErr: ""},
+		{name: "jobs", args: []string{"jobs"}, wantCode: 0, wantOut: []string{"JOB", "SCHEDULE", "0 3 * * *", "*/30 * * * *", "30 2 * * *", "idle"}, wantErr: ""},
+		{name: "bootstrap rotation", args: []string{"run", "rotate", "--wait"}, wantCode: 0, wantOut: []string{"rotate: ok: rotated 1 of 1 keys (1 bootstrapped)", `"outcome": "bootstrapped"`}, wantErr: ""},
+		{name: "dry run", args: []string{"run", "rotate", "--dry-run", "--key", "key-00", "--wait"}, wantCode: 0, wantOut: []string{"rotate: ok"}, wantErr: ""},
+		{name: "history", args: []string{"history", "--limit", "5"}, wantCode: 0, wantOut: []string{"ID", "TRIGGER", fmt.Sprintf("uid:%d", os.Getuid()), "rotate", "ok"}, wantErr: ""},
+		{name: "unknown job", args: []string{"run", "nope"}, wantCode: 2, wantOut: nil, wantErr: "unknown job"},
+		{name: "unknown key", args: []string{"run", "rotate", "--key", "ghost", "--wait"}, wantCode: 2, wantOut: nil, wantErr: `unknown key "ghost" (managed keys: key-00)`},
+		{name: "missing job", args: []string{"run"}, wantCode: 2, wantOut: nil, wantErr: "missing JOB"},
+		{name: "unknown command", args: []string{"frobnicate"}, wantCode: 2, wantOut: nil, wantErr: `unknown command "frobnicate"`},
+		{name: "bad limit", args: []string{"history", "--limit", "0"}, wantCode: 2, wantOut: nil, wantErr: "--limit must be from 1 to 1000"},
+		{name: "extra argument", args: []string{"status", "now"}, wantCode: 2, wantOut: nil, wantErr: `unexpected argument "now"`},
+		{name: "reload ok", args: []string{"reload"}, wantCode: 0, wantOut: []string{"reloaded (config sha256"}, wantErr: ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -133,8 +133,8 @@ func TestCtlDrivesTheDaemon(t *testing.T) {
 		args []string
 		env  string
 	}{
-		{"--config", []string{"ctl", "--config", e.cfgPath, "status"}, ""},
-		{"$MRBACD_SOCKET", []string{"ctl", "status"}, "MRBACD_SOCKET=" + e.socket},
+		{name: "--config", args: []string{"ctl", "--config", e.cfgPath, "status"}, env: ""},
+		{name: "$MRBACD_SOCKET", args: []string{"ctl", "status"}, env: "MRBACD_SOCKET=" + e.socket},
 	} {
 		cmd := execCommand(c.args...)
 		cmd.Env = append(cmd.Env, c.env)
@@ -235,9 +235,9 @@ func TestSIGHUPWithBrokenConfigKeepsServing(t *testing.T) {
 		wantErr string
 		wantSch string
 	}{
-		{"yaml syntax error", "keys: [\n  - name: x\n", "", false, "mrbacd.yaml", "*/30 * * * *"},
-		{"invalid value", "", "jobs:\n  budget: {schedule: \"every tuesday\"}\n", false, "jobs.budget.schedule", "*/30 * * * *"},
-		{"valid change", "", "jobs:\n  budget: {schedule: \"*/10 * * * *\"}\n", true, "", "*/10 * * * *"},
+		{name: "yaml syntax error", content: "keys: [\n  - name: x\n", extra: "", wantOK: false, wantErr: "mrbacd.yaml", wantSch: "*/30 * * * *"},
+		{name: "invalid value", content: "", extra: "jobs:\n  budget: {schedule: \"every tuesday\"}\n", wantOK: false, wantErr: "jobs.budget.schedule", wantSch: "*/30 * * * *"},
+		{name: "valid change", content: "", extra: "jobs:\n  budget: {schedule: \"*/10 * * * *\"}\n", wantOK: true, wantErr: "", wantSch: "*/10 * * * *"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -407,9 +407,9 @@ func TestRunRefusesBadConfig(t *testing.T) {
 		wantCode int
 		wantErr  string
 	}{
-		{"no config flag", "", []string{"run"}, 2, "--config is required"},
-		{"invalid config", "mistral: {base_url: 42}\n", []string{"run", "--config", e.cfgPath}, 2, "mrbacd.yaml:1:"},
-		{"regular file at the socket path", "", []string{"run", "--config", e.cfgPath}, 1, "is not a socket"},
+		{name: "no config flag", content: "", args: []string{"run"}, wantCode: 2, wantErr: "--config is required"},
+		{name: "invalid config", content: "mistral: {base_url: 42}\n", args: []string{"run", "--config", e.cfgPath}, wantCode: 2, wantErr: "mrbacd.yaml:1:"},
+		{name: "regular file at the socket path", content: "", args: []string{"run", "--config", e.cfgPath}, wantCode: 1, wantErr: "is not a socket"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -79,13 +79,13 @@ func TestGatewayTakesReloads(t *testing.T) {
 		want    map[string]int // token → status right after the reload
 		note    string         // a reload note expected ("" none about the gateway)
 	}{
-		{"ctl reload adds client b", []string{"app-a=" + tokA, "app-b=" + tokB}, false,
-			map[string]int{tokA: 200, tokB: 200}, ""},
-		{"SIGHUP removes client a", []string{"app-b=" + tokB}, true,
-			map[string]int{tokA: 401, tokB: 200}, ""},
-		{"unbuildable gateway config: a note, the previous clients kept",
-			[]string{"app-a=" + tokA, "app-c=env:GW_RELOAD_TOKEN_NOT_SET"}, false,
-			map[string]int{tokA: 401, tokB: 200}, "gateway not reloaded"},
+		{name: "ctl reload adds client b", clients: []string{"app-a=" + tokA, "app-b=" + tokB}, sighup: false,
+			want: map[string]int{tokA: 200, tokB: 200}, note: ""},
+		{name: "SIGHUP removes client a", clients: []string{"app-b=" + tokB}, sighup: true,
+			want: map[string]int{tokA: 401, tokB: 200}, note: ""},
+		{name: "unbuildable gateway config: a note, the previous clients kept",
+			clients: []string{"app-a=" + tokA, "app-c=env:GW_RELOAD_TOKEN_NOT_SET"}, sighup: false,
+			want: map[string]int{tokA: 401, tokB: 200}, note: "gateway not reloaded"},
 	}
 	for _, s := range steps {
 		e.writeConfig(cfgOpts{extra: gatewayExtra(s.clients...)})

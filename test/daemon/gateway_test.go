@@ -51,8 +51,8 @@ gateway:
 		token string
 		want  int
 	}{
-		{"known client", token, 200},
-		{"unknown token", "nope", 401},
+		{name: "known client", token: token, want: 200},
+		{name: "unknown token", token: "nope", want: 401},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -18,16 +18,20 @@ vault:
 	@./scripts/ensure-vault.sh
 
 # Every test, with the race detector, against the real components (Vault dev
-# server, moto_server, slacktest, the Mistral sandbox).
+# server, moto_server, slacktest, the Mistral sandbox); then the Kubernetes
+# manifests' check, a module of its own (deploy/kubernetes) so k8s.io stays
+# out of mrbacd's go.mod.
 test:
 	$(GO) vet ./...
 	@vault_bin=$$(./scripts/ensure-vault.sh) && \
 	  MRBACD_VAULT_BIN="$$vault_bin" $(GO) test -race -count=1 -timeout 60m ./...
+	cd deploy/kubernetes && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 lint:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	cd deploy/kubernetes && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 # 500 SIGKILLs of a running rotation across the file, Vault and AWS stores.
 chaos:

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Server serves /metrics and /healthz.
+// Server serves /metrics, /healthz (liveness) and /readyz (readiness).
 type Server struct {
 	ln  net.Listener
 	srv *http.Server
@@ -22,10 +22,27 @@ type Server struct {
 // Health reports whether the daemon is healthy; nil means healthy.
 type Health func(ctx context.Context) error
 
-// Listen binds addr (host:port; port 0 picks one) for m and health.
-func Listen(addr string, m *Metrics, health Health, logger *slog.Logger) (*Server, error) {
+// Listen binds addr (host:port; port 0 picks one) for m and health; opts
+// add the readiness check (WithReady).
+func Listen(addr string, m *Metrics, health Health, logger *slog.Logger, opts ...Option) (*Server, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	o := options{readyTimeout: DefaultReadyTimeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	ready := o.ready
+	if ready == nil {
+		ready = func(ctx context.Context) error {
+			if health == nil {
+				return nil
+			}
+			if err := health(ctx); err != nil {
+				return NotReady("unhealthy", err)
+			}
+			return nil
+		}
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -51,6 +68,7 @@ func Listen(addr string, m *Metrics, health Health, logger *slog.Logger) (*Serve
 		w.WriteHeader(code)
 		json.NewEncoder(w).Encode(status)
 	})
+	mux.Handle("GET /readyz", &readiness{check: ready, timeout: o.readyTimeout, log: logger})
 	s := &Server{ln: ln, srv: &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,

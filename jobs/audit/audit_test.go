@@ -121,8 +121,8 @@ func (w *world) publish(t *testing.T, path, keyName string) {
 const fixtureSeed = `
 now: 2026-11-27T02:30:00Z
 workspaces:
-  - {uuid: w-dev, name: dev-workspace}
-  - {uuid: w-ml, name: ml-workspace}
+  - {uuid: w-dev, name: dev-workspace, spend_limit: 50}
+  - {uuid: w-ml, name: ml-workspace, spend_limit: 500}
   - {uuid: w-shadow, name: shadow-workspace}
 keys:
   # healthy managed keys

@@ -181,6 +181,28 @@ func TestAuditAndBudgetCommands(t *testing.T) {
 		}
 	}
 
+	// A person shortens the key policy in the console: the next audit tells
+	// Slack (a warning, with the actor), and the one after does not repeat it.
+	if err := sb.Console(sandbox.ConsoleChange{KeyPolicy: &sandbox.KeyPolicy{MaxDays: 30}}); err != nil {
+		t.Fatal(err)
+	}
+	for i, wantNews := range []bool{true, false} {
+		sent = len(slack.Messages())
+		if code := run(ctx, &cmdEnv{stdout: &out, stderr: &errb}, []string{"audit", "--config", cfgPath}); code != exitOK {
+			t.Fatalf("audit after the policy change: exit %d: %s", code, errb.String())
+		}
+		news := 0
+		for _, m := range slack.Messages()[sent:] {
+			if strings.Contains(m.Text, "platform_change") && strings.Contains(m.Text, "api_key_policy.update by HUMAN") &&
+				strings.Contains(m.Text, "[warning]") {
+				news++
+			}
+		}
+		if (news == 1) != wantNews || news > 1 {
+			t.Fatalf("audit #%d after the policy change: %d Slack messages report it, want %v:\n%+v", i+1, news, wantNews, slack.Messages()[sent:])
+		}
+	}
+
 	// No key plaintext on any output or Slack payload.
 	hay := out.String() + errb.String()
 	for _, m := range slack.Messages() {

@@ -200,7 +200,7 @@ func newEngine(cfg *config.Config, platform rotate.Platform, stores map[string]s
 // goes to (nil: no notification).
 func newAuditJob(cfg *config.Config, platform *mistral.Client, stores map[string]secrets.Store, j journal.Journal,
 	outbox *notify.Outbox, logger *slog.Logger) *audit.Job {
-	job := &audit.Job{Config: cfg, Platform: platform, Logger: logger,
+	job := &audit.Job{Config: cfg, Platform: platform, AuditLog: platform, Logger: logger,
 		Records: audit.StoreRecords{Stores: stores, Target: rotate.Target}}
 	if j != nil {
 		job.Journal = j

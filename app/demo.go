@@ -54,6 +54,9 @@ type DemoOptions struct {
 	Keep bool
 	// Verbose: the jobs log at info level (else errors only).
 	Verbose bool
+	// Wrap, when set, wraps the sandbox's handler (tests put the contract
+	// checker in front of it).
+	Wrap func(http.Handler) http.Handler
 }
 
 // demoVars fill the embedded templates.
@@ -125,7 +128,11 @@ func StartDemo(ctx context.Context, opts DemoOptions) (_ *Demo, err error) {
 		return nil, fmt.Errorf("embedded seed: %w", err)
 	}
 	sb := sandbox.New(sandbox.Options{Seed: seed}) // a random admin key
-	srv, err := ServeSandbox(sb, "127.0.0.1:0")
+	var h http.Handler = sb
+	if opts.Wrap != nil {
+		h = opts.Wrap(sb)
+	}
+	srv, err := ServeSandbox(h, "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -34,6 +35,8 @@ type demoOptions struct {
 	// dir, when set, is the working directory to use instead of a new
 	// temporary one; it is never removed (tests use it).
 	dir string
+	// wrap wraps the sandbox's handler (tests: the contract checker).
+	wrap func(http.Handler) http.Handler
 }
 
 // demoStep is one step of the demo and how it went.
@@ -92,7 +95,7 @@ func runDemo(ctx context.Context, env *cmdEnv, opts demoOptions) (*demoRun, int)
 	if opts.json {
 		out = io.Discard
 	}
-	world, err := app.StartDemo(ctx, app.DemoOptions{Dir: opts.dir, Keep: opts.keep, Verbose: opts.verbose})
+	world, err := app.StartDemo(ctx, app.DemoOptions{Dir: opts.dir, Keep: opts.keep, Verbose: opts.verbose, Wrap: opts.wrap})
 	if err != nil {
 		return fail("%v", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/jobs/rotate"
+	"github.com/mrbacd/mrbacd/mistral/contract"
 	"github.com/mrbacd/mrbacd/secrets/file"
 )
 
@@ -26,7 +28,8 @@ func TestDemo(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	dir := t.TempDir()
 	// verbose: the jobs log at info level, so the leak scan covers the logs.
-	run, code := runDemo(ctx, &cmdEnv{stdout: &stdout, stderr: &stderr}, demoOptions{dir: dir, verbose: true})
+	run, code := runDemo(ctx, &cmdEnv{stdout: &stdout, stderr: &stderr}, demoOptions{dir: dir, verbose: true,
+		wrap: func(h http.Handler) http.Handler { return contract.Install(t, h, true) }})
 	if code != exitOK || run == nil || !run.OK {
 		t.Fatalf("demo: exit %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}

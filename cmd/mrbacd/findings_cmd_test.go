@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
+	"github.com/mrbacd/mrbacd/mistral/sandbox/sandboxtest"
 )
 
 // findingsCmdEnv starts a sandbox (dates relative to now, as the commands
@@ -26,10 +26,10 @@ func findingsCmdEnv(t *testing.T, extra string) (cfgPath string, slack *testenv.
 	day := func(d int) string { return now.AddDate(0, 0, d).Format(time.DateOnly) }
 	seedYAML := fmt.Sprintf(`
 workspaces:
-  - {uuid: w-dev, name: dev-workspace}
+  - {uuid: c0000000-0000-4000-8000-000000000001, name: dev-workspace}
 keys:
-  - {key_id: k-stale, name: stale-script, workspace: dev-workspace, created_at: %s, last_used: %s}
-  - {key_id: k-fresh, name: fresh-script, workspace: dev-workspace, created_at: %s, last_used: %s}
+  - {key_id: c0000000-0000-4000-8000-0000000000a1, name: stale-script, workspace: dev-workspace, created_at: %s, last_used: %s}
+  - {key_id: c0000000-0000-4000-8000-0000000000a2, name: fresh-script, workspace: dev-workspace, created_at: %s, last_used: %s}
 usage:
   - {workspace: dev-workspace, month: %q, model: mistral-small-latest, prompt_tokens: 0, completion_tokens: 75000000}
 `, day(-200), day(-90), day(-5), day(0), now.Format("2006-01"))
@@ -38,8 +38,7 @@ usage:
 		t.Fatal(err)
 	}
 	sb = sandbox.New(sandbox.Options{Seed: seed})
-	srv := httptest.NewServer(sb)
-	t.Cleanup(srv.Close)
+	srv := sandboxtest.Serve(t, sb, true)
 	slack = testenv.Slack(t)
 	dir = t.TempDir()
 	t.Setenv("FINDINGS_CMD_ADMIN_KEY", sb.AdminKey())
@@ -83,7 +82,9 @@ func TestAuditAndBudgetCommands(t *testing.T) {
 	for _, f := range res.Details.Findings {
 		ids = append(ids, f.ID)
 	}
-	want := "undeclared/k-fresh undeclared/k-stale unused/k-stale"
+	// The platform's dev-workspace has no spend limit, the config a $50
+	// budget: a spend-limit drift.
+	want := "undeclared/c0000000-0000-4000-8000-0000000000a1 undeclared/c0000000-0000-4000-8000-0000000000a2 unused/c0000000-0000-4000-8000-0000000000a1 workspace_drift/spend_limit/dev-workspace"
 	if strings.Join(sortedCopy(ids), " ") != want {
 		t.Fatalf("findings %v, want %s", ids, want)
 	}
@@ -100,7 +101,7 @@ func TestAuditAndBudgetCommands(t *testing.T) {
 	if code := run(ctx, &cmdEnv{stdout: &out, stderr: &errb}, []string{"audit", "--config", cfgPath}); code != exitOK {
 		t.Fatalf("audit exit %d: %s", code, errb.String())
 	}
-	if !strings.Contains(out.String(), "stale-script (k-stale)") || !strings.Contains(out.String(), "SEVERITY") {
+	if !strings.Contains(out.String(), "stale-script (c0000000-0000-4000-8000-0000000000a1)") || !strings.Contains(out.String(), "SEVERITY") {
 		t.Errorf("audit table:\n%s", out.String())
 	}
 	msgs := slack.Messages()
@@ -114,8 +115,9 @@ func TestAuditAndBudgetCommands(t *testing.T) {
 	if code := run(ctx, &cmdEnv{stdout: &out, stderr: &errb}, []string{"budget", "--config", cfgPath}); code != exitOK {
 		t.Fatalf("budget exit %d: %s", code, errb.String())
 	}
-	if !strings.Contains(out.String(), "dev-workspace  $45.00") {
-		t.Errorf("budget table:\n%s", out.String())
+	if !strings.Contains(out.String(), "dev-workspace  $45.00  $50.00  none") || !strings.Contains(out.String(), "PLATFORM LIMIT") ||
+		!strings.Contains(out.String(), "limit drift: config monthly_budget_usd $50.00, platform spend_limit none") {
+		t.Errorf("budget table (want the platform limit beside the budget, and the drift):\n%s", out.String())
 	}
 	// The 80% alert, and (depending on the day of the month the test runs)
 	// a forecast alert.
@@ -132,6 +134,32 @@ func TestAuditAndBudgetCommands(t *testing.T) {
 		t.Fatalf("budget sent %d messages, %d for 80%%", len(msgs), thresholds)
 	}
 	sent := len(slack.Messages())
+	// budget --json --dry-run: the platform limit in the JSON report.
+	out.Reset()
+	if code := run(ctx, &cmdEnv{stdout: &out, stderr: &errb}, []string{"budget", "--config", cfgPath, "--json", "--dry-run"}); code != exitOK {
+		t.Fatalf("budget --json exit %d: %s", code, errb.String())
+	}
+	var bres struct {
+		Details struct {
+			Workspaces []struct {
+				Workspace     string
+				BudgetUSD     float64 `json:"budget_usd"`
+				PlatformLimit *struct {
+					Value          *float64 `json:"value"`
+					Currency       string   `json:"currency"`
+					NoMonthlyLimit bool     `json:"no_monthly_limit"`
+				} `json:"platform_limit"`
+				LimitDrift string `json:"limit_drift"`
+			}
+		}
+	}
+	if err := json.Unmarshal(out.Bytes(), &bres); err != nil || len(bres.Details.Workspaces) != 1 {
+		t.Fatalf("budget --json: %v\n%s", err, out.String())
+	}
+	if ws := bres.Details.Workspaces[0]; ws.BudgetUSD != 50 || ws.PlatformLimit == nil || !ws.PlatformLimit.NoMonthlyLimit ||
+		ws.PlatformLimit.Currency != "USD" || ws.LimitDrift == "" {
+		t.Fatalf("budget --json workspace %+v, want budget 50 beside the platform's limit (none, USD) and a drift", ws)
+	}
 	// Again: nothing new.
 	if code := run(ctx, &cmdEnv{stdout: &out, stderr: &errb}, []string{"budget", "--config", cfgPath}); code != exitOK {
 		t.Fatalf("budget exit %d", code)
@@ -150,6 +178,28 @@ func TestAuditAndBudgetCommands(t *testing.T) {
 		r, ok, err := db.LastRun(ctx, job)
 		if err != nil || !ok || r.Trigger != "cli" || r.Status != "ok" {
 			t.Errorf("last %s run = %+v, %v, %v", job, r, ok, err)
+		}
+	}
+
+	// A person shortens the key policy in the console: the next audit tells
+	// Slack (a warning, with the actor), and the one after does not repeat it.
+	if err := sb.Console(sandbox.ConsoleChange{KeyPolicy: &sandbox.KeyPolicy{MaxDays: 30}}); err != nil {
+		t.Fatal(err)
+	}
+	for i, wantNews := range []bool{true, false} {
+		sent = len(slack.Messages())
+		if code := run(ctx, &cmdEnv{stdout: &out, stderr: &errb}, []string{"audit", "--config", cfgPath}); code != exitOK {
+			t.Fatalf("audit after the policy change: exit %d: %s", code, errb.String())
+		}
+		news := 0
+		for _, m := range slack.Messages()[sent:] {
+			if strings.Contains(m.Text, "platform_change") && strings.Contains(m.Text, "api_key_policy.update by HUMAN") &&
+				strings.Contains(m.Text, "[warning]") {
+				news++
+			}
+		}
+		if (news == 1) != wantNews || news > 1 {
+			t.Fatalf("audit #%d after the policy change: %d Slack messages report it, want %v:\n%+v", i+1, news, wantNews, slack.Messages()[sent:])
 		}
 	}
 

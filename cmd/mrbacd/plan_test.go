@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
+	"github.com/mrbacd/mrbacd/mistral/sandbox/sandboxtest"
 )
 
 // planWorld is a seeded sandbox (an unused undeclared key, spend near the
@@ -30,9 +30,9 @@ func newPlanWorld(t *testing.T) *planWorld {
 	day := func(d int) string { return now.AddDate(0, 0, d).Format(time.DateOnly) }
 	seed, err := sandbox.ParseSeed([]byte(fmt.Sprintf(`
 workspaces:
-  - {uuid: w-dev, name: dev-workspace}
+  - {uuid: c0000000-0000-4000-8000-000000000001, name: dev-workspace}
 keys:
-  - {key_id: k-stale, name: stale-script, workspace: dev-workspace, created_at: %s, last_used: %s}
+  - {key_id: c0000000-0000-4000-8000-0000000000a1, name: stale-script, workspace: dev-workspace, created_at: %s, last_used: %s}
 usage:
   - {workspace: dev-workspace, month: %q, model: mistral-small-latest, prompt_tokens: 0, completion_tokens: 75000000}
 `, day(-200), day(-90), now.Format("2006-01"))))
@@ -40,8 +40,7 @@ usage:
 		t.Fatal(err)
 	}
 	sb := sandbox.New(sandbox.Options{Seed: seed})
-	srv := httptest.NewServer(sb)
-	t.Cleanup(srv.Close)
+	srv := sandboxtest.Serve(t, sb, true)
 	dir := t.TempDir()
 	w := &planWorld{dir: dir, secrets: filepath.Join(dir, "secrets")}
 	w.sb, w.state, w.cfgPath = sb, filepath.Join(dir, "state.db"), filepath.Join(dir, "mrbacd.yaml")
@@ -229,7 +228,7 @@ func TestPlanCommand(t *testing.T) {
 		}},
 		{name: "human output", check: func(t *testing.T, out string, _ jsonPlan) {
 			for _, want := range []string{"schedule (Europe/Paris)", "rotate  0 4 * * *", "disabled: manual runs only",
-				"rotate: 0 of 2 keys due", "audit: ", "stale-script (k-stale)", "[would revoke]",
+				"rotate: 0 of 2 keys due", "audit: ", "stale-script (c0000000-0000-4000-8000-0000000000a1)", "[would revoke]",
 				"budget: ", "0 would be sent", "dev-workspace  $45.00", "already sent",
 				"the daemon catches up at start"} {
 				if !strings.Contains(out, want) {
@@ -281,7 +280,7 @@ func TestPlanCommand(t *testing.T) {
 					t.Fatalf("plan changed the platform: %+v", ev)
 				}
 			}
-			if k, ok := w.sb.Key("k-stale"); !ok || k.Deleted {
+			if k, ok := w.sb.Key("c0000000-0000-4000-8000-0000000000a1"); !ok || k.Deleted {
 				t.Fatal("plan revoked the unused key")
 			}
 			for _, k := range w.sb.Keys() {
@@ -314,7 +313,7 @@ func checkCommonPlan(t *testing.T, p jsonPlan, loc *time.Location) {
 	}
 	kinds := map[string]bool{}
 	for _, f := range p.Audit.Report.Findings {
-		if f.KeyID == "k-stale" {
+		if f.KeyID == "c0000000-0000-4000-8000-0000000000a1" {
 			kinds[f.Kind] = true
 			if f.Revoked {
 				t.Errorf("finding %s says revoked", f.ID)
@@ -322,10 +321,10 @@ func checkCommonPlan(t *testing.T, p jsonPlan, loc *time.Location) {
 		}
 	}
 	if !kinds["unused"] || !kinds["undeclared"] {
-		t.Errorf("audit findings on k-stale: %v; want unused and undeclared", kinds)
+		t.Errorf("audit findings on c0000000-0000-4000-8000-0000000000a1: %v; want unused and undeclared", kinds)
 	}
-	if len(p.Audit.Report.Revoked) != 1 || p.Audit.Report.Revoked[0].KeyID != "k-stale" {
-		t.Errorf("audit would revoke %+v, want k-stale", p.Audit.Report.Revoked)
+	if len(p.Audit.Report.Revoked) != 1 || p.Audit.Report.Revoked[0].KeyID != "c0000000-0000-4000-8000-0000000000a1" {
+		t.Errorf("audit would revoke %+v, want c0000000-0000-4000-8000-0000000000a1", p.Audit.Report.Revoked)
 	}
 	if len(p.Audit.New) == 0 {
 		t.Errorf("no new audit finding: %+v", p.Audit)

@@ -5,13 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
+	"github.com/mrbacd/mrbacd/mistral/sandbox/sandboxtest"
 )
 
 // rotateWorld is a sandbox platform and a config using the file store.
@@ -31,8 +31,7 @@ func newRotateWorldWith(t *testing.T, extra string) *rotateWorld {
 	t.Helper()
 	dir := t.TempDir()
 	sb := sandbox.New(sandbox.Options{})
-	srv := httptest.NewServer(sb)
-	t.Cleanup(srv.Close)
+	srv := sandboxtest.Serve(t, sb, true)
 	adminKey := filepath.Join(dir, "admin-key")
 	if err := os.WriteFile(adminKey, []byte(sb.AdminKey()), 0o600); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/mistral"
+	"github.com/mrbacd/mrbacd/mistral/contract"
 )
 
 func TestSandboxUsage(t *testing.T) {
@@ -70,7 +74,7 @@ func startSandboxCmd(t *testing.T, args ...string) (url string, stderr *testenv.
 	deadline := time.Now().Add(30 * time.Second) // generous: -race on a loaded machine
 	for time.Now().Before(deadline) {
 		if m := listeningRE.FindStringSubmatch(out.String()); m != nil {
-			return m[1], errb
+			return checkedProxy(t, m[1]), errb
 		}
 		select {
 		case code := <-done:
@@ -137,4 +141,18 @@ func TestSandboxAdminKeySources(t *testing.T) {
 			t.Fatalf("printed admin key refused: %v", err)
 		}
 	})
+}
+
+// checkedProxy serves target (the sandbox command's listener) through a
+// reverse proxy behind the contract checker, so every answer the test sees
+// is checked against the spec; it returns the proxy's URL.
+func checkedProxy(t *testing.T, target string) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(contract.Install(t, httputil.NewSingleHostReverseProxy(u), true))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }

@@ -55,7 +55,15 @@ type Journal interface {
 	SyncFindings(ctx context.Context, scope string, current []journal.Finding, now time.Time) (journal.FindingsDelta, error)
 	MarkFindingsReported(ctx context.Context, scope string, d journal.FindingsDelta, at time.Time) error
 	InFlightRotations(ctx context.Context) ([]journal.Rotation, error)
+	RecentRotations(ctx context.Context, since time.Time, limit int) ([]journal.Rotation, error)
 	MarkOnce(ctx context.Context, key string) (first bool, err error)
+	AuditCursor(ctx context.Context, source string) (journal.AuditCursor, error)
+	AdvanceAuditCursor(ctx context.Context, source string, c journal.AuditCursor, scope string, settle []string, at time.Time) error
+}
+
+// AuditLog reads the platform's audit log (*mistral.Client implements it).
+type AuditLog interface {
+	AuditLogs(ctx context.Context, q mistral.AuditQuery) ([]mistral.AuditEvent, error)
 }
 
 // Notifier durably queues the audit digest for on-call (the outbox).
@@ -73,6 +81,11 @@ type Job struct {
 	Journal Journal
 	// Notifier may be nil: the digest is then only in the result.
 	Notifier Notifier
+	// AuditLog may be nil: no platform_change findings then. With a
+	// journal, the events are read from the journaled cursor on, each
+	// reported once; without one (or on the first run) from
+	// ChangeLookback ago.
+	AuditLog AuditLog
 	Logger   *slog.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
@@ -97,8 +110,12 @@ type Report struct {
 	// Revoked lists the keys deleted (or, in a dry run, that would be).
 	Revoked []RevokedKey `json:"revoked,omitempty"`
 	// Errors lists what could not be checked (a store unreadable, a delete
-	// that failed). Any error makes the run failed.
+	// that failed, the audit log unreadable). Any error makes the run failed.
 	Errors []string `json:"errors,omitempty"`
+	// Changes counts the audit log events read this run (mrbacd's own
+	// included); AuditLogCursor is where the next run reads from.
+	Changes        int    `json:"platform_events,omitempty"`
+	AuditLogCursor string `json:"audit_log_cursor,omitempty"`
 }
 
 // Resolved is a finding no longer observed.
@@ -187,6 +204,13 @@ func (j *Job) Run(ctx context.Context, req jobs.Request) (jobs.Result, error) {
 	// look resolved tonight and new again tomorrow). The run fails, which the
 	// daemon reports.
 	incomplete := len(rep.Errors) > 0
+	// An unreadable audit log fails the run but judges the rest: its events
+	// are read from the same cursor next run.
+	if inv.changesErr != nil {
+		rep.Errors = append(rep.Errors, fmt.Sprintf("read the platform's audit log: %v", inv.changesErr))
+		log.Error("audit log unreadable", "err", inv.changesErr)
+	}
+	rep.Changes = len(inv.Changes)
 	findings := Evaluate(cfg, PolicyFrom(cfg), inv, now)
 	gone := map[string]bool{}
 	if !incomplete {
@@ -213,6 +237,12 @@ func (j *Job) Run(ctx context.Context, req jobs.Request) (jobs.Result, error) {
 		if err := j.syncAndNotify(ctx, req, now, current, rep); err != nil {
 			return jobs.Result{Failed: true, Summary: summary(rep), Details: rep}, err
 		}
+		if err := j.advanceCursor(ctx, inv, current, now); err != nil {
+			return jobs.Result{Failed: true, Summary: summary(rep), Details: rep}, err
+		}
+	}
+	if !inv.next.IsZero() {
+		rep.AuditLogCursor = inv.next.Time.UTC().Format(time.RFC3339Nano)
 	}
 	// Every finding at debug; the new ones (or all, without a journal) at info.
 	fresh := map[string]bool{}
@@ -255,6 +285,9 @@ func (j *Job) gather(ctx context.Context, rep *Report) (Inventory, error) {
 			}
 			inv.Records[k.Name] = r
 		}
+	}
+	if err := j.readChanges(ctx, &inv); err != nil {
+		return inv, err
 	}
 	if j.Journal != nil {
 		rots, err := j.Journal.InFlightRotations(ctx)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
+	"github.com/mrbacd/mrbacd/mistral/sandbox/sandboxtest"
 	"github.com/mrbacd/mrbacd/secrets"
 	"github.com/mrbacd/mrbacd/secrets/file"
 )
@@ -28,8 +28,7 @@ import (
 func platform(t testing.TB, seed *sandbox.Seed) (*sandbox.Server, *mistral.Client, string) {
 	t.Helper()
 	sb := sandbox.New(sandbox.Options{Seed: seed})
-	srv := httptest.NewServer(sb)
-	t.Cleanup(srv.Close)
+	srv := sandboxtest.Serve(t, sb, true)
 	c, err := mistral.New(mistral.Options{BaseURL: srv.URL, AdminKey: mistral.Secret(sb.AdminKey()), MaxRetries: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -118,23 +117,26 @@ func (w *world) publish(t *testing.T, path, keyName string) {
 	}
 }
 
+// fixtureSeed's ids are uuids, as the platform's are: keys a0000000-...-0001
+// to -0009 are dev, ml, unused, overdue, expiring, undeclared, orphan,
+// shadow and vanished; workspaces b0000000-...-0001 to -0003 dev, ml, shadow.
 const fixtureSeed = `
 now: 2026-11-27T02:30:00Z
 workspaces:
-  - {uuid: w-dev, name: dev-workspace}
-  - {uuid: w-ml, name: ml-workspace}
-  - {uuid: w-shadow, name: shadow-workspace}
+  - {uuid: b0000000-0000-4000-8000-000000000001, name: dev-workspace, spend_limit: 50}
+  - {uuid: b0000000-0000-4000-8000-000000000002, name: ml-workspace, spend_limit: 500}
+  - {uuid: b0000000-0000-4000-8000-000000000003, name: shadow-workspace}
 keys:
   # healthy managed keys
-  - {key_id: k-dev, name: dev-team-key-20261101-ab12cd34, workspace: dev-workspace, created_at: 2026-11-01T03:00:00Z, last_used: 2026-11-26, expiration_date: 2027-03-01}
-  - {key_id: k-ml, name: ml-key-20261120-aa00bb11, workspace: ml-workspace, created_at: 2026-11-20T03:00:00Z, last_used: 2026-11-27, expiration_date: 2027-03-20}
+  - {key_id: a0000000-0000-4000-8000-000000000001, name: dev-team-key-20261101-ab12cd34, workspace: dev-workspace, created_at: 2026-11-01T03:00:00Z, last_used: 2026-11-26, expiration_date: 2027-03-01}
+  - {key_id: a0000000-0000-4000-8000-000000000002, name: ml-key-20261120-aa00bb11, workspace: ml-workspace, created_at: 2026-11-20T03:00:00Z, last_used: 2026-11-27, expiration_date: 2027-03-20}
   # one of each finding kind
-  - {key_id: k-unused, name: batch-report, workspace: dev-workspace, created_at: 2026-05-01T00:00:00Z, last_used: 2026-09-15}
-  - {key_id: k-overdue, name: billing-key-20260801-deadbeef, workspace: ml-workspace, created_at: 2026-08-01T03:00:00Z, last_used: 2026-11-26}
-  - {key_id: k-expiring, name: contractor, workspace: ml-workspace, created_at: 2026-11-01T00:00:00Z, last_used: 2026-11-26, expiration_date: 2026-12-03}
-  - {key_id: k-undeclared, name: laptop-test, workspace: dev-workspace, created_at: 2026-11-10T00:00:00Z, last_used: 2026-11-25}
-  - {key_id: k-orphan, name: dev-team-key-20261015-0badf00d, workspace: dev-workspace, created_at: 2026-10-15T03:00:00Z, last_used: 2026-11-26}
-  - {key_id: k-shadow, name: shadow-app, workspace: shadow-workspace, created_at: 2026-11-01T00:00:00Z, last_used: 2026-11-26}
+  - {key_id: a0000000-0000-4000-8000-000000000003, name: batch-report, workspace: dev-workspace, created_at: 2026-05-01T00:00:00Z, last_used: 2026-09-15}
+  - {key_id: a0000000-0000-4000-8000-000000000004, name: billing-key-20260801-deadbeef, workspace: ml-workspace, created_at: 2026-08-01T03:00:00Z, last_used: 2026-11-26}
+  - {key_id: a0000000-0000-4000-8000-000000000005, name: contractor, workspace: ml-workspace, created_at: 2026-11-01T00:00:00Z, last_used: 2026-11-26, expiration_date: 2026-12-03}
+  - {key_id: a0000000-0000-4000-8000-000000000006, name: laptop-test, workspace: dev-workspace, created_at: 2026-11-10T00:00:00Z, last_used: 2026-11-25}
+  - {key_id: a0000000-0000-4000-8000-000000000007, name: dev-team-key-20261015-0badf00d, workspace: dev-workspace, created_at: 2026-10-15T03:00:00Z, last_used: 2026-11-26}
+  - {key_id: a0000000-0000-4000-8000-000000000008, name: shadow-app, workspace: shadow-workspace, created_at: 2026-11-01T00:00:00Z, last_used: 2026-11-26}
 `
 
 func fixtureConfig(t testing.TB, dir string) *config.Config {
@@ -185,7 +187,7 @@ func newWorld(t *testing.T) *world {
 	w.publish(t, "mistral/billing", "billing-key-20260801-deadbeef")
 	// vanished-key's record names a key the platform deleted.
 	_, err = st.Write(context.Background(), secrets.WriteRequest{Target: secrets.Target{Path: "mistral/vanished"},
-		Record: secrets.Record{APIKey: "sk-long-gone-plaintext", KeyID: "k-vanished", KeyName: "vanished-key-20260901-11112222"}})
+		Record: secrets.Record{APIKey: "sk-long-gone-plaintext", KeyID: "a0000000-0000-4000-8000-000000000009", KeyName: "vanished-key-20260901-11112222"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,18 +197,18 @@ func newWorld(t *testing.T) *world {
 
 // fixtureFindings are exactly the findings fixtureSeed and fixtureConfig raise.
 var fixtureFindings = []string{
+	"drift/a0000000-0000-4000-8000-000000000007",
+	"drift/a0000000-0000-4000-8000-000000000009",
 	"drift/entry/search-key",
-	"drift/k-orphan",
-	"drift/k-vanished",
-	"expiring/k-expiring",
-	"overdue/k-overdue",
-	"undeclared/k-expiring",
-	"undeclared/k-shadow",
-	"undeclared/k-undeclared",
-	"undeclared/k-unused",
-	"unused/k-unused",
+	"expiring/a0000000-0000-4000-8000-000000000005",
+	"overdue/a0000000-0000-4000-8000-000000000004",
+	"undeclared/a0000000-0000-4000-8000-000000000003",
+	"undeclared/a0000000-0000-4000-8000-000000000005",
+	"undeclared/a0000000-0000-4000-8000-000000000006",
+	"undeclared/a0000000-0000-4000-8000-000000000008",
+	"unused/a0000000-0000-4000-8000-000000000003",
 	"workspace_drift/missing/research-workspace",
-	"workspace_drift/undeclared/w-shadow",
+	"workspace_drift/undeclared/b0000000-0000-4000-8000-000000000003",
 }
 
 func ids(fs []Finding) []string {
@@ -243,7 +245,7 @@ func TestAuditNights(t *testing.T) {
 		t.Errorf("digest does not lead with a critical finding: %+v", d.New[0])
 	}
 	for _, f := range rep.Findings {
-		if f.KeyID != "" && f.KeyID != "k-vanished" && f.HiddenKey == "" {
+		if f.KeyID != "" && f.KeyID != "a0000000-0000-4000-8000-000000000009" && f.HiddenKey == "" {
 			t.Errorf("finding %s lacks the hidden key", f.ID)
 		}
 	}
@@ -271,13 +273,13 @@ func TestAuditNights(t *testing.T) {
 	}
 
 	// The undeclared key is revoked by hand: night 3 announces it resolved, once.
-	if err := w.client.DeleteKey(context.Background(), "k-undeclared"); err != nil {
+	if err := w.client.DeleteKey(context.Background(), "a0000000-0000-4000-8000-000000000006"); err != nil {
 		t.Fatal(err)
 	}
 	w.now = w.now.Add(24 * time.Hour)
 	w.run(t, jobs.Request{RunID: 3, Trigger: "cron"})
 	d = w.notes.last(t)
-	if len(d.Resolved) != 1 || d.Resolved[0].ID != "undeclared/k-undeclared" || len(d.New) != 0 {
+	if len(d.Resolved) != 1 || d.Resolved[0].ID != "undeclared/a0000000-0000-4000-8000-000000000006" || len(d.New) != 0 {
 		t.Fatalf("night 3: resolved %+v new %v", d.Resolved, ids(d.New))
 	}
 	if !strings.Contains(d.Resolved[0].Subject, "laptop-test") {
@@ -302,13 +304,13 @@ func TestAuditDryRunChangesNothing(t *testing.T) {
 	if res.Failed {
 		t.Fatalf("dry run failed: %v", rep.Errors)
 	}
-	if len(rep.Revoked) != 1 || rep.Revoked[0].KeyID != "k-unused" || !rep.Revoked[0].DryRun {
-		t.Fatalf("dry run revoked = %+v, want k-unused (would)", rep.Revoked)
+	if len(rep.Revoked) != 1 || rep.Revoked[0].KeyID != "a0000000-0000-4000-8000-000000000003" || !rep.Revoked[0].DryRun {
+		t.Fatalf("dry run revoked = %+v, want a0000000-0000-4000-8000-000000000003 (would)", rep.Revoked)
 	}
-	if _, ok := w.sb.Key("k-unused"); !ok {
+	if _, ok := w.sb.Key("a0000000-0000-4000-8000-000000000003"); !ok {
 		t.Fatal("dry run deleted the key")
 	}
-	if ks, _ := w.sb.Key("k-unused"); ks.Deleted {
+	if ks, _ := w.sb.Key("a0000000-0000-4000-8000-000000000003"); ks.Deleted {
 		t.Fatal("dry run deleted the key")
 	}
 	if w.notes.count() != 0 {
@@ -330,7 +332,7 @@ func TestAuditRevokeUnused(t *testing.T) {
 		want   []string // keys deleted
 	}{
 		{name: "off by default", revoke: false, want: nil},
-		{name: "on: only unused undeclared keys", revoke: true, want: []string{"k-unused"}},
+		{name: "on: only unused undeclared keys", revoke: true, want: []string{"a0000000-0000-4000-8000-000000000003"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -362,7 +364,7 @@ func TestAuditRevokeUnused(t *testing.T) {
 					t.Fatalf("digest does not say what was revoked: %+v", d.Revoked)
 				}
 				for _, f := range d.New {
-					if f.KeyID == "k-unused" {
+					if f.KeyID == "a0000000-0000-4000-8000-000000000003" {
 						t.Errorf("revoked key still reported as a finding: %s", f.ID)
 					}
 				}
@@ -408,7 +410,7 @@ func TestAuditFailures(t *testing.T) {
 		if !res.Failed || len(rep.Revoked) != 0 {
 			t.Fatalf("failed=%v revoked=%+v", res.Failed, rep.Revoked)
 		}
-		if ks, _ := w.sb.Key("k-unused"); ks.Deleted {
+		if ks, _ := w.sb.Key("a0000000-0000-4000-8000-000000000003"); ks.Deleted {
 			t.Fatal("an incomplete audit deleted a key")
 		}
 	})

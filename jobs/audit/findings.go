@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mrbacd/mrbacd/config"
+	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 )
 
@@ -30,10 +31,13 @@ const (
 	// KindWorkspaceDrift: a declared workspace missing on the platform, or a
 	// platform workspace the config does not declare.
 	KindWorkspaceDrift Kind = "workspace_drift"
+	// KindPlatformChange: a change in the platform's audit log that mrbacd
+	// did not make (see platformChanges).
+	KindPlatformChange Kind = "platform_change"
 )
 
 // Kinds lists every kind in report order.
-var Kinds = []Kind{KindDrift, KindExpiring, KindOverdue, KindUndeclared, KindUnused, KindWorkspaceDrift}
+var Kinds = []Kind{KindDrift, KindExpiring, KindOverdue, KindPlatformChange, KindUndeclared, KindUnused, KindWorkspaceDrift}
 
 // Severity ranks findings; it also routes notifications.
 type Severity string
@@ -81,6 +85,11 @@ type Finding struct {
 	// WouldRevoke when a dry run would have.
 	Revoked     bool `json:"revoked,omitempty"`
 	WouldRevoke bool `json:"would_revoke,omitempty"`
+	// Event, Actor and EventTime describe a platform_change: the audit
+	// log's event type, who made the change and when (RFC 3339).
+	Event     string `json:"event,omitempty"`
+	Actor     string `json:"actor,omitempty"`
+	EventTime string `json:"event_time,omitempty"`
 }
 
 // Subject is the short human name of what the finding is about.
@@ -92,6 +101,10 @@ func (f Finding) Subject() string {
 		return f.KeyID
 	case f.Managed != "":
 		return f.Managed
+	case f.Event != "" && f.Workspace != "":
+		return f.Event + " in " + f.Workspace
+	case f.Event != "":
+		return f.Event
 	}
 	return f.Workspace
 }
@@ -122,6 +135,16 @@ type Inventory struct {
 	// their keys: entry: between publish and revoke the old key is still the
 	// entry's (whatever its name), not undeclared.
 	InFlightKeys map[string]string
+	// Changes are the audit log's events not read before (see Job.AuditLog),
+	// oldest first; OwnKeyIDs and OwnKeyNames are the key ids and new key
+	// names mrbacd's journaled rotations created or deleted, whose
+	// api_key.create and api_key.delete events are its own, not findings.
+	Changes     []mistral.AuditEvent
+	OwnKeyIDs   map[string]bool
+	OwnKeyNames map[string]bool
+	// next is the cursor past Changes; changesErr why they could not be read.
+	next       journal.AuditCursor
+	changesErr error
 }
 
 // Policy holds the audit's thresholds.
@@ -231,6 +254,8 @@ func Evaluate(cfg *config.Config, pol Policy, inv Inventory, now time.Time) []Fi
 		}
 	}
 	out = append(out, recordDrift(ix)...)
+	out = append(out, spendLimitDrift(ix)...)
+	out = append(out, platformChanges(ix)...)
 	SortFindings(out)
 	return out
 }

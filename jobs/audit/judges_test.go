@@ -187,3 +187,39 @@ func TestJudgeRecordDrift(t *testing.T) {
 		})
 	}
 }
+
+func TestJudgeSpendLimitDrift(t *testing.T) {
+	v := func(f float64) *float64 { return &f }
+	tests := []struct {
+		name       string
+		budget     float64
+		limit      *mistral.WorkspaceSpendLimit
+		wantDetail string // "" for no finding
+	}{
+		{name: "platform sent no limit object", budget: 50},
+		{name: "equal", budget: 50, limit: &mistral.WorkspaceSpendLimit{Value: v(50), Currency: "USD"}},
+		{name: "no budget, no limit", limit: &mistral.WorkspaceSpendLimit{NoMonthlyLimit: true, Currency: "USD"}},
+		{name: "amounts differ", budget: 50, limit: &mistral.WorkspaceSpendLimit{Value: v(80), Currency: "USD"},
+			wantDetail: "config monthly_budget_usd $50.00, platform spend_limit $80.00"},
+		{name: "platform uncapped", budget: 50, limit: &mistral.WorkspaceSpendLimit{NoMonthlyLimit: true, Currency: "USD"},
+			wantDetail: "platform spend_limit none"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := evalConfig()
+			cfg.Workspaces[0].MonthlyBudgetUSD = tc.budget
+			ws := []mistral.Workspace{{UUID: "w-dev", Name: "dev-workspace", SpendLimit: tc.limit}, evalWorkspaces[1]}
+			fs := spendLimitDrift(newEvalIndex(cfg, judgePolicy, Inventory{Workspaces: ws}, evalNow))
+			if tc.wantDetail == "" {
+				if len(fs) != 0 {
+					t.Fatalf("findings %+v, want none", fs)
+				}
+				return
+			}
+			if len(fs) != 1 || fs[0].ID != "workspace_drift/spend_limit/dev-workspace" || fs[0].Severity != SeverityWarning ||
+				!strings.Contains(fs[0].Detail, tc.wantDetail) || fs[0].Action == "" {
+				t.Fatalf("findings %+v, want one warning with %q", fs, tc.wantDetail)
+			}
+		})
+	}
+}

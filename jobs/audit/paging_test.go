@@ -24,14 +24,14 @@ func bigOrg(tb testing.TB, nKeys, nWS int) (*sandbox.Server, *Job) {
 	cfg := &config.Config{}
 	for w := range nWS {
 		name := fmt.Sprintf("ws-%02d", w)
-		seed.Workspaces = append(seed.Workspaces, sandbox.SeedWorkspace{UUID: fmt.Sprintf("w-%02d", w), Name: name})
+		seed.Workspaces = append(seed.Workspaces, sandbox.SeedWorkspace{UUID: fmt.Sprintf("b0000000-0000-4000-8000-%012d", w), Name: name})
 		cfg.Workspaces = append(cfg.Workspaces, config.Workspace{Name: name})
 		cfg.Keys = append(cfg.Keys, config.Key{Name: fmt.Sprintf("app-%02d", w), Workspace: name,
 			Store: config.KeyStore{Backend: "file", Path: fmt.Sprintf("mistral/app-%02d", w)}})
 	}
 	for i := range nKeys {
 		w := i % nWS
-		k := sandbox.SeedKey{KeyID: fmt.Sprintf("k-%05d", i), Name: fmt.Sprintf("script-%05d", i),
+		k := sandbox.SeedKey{KeyID: fmt.Sprintf("a0000000-0000-4000-8000-%012d", i), Name: fmt.Sprintf("script-%05d", i),
 			Workspace: fmt.Sprintf("ws-%02d", w), CreatedAt: "2026-10-01T00:00:00Z", LastUsed: "2026-11-26"}
 		if i < nWS {
 			k.Name = fmt.Sprintf("app-%02d-20261101-%08x", w, i)
@@ -48,7 +48,7 @@ func bigOrg(tb testing.TB, nKeys, nWS int) (*sandbox.Server, *Job) {
 	}
 	for w := range nWS {
 		_, err := st.Write(context.Background(), secrets.WriteRequest{Target: secrets.Target{Path: fmt.Sprintf("mistral/app-%02d", w)},
-			Record: secrets.Record{APIKey: "unused-in-this-test", KeyID: fmt.Sprintf("k-%05d", w), KeyName: fmt.Sprintf("app-%02d", w)}})
+			Record: secrets.Record{APIKey: "unused-in-this-test", KeyID: fmt.Sprintf("a0000000-0000-4000-8000-%012d", w), KeyName: fmt.Sprintf("app-%02d", w)}})
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -15,15 +15,15 @@ import (
 func TestSilencedFindingsLeftOut(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
-	if err := w.journal.Snooze(ctx, Scope, "unused/k-unused", w.now.Add(7*24*time.Hour), "slack:U0OPERATOR1"); err != nil {
+	if err := w.journal.Snooze(ctx, Scope, "unused/a0000000-0000-4000-8000-000000000003", w.now.Add(7*24*time.Hour), "slack:U0OPERATOR1"); err != nil {
 		t.Fatal(err)
 	}
 	w.run(t, jobs.Request{RunID: 1, Trigger: "cron"})
 	d := w.notes.last(t)
-	if slices.Contains(ids(d.New), "unused/k-unused") || len(d.New) != len(fixtureFindings)-1 {
+	if slices.Contains(ids(d.New), "unused/a0000000-0000-4000-8000-000000000003") || len(d.New) != len(fixtureFindings)-1 {
 		t.Fatalf("night 1 new = %v", ids(d.New))
 	}
-	if err := w.journal.Acknowledge(ctx, Scope, "overdue/k-overdue", "slack:U0OPERATOR1"); err != nil {
+	if err := w.journal.Acknowledge(ctx, Scope, "overdue/a0000000-0000-4000-8000-000000000004", "slack:U0OPERATOR1"); err != nil {
 		t.Fatal(err)
 	}
 	nights := []struct {
@@ -33,7 +33,7 @@ func TestSilencedFindingsLeftOut(t *testing.T) {
 		wantPersist int
 	}{
 		{name: "night 2: snoozed and acknowledged left out", after: 24 * time.Hour, wantPersist: len(fixtureFindings) - 2},
-		{name: "night 8: the snooze ended: news", after: 6 * 24 * time.Hour, wantNew: []string{"unused/k-unused"}, wantPersist: len(fixtureFindings) - 2},
+		{name: "night 8: the snooze ended: news", after: 6 * 24 * time.Hour, wantNew: []string{"unused/a0000000-0000-4000-8000-000000000003"}, wantPersist: len(fixtureFindings) - 2},
 		{name: "night 9: reported once", after: 24 * time.Hour, wantPersist: len(fixtureFindings) - 1},
 	}
 	for _, n := range nights {

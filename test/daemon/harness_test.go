@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"github.com/mrbacd/mrbacd/ctlsock"
 	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
+	"github.com/mrbacd/mrbacd/mistral/sandbox/sandboxtest"
 )
 
 const adminKey = "sk-admin-daemon-test-0123456789abcdef"
@@ -53,10 +53,9 @@ func startSandbox(t testing.TB) *sandbox.Server {
 	t.Helper()
 	sb := sandbox.New(sandbox.Options{AdminKey: adminKey, Seed: &sandbox.Seed{
 		Workspaces: []sandbox.SeedWorkspace{{Name: "dev-workspace"}},
-		Users:      []sandbox.SeedUser{{ID: "user-1", Email: "ops@example.com"}},
+		Users:      []sandbox.SeedUser{{ID: "d0000000-0000-4000-8000-000000000001", Email: "ops@example.com"}},
 	}})
-	srv := httptest.NewServer(sb)
-	t.Cleanup(srv.Close)
+	srv := sandboxtest.Serve(t, sb, true)
 	sandboxURLs.Store(sb, srv.URL)
 	return sb
 }
@@ -126,7 +125,7 @@ keys:
 	for i := 0; i < o.keys; i++ {
 		fmt.Fprintf(&b, `  - name: key-%02d
     workspace: dev-workspace
-    owner_user_id: user-1
+    owner_user_id: d0000000-0000-4000-8000-000000000001
     store: {backend: file, path: team/key-%02d}
     propagation_wait: %s
 `, i, i, o.propagationWait)

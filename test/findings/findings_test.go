@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
+	"github.com/mrbacd/mrbacd/mistral/sandbox/sandboxtest"
 	"github.com/mrbacd/mrbacd/notify"
 	slacknotify "github.com/mrbacd/mrbacd/notify/slack"
 	"github.com/mrbacd/mrbacd/secrets"
@@ -31,17 +31,17 @@ import (
 const seed = `
 now: 2026-11-27T02:30:00Z
 workspaces:
-  - {uuid: w-dev, name: dev-workspace}
-  - {uuid: w-ml, name: ml-workspace}
-  - {uuid: w-shadow, name: shadow-workspace}
+  - {uuid: f0000000-0000-4000-8000-000000000001, name: dev-workspace, spend_limit: 50}
+  - {uuid: f0000000-0000-4000-8000-000000000002, name: ml-workspace, spend_limit: 500}
+  - {uuid: f0000000-0000-4000-8000-000000000003, name: shadow-workspace}
 keys:
-  - {key_id: k-dev, name: dev-team-key-20261101-ab12cd34, workspace: dev-workspace, created_at: 2026-11-01T03:00:00Z, last_used: 2026-11-26, expiration_date: 2027-03-01}
-  - {key_id: k-ml, name: ml-key-20261120-aa00bb11, workspace: ml-workspace, created_at: 2026-11-20T03:00:00Z, last_used: 2026-11-27, expiration_date: 2027-03-20}
-  - {key_id: k-unused, name: batch-report, workspace: dev-workspace, created_at: 2026-05-01T00:00:00Z, last_used: 2026-09-15}
-  - {key_id: k-overdue, name: billing-key-20260801-deadbeef, workspace: ml-workspace, created_at: 2026-08-01T03:00:00Z, last_used: 2026-11-26}
-  - {key_id: k-expiring, name: ml-batch-key-20261010-feed0001, workspace: ml-workspace, created_at: 2026-10-10T03:00:00Z, last_used: 2026-11-26, expiration_date: 2026-12-03}
-  - {key_id: k-undeclared, name: laptop-test, workspace: dev-workspace, created_at: 2026-11-10T00:00:00Z, last_used: 2026-11-25}
-  - {key_id: k-orphan, name: dev-team-key-20261015-0badf00d, workspace: dev-workspace, created_at: 2026-10-15T03:00:00Z, last_used: 2026-11-26}
+  - {key_id: e0000000-0000-4000-8000-000000000001, name: dev-team-key-20261101-ab12cd34, workspace: dev-workspace, created_at: 2026-11-01T03:00:00Z, last_used: 2026-11-26, expiration_date: 2027-03-01}
+  - {key_id: e0000000-0000-4000-8000-000000000002, name: ml-key-20261120-aa00bb11, workspace: ml-workspace, created_at: 2026-11-20T03:00:00Z, last_used: 2026-11-27, expiration_date: 2027-03-20}
+  - {key_id: e0000000-0000-4000-8000-000000000003, name: batch-report, workspace: dev-workspace, created_at: 2026-05-01T00:00:00Z, last_used: 2026-09-15}
+  - {key_id: e0000000-0000-4000-8000-000000000004, name: billing-key-20260801-deadbeef, workspace: ml-workspace, created_at: 2026-08-01T03:00:00Z, last_used: 2026-11-26}
+  - {key_id: e0000000-0000-4000-8000-000000000005, name: ml-batch-key-20261010-feed0001, workspace: ml-workspace, created_at: 2026-10-10T03:00:00Z, last_used: 2026-11-26, expiration_date: 2026-12-03}
+  - {key_id: e0000000-0000-4000-8000-000000000006, name: laptop-test, workspace: dev-workspace, created_at: 2026-11-10T00:00:00Z, last_used: 2026-11-25}
+  - {key_id: e0000000-0000-4000-8000-000000000007, name: dev-team-key-20261015-0badf00d, workspace: dev-workspace, created_at: 2026-10-15T03:00:00Z, last_used: 2026-11-26}
 usage:
   - {workspace: dev-workspace, month: "2026-11", model: mistral-small-latest, prompt_tokens: 20000000, completion_tokens: 65000000}
   - {workspace: ml-workspace, month: "2026-11", model: codestral-latest, prompt_tokens: 1000000, completion_tokens: 1000000}
@@ -75,17 +75,17 @@ jobs:
 // wantFindings are exactly the findings the seed raises, each with a token
 // its digest line must show.
 var wantFindings = map[string]string{
-	"drift/entry/search-key":                     "search-key",
-	"drift/k-orphan":                             "k-orphan",
-	"drift/k-vanished":                           "k-vanished",
-	"expiring/k-expiring":                        "k-expiring",
-	"overdue/k-overdue":                          "k-overdue",
-	"undeclared/k-shadow":                        "k-shadow",
-	"undeclared/k-undeclared":                    "k-undeclared",
-	"undeclared/k-unused":                        "k-unused",
-	"unused/k-unused":                            "k-unused",
-	"workspace_drift/missing/research-workspace": "research-workspace",
-	"workspace_drift/undeclared/w-shadow":        "shadow-workspace",
+	"drift/entry/search-key":                                          "search-key",
+	"drift/e0000000-0000-4000-8000-000000000007":                      "e0000000-0000-4000-8000-000000000007",
+	"drift/e0000000-0000-4000-8000-000000000009":                      "e0000000-0000-4000-8000-000000000009",
+	"expiring/e0000000-0000-4000-8000-000000000005":                   "e0000000-0000-4000-8000-000000000005",
+	"overdue/e0000000-0000-4000-8000-000000000004":                    "e0000000-0000-4000-8000-000000000004",
+	"undeclared/e0000000-0000-4000-8000-000000000008":                 "e0000000-0000-4000-8000-000000000008",
+	"undeclared/e0000000-0000-4000-8000-000000000006":                 "e0000000-0000-4000-8000-000000000006",
+	"undeclared/e0000000-0000-4000-8000-000000000003":                 "e0000000-0000-4000-8000-000000000003",
+	"unused/e0000000-0000-4000-8000-000000000003":                     "e0000000-0000-4000-8000-000000000003",
+	"workspace_drift/missing/research-workspace":                      "research-workspace",
+	"workspace_drift/undeclared/f0000000-0000-4000-8000-000000000003": "shadow-workspace",
 }
 
 const slackToken = "xoxb-findings-test-token-0123456789"
@@ -111,13 +111,12 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	// shadow-workspace holds a key no config declares.
-	sd.Keys = append(sd.Keys, sandbox.SeedKey{KeyID: "k-shadow", Name: "shadow-app", Workspace: "shadow-workspace",
+	sd.Keys = append(sd.Keys, sandbox.SeedKey{KeyID: "e0000000-0000-4000-8000-000000000008", Name: "shadow-app", Workspace: "shadow-workspace",
 		CreatedAt: "2026-11-01T00:00:00Z", LastUsed: "2026-11-26"})
 	e := &env{logs: &testenv.LogBuffer{}, now: time.Date(2026, 11, 27, 2, 30, 0, 0, time.UTC)}
 	e.log = slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.sb = sandbox.New(sandbox.Options{Seed: sd, Logger: e.log})
-	srv := httptest.NewServer(e.sb)
-	t.Cleanup(srv.Close)
+	srv := sandboxtest.Serve(t, e.sb, true)
 	e.slack = testenv.Slack(t)
 
 	dir := t.TempDir()
@@ -164,7 +163,7 @@ func newEnv(t *testing.T) *env {
 		e.publish(t, path, name)
 	}
 	_, err = e.store.Write(context.Background(), secrets.WriteRequest{Target: secrets.Target{Path: "mistral/vanished"},
-		Record: secrets.Record{APIKey: "sk-vanished-plaintext-abcdef", KeyID: "k-vanished", KeyName: "vanished-key-20260901-11112222"}})
+		Record: secrets.Record{APIKey: "sk-vanished-plaintext-abcdef", KeyID: "e0000000-0000-4000-8000-000000000009", KeyName: "vanished-key-20260901-11112222"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,9 +278,9 @@ func TestFindingsToOnCall(t *testing.T) {
 			t.Errorf("digest does not report %s (%s):\n%s", id, token, digest.Text)
 		}
 	}
-	// No finding is about a healthy key (k-dev may be named as the key an
+	// No finding is about a healthy key (e0000000-0000-4000-8000-000000000001 may be named as the key an
 	// orphan's record points at, never as a finding's subject).
-	for _, healthy := range []string{"(k-dev)", "(k-ml)", "dev-team-key-20261101-ab12cd34", "ml-key-20261120-aa00bb11"} {
+	for _, healthy := range []string{"(e0000000-0000-4000-8000-000000000001)", "(e0000000-0000-4000-8000-000000000002)", "dev-team-key-20261101-ab12cd34", "ml-key-20261120-aa00bb11"} {
 		for _, m := range msgs {
 			if strings.Contains(m.Text, healthy) || strings.Contains(m.Blocks, healthy) {
 				t.Errorf("healthy key %s appears in a message:\n%s", healthy, m.Text)
@@ -322,7 +321,7 @@ func TestFindingsToOnCall(t *testing.T) {
 	}
 
 	// The undeclared key is revoked by hand: night 3 announces it resolved.
-	if err := e.client.DeleteKey(context.Background(), "k-undeclared"); err != nil {
+	if err := e.client.DeleteKey(context.Background(), "e0000000-0000-4000-8000-000000000006"); err != nil {
 		t.Fatal(err)
 	}
 	e.now = e.now.Add(24 * time.Hour)
@@ -354,15 +353,15 @@ func TestRevokeUnusedSaysSo(t *testing.T) {
 	e := newEnv(t)
 	e.cfg.Jobs.Audit.RevokeUnused = true
 	arep, _, msgs := e.night(t)
-	if len(arep.Revoked) != 1 || arep.Revoked[0].KeyID != "k-unused" {
+	if len(arep.Revoked) != 1 || arep.Revoked[0].KeyID != "e0000000-0000-4000-8000-000000000003" {
 		t.Fatalf("revoked %+v", arep.Revoked)
 	}
-	if ks, _ := e.sb.Key("k-unused"); !ks.Deleted {
-		t.Fatal("k-unused is still live")
+	if ks, _ := e.sb.Key("e0000000-0000-4000-8000-000000000003"); !ks.Deleted {
+		t.Fatal("e0000000-0000-4000-8000-000000000003 is still live")
 	}
 	digest := byKind(t, msgs)[notify.KindAuditDigest]
 	if len(digest) != 1 || !strings.Contains(digest[0].Text, "Revoked (unused, undeclared)") ||
-		!strings.Contains(digest[0].Text, "batch-report (k-unused)") {
+		!strings.Contains(digest[0].Text, "batch-report (e0000000-0000-4000-8000-000000000003)") {
 		t.Fatalf("digest does not say what was revoked: %v", texts(msgs))
 	}
 	// The next night the key is gone and nothing about it is resolved or re-sent.

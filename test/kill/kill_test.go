@@ -23,6 +23,7 @@ import (
 
 	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/internal/testenv"
+	"github.com/mrbacd/mrbacd/mistral/contract"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 	"github.com/mrbacd/mrbacd/secrets"
 	"github.com/mrbacd/mrbacd/secrets/awssm"
@@ -142,7 +143,7 @@ func newWorld(t *testing.T, backend string) *world {
 	w := &world{t: t, dir: t.TempDir()}
 	ctx := context.Background()
 	w.sb = sandbox.New(sandbox.Options{})
-	srv := httptest.NewServer(w.interceptDeletes(w.sb))
+	srv := httptest.NewServer(w.interceptDeletes(contract.Install(t, w.sb, true)))
 	t.Cleanup(srv.Close)
 	adminKeyFile := filepath.Join(w.dir, "admin-key")
 	must(t, os.WriteFile(adminKeyFile, []byte(w.sb.AdminKey()), 0o600))

@@ -17,13 +17,14 @@ const (
 )
 
 // actionsBlockFor returns the index, among msg's actions blocks, of the one
-// whose buttons act on keyID (-1: none).
-func actionsBlockFor(t *testing.T, blocksJSON, keyID string) int {
+// with an actionID button acting on keyID (-1: none).
+func actionsBlockFor(t *testing.T, blocksJSON, keyID, actionID string) int {
 	t.Helper()
 	var blocks []struct {
 		Type     string `json:"type"`
 		Elements []struct {
-			Value string `json:"value"`
+			ActionID string `json:"action_id"`
+			Value    string `json:"value"`
 		} `json:"elements"`
 	}
 	if err := json.Unmarshal([]byte(blocksJSON), &blocks); err != nil {
@@ -34,8 +35,10 @@ func actionsBlockFor(t *testing.T, blocksJSON, keyID string) int {
 		if b.Type != "actions" {
 			continue
 		}
-		if len(b.Elements) > 0 && strings.Contains(b.Elements[0].Value, keyID) {
-			return i
+		for _, e := range b.Elements {
+			if e.ActionID == actionID && strings.Contains(e.Value, keyID) {
+				return i
+			}
 		}
 		i++
 	}
@@ -77,7 +80,7 @@ func TestDaemonSlackActions(t *testing.T) {
 	block := -1
 	testenv.WaitFor(t, 10*time.Second, "the audit digest with buttons", func() bool {
 		for _, m := range slack.Messages() {
-			if b := actionsBlockFor(t, m.Blocks, stray.ID); b >= 0 {
+			if b := actionsBlockFor(t, m.Blocks, stray.ID, "mrbacd_revoke"); b >= 0 {
 				digest, block = m, b
 				return true
 			}

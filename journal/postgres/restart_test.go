@@ -237,28 +237,16 @@ func TestLeaderKeepsLeaseWhileSessionsEnd(t *testing.T) {
 		defer func() { cancel(); <-done }()
 		es = append(es, e)
 		if i == 0 {
-			waitFor(t, 3*ttl, "daemon-0 leads", func() bool { return e.Status().Leader })
+			testenv.WaitFor(t, 3*ttl, "daemon-0 leads", func() bool { return e.Status().Leader })
 		}
 	}
 	first := es[0].Status()
 	for i := 0; i < 6; i++ {
 		until := es[0].Status().Until
-		waitFor(t, ttl, "a renewal", func() bool { return es[0].Status().Until.After(until) || !es[0].Status().Leader })
+		testenv.WaitFor(t, ttl, "a renewal", func() bool { return es[0].Status().Until.After(until) || !es[0].Status().Leader })
 		pg.TerminateSessions(t)
 		if s := es[0].Status(); !s.Leader || s.Token != first.Token || s.Elections != 1 || es[1].Status().Leader {
 			t.Fatalf("after ending sessions %d times: leader %+v, standby %+v", i+1, s, es[1].Status())
 		}
-	}
-}
-
-// waitFor waits until cond holds, failing the test after within.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within %s", what, within)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -448,17 +448,17 @@ func TestSecretNames(t *testing.T) {
 		file  bool
 		want  bool
 	}{
-		{"key as a file", key, true, true},
-		{"key as a variable", key, false, true},
-		{"slack token as a variable", "xoxb-1234567890-0987654321-AbCdEfGhIj", false, true},
-		{"vault token as a file", "hvs.CAESIJ4k2lmnopqrstuvwxyz012345", true, true},
-		{"webhook url as a file", "https://hooks.example/services/T0/B0/abc", true, true},
-		{"absolute path", "/etc/mrbacd/admin-key", true, false},
-		{"path with a hash", "/run/secrets/3f2a9c1b7d4e8f6a0b5c2d9e1f7a3b4c", true, false},
-		{"relative file", "admin.key", true, false},
-		{"variable name", "MISTRAL_ADMIN_KEY", false, false},
-		{"long variable name", "MRBACD_GATEWAY_CLIENT_REPORTING_APP_TOKEN", false, false},
-		{"variable with a version", "SLACK_BOT_TOKEN_V2", false, false},
+		{name: "key as a file", value: key, file: true, want: true},
+		{name: "key as a variable", value: key, file: false, want: true},
+		{name: "slack token as a variable", value: "xoxb-1234567890-0987654321-AbCdEfGhIj", file: false, want: true},
+		{name: "vault token as a file", value: "hvs.CAESIJ4k2lmnopqrstuvwxyz012345", file: true, want: true},
+		{name: "webhook url as a file", value: "https://hooks.example/services/T0/B0/abc", file: true, want: true},
+		{name: "absolute path", value: "/etc/mrbacd/admin-key", file: true, want: false},
+		{name: "path with a hash", value: "/run/secrets/3f2a9c1b7d4e8f6a0b5c2d9e1f7a3b4c", file: true, want: false},
+		{name: "relative file", value: "admin.key", file: true, want: false},
+		{name: "variable name", value: "MISTRAL_ADMIN_KEY", file: false, want: false},
+		{name: "long variable name", value: "MRBACD_GATEWAY_CLIENT_REPORTING_APP_TOKEN", file: false, want: false},
+		{name: "variable with a version", value: "SLACK_BOT_TOKEN_V2", file: false, want: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,12 +12,12 @@ func TestState(t *testing.T) {
 		state string
 		want  State
 	}{
-		{"absent: the SQLite default", "", State{Path: DefaultStatePath}},
-		{"SQLite path", "state: {path: /srv/mrbacd/journal.db}\n", State{Path: "/srv/mrbacd/journal.db"}},
-		{"PostgreSQL, DSN from the environment", "state: {postgres: {dsn_env: MRBACD_PG_DSN}}\n",
-			State{Postgres: &PostgresState{DSNEnv: "MRBACD_PG_DSN"}}},
-		{"PostgreSQL, DSN from a file", "state:\n  postgres:\n    dsn_file: /run/secrets/pg-dsn\n",
-			State{Postgres: &PostgresState{DSNFile: "/run/secrets/pg-dsn"}}},
+		{name: "absent: the SQLite default", state: "", want: State{Path: DefaultStatePath}},
+		{name: "SQLite path", state: "state: {path: /srv/mrbacd/journal.db}\n", want: State{Path: "/srv/mrbacd/journal.db"}},
+		{name: "PostgreSQL, DSN from the environment", state: "state: {postgres: {dsn_env: MRBACD_PG_DSN}}\n",
+			want: State{Postgres: &PostgresState{DSNEnv: "MRBACD_PG_DSN"}}},
+		{name: "PostgreSQL, DSN from a file", state: "state:\n  postgres:\n    dsn_file: /run/secrets/pg-dsn\n",
+			want: State{Postgres: &PostgresState{DSNFile: "/run/secrets/pg-dsn"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := Parse("s.yaml", []byte(minimalBody+tc.state))

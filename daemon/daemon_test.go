@@ -295,7 +295,7 @@ func TestReloadedTellsTheServices(t *testing.T) {
 	}{
 		{name: "refused: not called", extra: "jobs:\n  budget: {schedule: \"61 * * * *\"}\n", wantOK: false, wantCalls: nil},
 		{name: "accepted: called with both configs", extra: "jobs:\n  budget: {schedule: \"*/5 * * * *\"}\n", wantOK: true,
-			wantCalls: []call{{"*/30 * * * *", "*/5 * * * *"}}},
+			wantCalls: []call{{oldSchedule: "*/30 * * * *", newSchedule: "*/5 * * * *"}}},
 	}
 	for _, s := range steps {
 		writeConfig(t, h.cfg, h.dir, s.extra)

@@ -7,10 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mrbacd/mrbacd/election"
+	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/journal"
 	"github.com/mrbacd/mrbacd/journal/journaltest"
 )
@@ -29,6 +31,8 @@ type faulty struct {
 	mu     sync.Mutex
 	paused chan struct{} // closed on resume; nil when running
 	dead   bool
+	// acquires counts the acquisitions that got through to the journal.
+	acquires atomic.Int64
 }
 
 func (f *faulty) gate(ctx context.Context) error {
@@ -61,6 +65,7 @@ func (f *faulty) AcquireFenced(ctx context.Context, name, owner string, ttl time
 	if err := f.gate(ctx); err != nil {
 		return 0, false, err
 	}
+	f.acquires.Add(1)
 	return f.Lessor.AcquireFenced(ctx, name, owner, ttl)
 }
 
@@ -167,25 +172,32 @@ func watchOneLeader(t *testing.T, cs []*contender) {
 // and returns it.
 func waitLeader(t *testing.T, cs []*contender, within time.Duration) *contender {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		var leader *contender
-		n := 0
-		for _, c := range cs {
-			if c.e.Status().Leader {
-				leader, n = c, n+1
-			}
+	var leader *contender
+	testenv.WaitFor(t, within, fmt.Sprintf("a single leader among %d contenders", len(cs)), func() bool {
+		leader = singleLeader(cs)
+		return leader != nil
+	})
+	return leader
+}
+
+// singleLeader returns the one contender of cs that leads and holds the
+// journal's lease, or nil when none or several lead.
+func singleLeader(cs []*contender) *contender {
+	var leader *contender
+	n := 0
+	for _, c := range cs {
+		if c.e.Status().Leader {
+			leader, n = c, n+1
 		}
-		if n == 1 {
-			info, ok, err := leader.e.Leader(context.Background())
-			if err == nil && ok && info.Owner == leader.name && info.Token == leader.e.Status().Token {
-				return leader
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
-	t.Fatalf("no single leader among %d contenders after %s", len(cs), within)
-	return nil
+	if n != 1 {
+		return nil
+	}
+	info, ok, err := leader.e.Leader(context.Background())
+	if err != nil || !ok || info.Owner != leader.name || info.Token != leader.e.Status().Token {
+		return nil
+	}
+	return leader
 }
 
 func without(cs []*contender, x *contender) []*contender {
@@ -294,12 +306,13 @@ func testPaused(t *testing.T, b journaltest.Backend) {
 		t.Fatalf("new leader's write: %v", err)
 	}
 	a.f.resume()
-	// A keeps following: B still leads a renewal period later.
-	deadline := time.Now().Add(ttl / 2)
-	for time.Now().Before(deadline) {
+	// A keeps following: its stalled renewal and two acquisitions after it
+	// are refused while B renews.
+	acquired, renewed := a.f.acquires.Load(), bl.e.Status().Until
+	testenv.WaitFor(t, 2*ttl, "a's refused acquisitions and b's renewal after resume", func() bool {
 		if a.e.Status().Leader || !bl.e.Status().Leader {
 			t.Fatalf("after resume: a leads %v, b leads %v", a.e.Status().Leader, bl.e.Status().Leader)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return a.f.acquires.Load() >= acquired+2 && bl.e.Status().Until.After(renewed)
+	})
 }

@@ -67,20 +67,20 @@ func TestMetricsExposition(t *testing.T) {
 		line string
 		want bool
 	}{
-		{`mrbacd_job_runs_total{job="rotate",result="ok"} 2`, true},
-		{`mrbacd_job_runs_total{job="audit",result="panicked"} 1`, true},
-		{`mrbacd_job_duration_seconds_sum{job="rotate",result="ok"} 3`, true},
-		{`mrbacd_rotations_total{outcome="rotated"} 1`, true},
-		{`mrbacd_rotations_total{outcome="failed"} 1`, true},
-		{`mrbacd_key_age_days{key="dev-team-key"} 1.5`, true},
-		{`mrbacd_key_age_days{key="unknown-age"}`, false},
-		{`mrbacd_job_next_run_timestamp_seconds{job="rotate"} 1.7958348e+09`, true},
-		{`mrbacd_job_next_run_timestamp_seconds{job="audit"}`, false},
-		{`mrbacd_notifications_pending 3`, true},
-		{`mrbacd_config_reloads_total{result="invalid"} 1`, true},
-		{`mrbacd_build_info{version="1.2.3"} 1`, true},
-		{`process_resident_memory_bytes`, true},
-		{`go_goroutines`, true},
+		{line: `mrbacd_job_runs_total{job="rotate",result="ok"} 2`, want: true},
+		{line: `mrbacd_job_runs_total{job="audit",result="panicked"} 1`, want: true},
+		{line: `mrbacd_job_duration_seconds_sum{job="rotate",result="ok"} 3`, want: true},
+		{line: `mrbacd_rotations_total{outcome="rotated"} 1`, want: true},
+		{line: `mrbacd_rotations_total{outcome="failed"} 1`, want: true},
+		{line: `mrbacd_key_age_days{key="dev-team-key"} 1.5`, want: true},
+		{line: `mrbacd_key_age_days{key="unknown-age"}`, want: false},
+		{line: `mrbacd_job_next_run_timestamp_seconds{job="rotate"} 1.7958348e+09`, want: true},
+		{line: `mrbacd_job_next_run_timestamp_seconds{job="audit"}`, want: false},
+		{line: `mrbacd_notifications_pending 3`, want: true},
+		{line: `mrbacd_config_reloads_total{result="invalid"} 1`, want: true},
+		{line: `mrbacd_build_info{version="1.2.3"} 1`, want: true},
+		{line: `process_resident_memory_bytes`, want: true},
+		{line: `go_goroutines`, want: true},
 	}
 	for _, tc := range tests {
 		if got := strings.Contains(body, tc.line); got != tc.want {
@@ -107,10 +107,10 @@ func TestHealthz(t *testing.T) {
 		wantCode int
 		wantBody string
 	}{
-		{"no check", nil, 200, `{"status":"ok"}`},
-		{"healthy", func(ctx context.Context) error { return nil }, 200, `{"status":"ok"}`},
-		{"unhealthy", func(ctx context.Context) error { return errors.New("journal: database is locked") }, 503,
-			`{"error":"journal: database is locked","status":"unhealthy"}`},
+		{name: "no check", health: nil, wantCode: 200, wantBody: `{"status":"ok"}`},
+		{name: "healthy", health: func(ctx context.Context) error { return nil }, wantCode: 200, wantBody: `{"status":"ok"}`},
+		{name: "unhealthy", health: func(ctx context.Context) error { return errors.New("journal: database is locked") }, wantCode: 503,
+			wantBody: `{"error":"journal: database is locked","status":"unhealthy"}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

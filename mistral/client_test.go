@@ -77,12 +77,12 @@ func TestNewOptions(t *testing.T) {
 		opts    mistral.Options
 		wantErr string
 	}{
-		{mistral.Options{}, ""},
-		{mistral.Options{BaseURL: "http://127.0.0.1:1/v1/"}, ""},
-		{mistral.Options{BaseURL: "ftp://x"}, "want http(s)"},
-		{mistral.Options{BaseURL: "http://user:pw@host"}, "credentials"},
-		{mistral.Options{AdminAuthHeader: "X-API-KEY"}, ""},
-		{mistral.Options{AdminAuthHeader: "basic"}, `"basic"`},
+		{opts: mistral.Options{}, wantErr: ""},
+		{opts: mistral.Options{BaseURL: "http://127.0.0.1:1/v1/"}, wantErr: ""},
+		{opts: mistral.Options{BaseURL: "ftp://x"}, wantErr: "want http(s)"},
+		{opts: mistral.Options{BaseURL: "http://user:pw@host"}, wantErr: "credentials"},
+		{opts: mistral.Options{AdminAuthHeader: "X-API-KEY"}, wantErr: ""},
+		{opts: mistral.Options{AdminAuthHeader: "basic"}, wantErr: `"basic"`},
 	}
 	for _, tt := range tests {
 		_, err := mistral.New(tt.opts)
@@ -166,12 +166,12 @@ func TestListKeysPaging(t *testing.T) {
 		// first is the name of the first key returned
 		first string
 	}{
-		{mistral.ListKeysOptions{Limit: 100}, 100, "special-000"},
-		{mistral.ListKeysOptions{Limit: 100, Offset: 200}, 50, "special-200"},
-		{mistral.ListKeysOptions{Limit: 100, Offset: 300}, 0, ""},
-		{mistral.ListKeysOptions{Name: "special"}, 5, "special-000"},
-		{mistral.ListKeysOptions{Name: "special", Offset: 3, Limit: 1}, 1, "special-150"},
-		{mistral.ListKeysOptions{}, 100, "special-000"},
+		{opts: mistral.ListKeysOptions{Limit: 100}, want: 100, first: "special-000"},
+		{opts: mistral.ListKeysOptions{Limit: 100, Offset: 200}, want: 50, first: "special-200"},
+		{opts: mistral.ListKeysOptions{Limit: 100, Offset: 300}, want: 0, first: ""},
+		{opts: mistral.ListKeysOptions{Name: "special"}, want: 5, first: "special-000"},
+		{opts: mistral.ListKeysOptions{Name: "special", Offset: 3, Limit: 1}, want: 1, first: "special-150"},
+		{opts: mistral.ListKeysOptions{}, want: 100, first: "special-000"},
 	}
 	for _, tt := range tests {
 		keys, err := e.client.ListKeys(ctx, tt.opts)
@@ -441,21 +441,21 @@ func TestAuthErrors(t *testing.T) {
 		call func() error
 		want error
 	}{
-		{"wrong admin key", func() error { _, err := wrong.ListKeys(ctx, mistral.ListKeysOptions{}); return err }, mistral.ErrUnauthorized},
-		{"inference key on admin route", func() error { _, err := withInference.ListKeys(ctx, mistral.ListKeysOptions{}); return err }, mistral.ErrForbidden},
-		{"admin key on inference", func() error { _, err := e.client.ListModels(ctx, mistral.Secret(e.sb.AdminKey())); return err }, mistral.ErrUnauthorized},
-		{"unknown key on chat", func() error {
+		{name: "wrong admin key", call: func() error { _, err := wrong.ListKeys(ctx, mistral.ListKeysOptions{}); return err }, want: mistral.ErrUnauthorized},
+		{name: "inference key on admin route", call: func() error { _, err := withInference.ListKeys(ctx, mistral.ListKeysOptions{}); return err }, want: mistral.ErrForbidden},
+		{name: "admin key on inference", call: func() error { _, err := e.client.ListModels(ctx, mistral.Secret(e.sb.AdminKey())); return err }, want: mistral.ErrUnauthorized},
+		{name: "unknown key on chat", call: func() error {
 			_, err := e.client.ChatCompletion(ctx, "nope-nope-nope", mistral.ChatRequest{Model: "m", Messages: []mistral.Message{{Role: "user"}}})
 			return err
-		}, mistral.ErrUnauthorized},
-		{"create in unknown workspace", func() error {
+		}, want: mistral.ErrUnauthorized},
+		{name: "create in unknown workspace", call: func() error {
 			_, err := e.client.CreateKey(ctx, mistral.CreateKeyRequest{Name: "x", WorkspaceUUID: "00000000-0000-4000-8000-000000000000", UserID: e.user})
 			return err
-		}, mistral.ErrNotFound},
-		{"create with past expiration", func() error {
+		}, want: mistral.ErrNotFound},
+		{name: "create with past expiration", call: func() error {
 			_, err := e.client.CreateKey(ctx, mistral.CreateKeyRequest{Name: "x", WorkspaceUUID: e.ws, UserID: e.user, Expiration: &mistral.Date{Year: 2020, Month: 1, Day: 1}})
 			return err
-		}, mistral.ErrValidation},
+		}, want: mistral.ErrValidation},
 	}
 	for _, tt := range tests {
 		err := tt.call()
@@ -476,16 +476,16 @@ func TestErrorBodiesOverHTTP(t *testing.T) {
 		want   error
 		msg    string
 	}{
-		{401, `{"message": "Unauthorized", "request_id": "r1"}`, mistral.ErrUnauthorized, "Unauthorized (request_id r1)"},
-		{401, `{"detail": "Unauthorized"}`, mistral.ErrUnauthorized, "401 unauthorized: Unauthorized"},
-		{403, "-", mistral.ErrForbidden, "403 forbidden: Forbidden"},
-		{422, `{"detail": [{"loc": ["body", "name"], "msg": "Field required", "type": "missing"}]}`, mistral.ErrValidation, "body.name: Field required (missing)"},
-		{422, `{"object": "error", "message": {"detail": [{"loc": ["body", "x"], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}]}, "type": "invalid_request_error", "param": null, "code": null}`, mistral.ErrValidation, "body.x: Extra inputs"},
-		{422, `{"object": "error", "message": "{\"detail\": [{\"loc\": [\"body\", \"y\"], \"msg\": \"Field required\", \"type\": \"missing\"}]}", "type": "invalid_request_error", "param": null, "code": null}`, mistral.ErrValidation, "422 validation: body.y: Field required (missing)"},
-		{429, `{"message": "Requests rate limit exceeded"}`, mistral.ErrRateLimited, "Requests rate limit exceeded"},
-		{429, `{"object": "error", "message": "Rate limit exceeded", "type": "rate_limited", "code": "1300"}`, mistral.ErrRateLimited, "Rate limit exceeded"},
-		{500, "-", mistral.ErrServer, "500 server: Internal Server Error"},
-		{503, `upstream connect error`, mistral.ErrServer, "upstream connect error"},
+		{status: 401, body: `{"message": "Unauthorized", "request_id": "r1"}`, want: mistral.ErrUnauthorized, msg: "Unauthorized (request_id r1)"},
+		{status: 401, body: `{"detail": "Unauthorized"}`, want: mistral.ErrUnauthorized, msg: "401 unauthorized: Unauthorized"},
+		{status: 403, body: "-", want: mistral.ErrForbidden, msg: "403 forbidden: Forbidden"},
+		{status: 422, body: `{"detail": [{"loc": ["body", "name"], "msg": "Field required", "type": "missing"}]}`, want: mistral.ErrValidation, msg: "body.name: Field required (missing)"},
+		{status: 422, body: `{"object": "error", "message": {"detail": [{"loc": ["body", "x"], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}]}, "type": "invalid_request_error", "param": null, "code": null}`, want: mistral.ErrValidation, msg: "body.x: Extra inputs"},
+		{status: 422, body: `{"object": "error", "message": "{\"detail\": [{\"loc\": [\"body\", \"y\"], \"msg\": \"Field required\", \"type\": \"missing\"}]}", "type": "invalid_request_error", "param": null, "code": null}`, want: mistral.ErrValidation, msg: "422 validation: body.y: Field required (missing)"},
+		{status: 429, body: `{"message": "Requests rate limit exceeded"}`, want: mistral.ErrRateLimited, msg: "Requests rate limit exceeded"},
+		{status: 429, body: `{"object": "error", "message": "Rate limit exceeded", "type": "rate_limited", "code": "1300"}`, want: mistral.ErrRateLimited, msg: "Rate limit exceeded"},
+		{status: 500, body: "-", want: mistral.ErrServer, msg: "500 server: Internal Server Error"},
+		{status: 503, body: `upstream connect error`, want: mistral.ErrServer, msg: "upstream connect error"},
 	}
 	for _, tt := range tests {
 		e.sb.InjectFault(sandbox.Fault{Route: "GET /v1/admin/api-keys", Status: tt.status, Body: tt.body, Times: 1})
@@ -569,9 +569,9 @@ func TestContextDeadline(t *testing.T) {
 		name  string
 		fault sandbox.Fault
 	}{
-		{"slow server", sandbox.Fault{Route: "GET /v1/models", Latency: 3 * time.Second}},
-		{"Retry-After beyond the deadline", sandbox.Fault{Route: "GET /v1/models", Status: 429, RetryAfter: "30"}},
-		{"retrying 5xx until the deadline", sandbox.Fault{Route: "GET /v1/models", Status: 500}},
+		{name: "slow server", fault: sandbox.Fault{Route: "GET /v1/models", Latency: 3 * time.Second}},
+		{name: "Retry-After beyond the deadline", fault: sandbox.Fault{Route: "GET /v1/models", Status: 429, RetryAfter: "30"}},
+		{name: "retrying 5xx until the deadline", fault: sandbox.Fault{Route: "GET /v1/models", Status: 500}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

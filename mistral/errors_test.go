@@ -137,14 +137,14 @@ func TestRetryable(t *testing.T) {
 		err  error
 		want bool
 	}{
-		{nil, false},
-		{&APIError{StatusCode: 429, Kind: KindRateLimited}, true},
-		{&APIError{StatusCode: 503, Kind: KindServer}, true},
-		{&APIError{StatusCode: 408, Kind: KindBadRequest}, true},
-		{&APIError{StatusCode: 401, Kind: KindUnauthorized}, false},
-		{&APIError{StatusCode: 422, Kind: KindValidation}, false},
-		{&TransportError{Method: "GET", Path: "/", Err: errors.New("EOF")}, true},
-		{errors.New("plain"), false},
+		{err: nil, want: false},
+		{err: &APIError{StatusCode: 429, Kind: KindRateLimited}, want: true},
+		{err: &APIError{StatusCode: 503, Kind: KindServer}, want: true},
+		{err: &APIError{StatusCode: 408, Kind: KindBadRequest}, want: true},
+		{err: &APIError{StatusCode: 401, Kind: KindUnauthorized}, want: false},
+		{err: &APIError{StatusCode: 422, Kind: KindValidation}, want: false},
+		{err: &TransportError{Method: "GET", Path: "/", Err: errors.New("EOF")}, want: true},
+		{err: errors.New("plain"), want: false},
 	}
 	for _, tt := range tests {
 		if got := Retryable(tt.err); got != tt.want {
@@ -155,10 +155,10 @@ func TestRetryable(t *testing.T) {
 
 func TestScrubKeyLike(t *testing.T) {
 	tests := []struct{ in, want string }{
-		{"bad key o0L6gD5akIpCn2YSiEJXGeK6fiZzjwNI here", "bad key [REDACTED] here"},
-		{"Invalid model: mistral-medium-latest-2508", "Invalid model: mistral-medium-latest-2508"},
-		{"abcdefghijklmnopqrstuvwxyzabcdef only letters", "abcdefghijklmnopqrstuvwxyzabcdef only letters"},
-		{"short Ab12", "short Ab12"},
+		{in: "bad key o0L6gD5akIpCn2YSiEJXGeK6fiZzjwNI here", want: "bad key [REDACTED] here"},
+		{in: "Invalid model: mistral-medium-latest-2508", want: "Invalid model: mistral-medium-latest-2508"},
+		{in: "abcdefghijklmnopqrstuvwxyzabcdef only letters", want: "abcdefghijklmnopqrstuvwxyzabcdef only letters"},
+		{in: "short Ab12", want: "short Ab12"},
 	}
 	for _, tt := range tests {
 		if got := scrubKeyLike(tt.in); got != tt.want {
@@ -177,10 +177,10 @@ func TestValidationShapesOnce(t *testing.T) {
 	tests := []struct {
 		name, body string
 	}{
-		{"detail list", `{"detail": ` + list + `}`},
-		{"wrapped", `{"object": "error", "message": {"detail": ` + list + `}, "type": "invalid_request_error", "param": null, "code": null}`},
-		{"message as JSON text", `{"object": "error", "message": "{\"detail\": ` + quoted + `}", "type": "invalid_request_error", "param": null, "code": null}`},
-		{"list twice", `{"message": {"detail": ` + list + `}, "detail": ` + list + `}`},
+		{name: "detail list", body: `{"detail": ` + list + `}`},
+		{name: "wrapped", body: `{"object": "error", "message": {"detail": ` + list + `}, "type": "invalid_request_error", "param": null, "code": null}`},
+		{name: "message as JSON text", body: `{"object": "error", "message": "{\"detail\": ` + quoted + `}", "type": "invalid_request_error", "param": null, "code": null}`},
+		{name: "list twice", body: `{"message": {"detail": ` + list + `}, "detail": ` + list + `}`},
 	}
 	want := []string{"body.model: Field required (missing)", "body.messages.0.user.name: Extra inputs are not permitted (extra_forbidden)"}
 	for _, tt := range tests {

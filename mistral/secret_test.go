@@ -54,11 +54,11 @@ func TestDate(t *testing.T) {
 		want    Date
 		wantErr bool
 	}{
-		{"2026-11-27", Date{2026, 11, 27}, false},
-		{"2026-11-27T23:59:59Z", Date{2026, 11, 27}, false},
-		{"2026-11-27T10:00:00.123456", Date{2026, 11, 27}, false},
-		{"27/11/2026", Date{}, true},
-		{"", Date{}, true},
+		{in: "2026-11-27", want: Date{2026, 11, 27}, wantErr: false},
+		{in: "2026-11-27T23:59:59Z", want: Date{2026, 11, 27}, wantErr: false},
+		{in: "2026-11-27T10:00:00.123456", want: Date{2026, 11, 27}, wantErr: false},
+		{in: "27/11/2026", want: Date{}, wantErr: true},
+		{in: "", want: Date{}, wantErr: true},
 	}
 	for _, tt := range tests {
 		got, err := ParseDate(tt.in)
@@ -101,9 +101,9 @@ func TestKeyUnmarshalTolerant(t *testing.T) {
 		created    time.Time
 		createdBy  string
 	}{
-		{"rfc3339", `{"key_id":"a","created_at":"2026-08-01T12:00:00.123456Z","created_by":"u1"}`, time.Date(2026, 8, 1, 12, 0, 0, 123456000, time.UTC), "u1"},
-		{"no zone", `{"key_id":"a","created_at":"2026-08-01T12:00:00","created_by":{"id":"u1"}}`, time.Date(2026, 8, 1, 12, 0, 0, 0, time.UTC), `{"id":"u1"}`},
-		{"null", `{"key_id":"a","created_at":null,"created_by":null}`, time.Time{}, ""},
+		{name: "rfc3339", body: `{"key_id":"a","created_at":"2026-08-01T12:00:00.123456Z","created_by":"u1"}`, created: time.Date(2026, 8, 1, 12, 0, 0, 123456000, time.UTC), createdBy: "u1"},
+		{name: "no zone", body: `{"key_id":"a","created_at":"2026-08-01T12:00:00","created_by":{"id":"u1"}}`, created: time.Date(2026, 8, 1, 12, 0, 0, 0, time.UTC), createdBy: `{"id":"u1"}`},
+		{name: "null", body: `{"key_id":"a","created_at":null,"created_by":null}`, created: time.Time{}, createdBy: ""},
 	}
 	for _, tt := range tests {
 		var k Key

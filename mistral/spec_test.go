@@ -27,9 +27,9 @@ func TestCreateKeyPolicyExpiration(t *testing.T) {
 		ask  *mistral.Date
 		want mistral.Date
 	}{
-		{"none asked", nil, limit},
-		{"later asked", &later, limit},
-		{"sooner asked", &sooner, sooner},
+		{name: "none asked", ask: nil, want: limit},
+		{name: "later asked", ask: &later, want: limit},
+		{name: "sooner asked", ask: &sooner, want: sooner},
 	}
 	for _, tt := range tests {
 		k, err := e.client.CreateKey(ctx, mistral.CreateKeyRequest{Name: "policy " + tt.name, Expiration: tt.ask, WorkspaceUUID: e.ws, UserID: e.user})
@@ -103,12 +103,12 @@ func TestAuditLogs(t *testing.T) {
 	want := []struct {
 		event, actorType, actorID, target string
 	}{
-		{"api_key.create", mistral.ActorAPIKey, me.ID, mine.KeyID},
-		{"api_key.create", mistral.ActorHuman, human.ID, ""},
-		{"billing.monthly_limit.updated", mistral.ActorAPIKey, me.ID, ""},
-		{"api_key_policy.update", mistral.ActorHuman, human.ID, ""},
-		{"rate_limit.rule.update", mistral.ActorHuman, human.ID, "r-1"},
-		{"api_key.delete", mistral.ActorAPIKey, me.ID, mine.KeyID},
+		{event: "api_key.create", actorType: mistral.ActorAPIKey, actorID: me.ID, target: mine.KeyID},
+		{event: "api_key.create", actorType: mistral.ActorHuman, actorID: human.ID, target: ""},
+		{event: "billing.monthly_limit.updated", actorType: mistral.ActorAPIKey, actorID: me.ID, target: ""},
+		{event: "api_key_policy.update", actorType: mistral.ActorHuman, actorID: human.ID, target: ""},
+		{event: "rate_limit.rule.update", actorType: mistral.ActorHuman, actorID: human.ID, target: "r-1"},
+		{event: "api_key.delete", actorType: mistral.ActorAPIKey, actorID: me.ID, target: mine.KeyID},
 	}
 	if len(all) != len(want) {
 		t.Fatalf("%d events, want %d: %+v", len(all), len(want), all)

@@ -13,16 +13,16 @@ func TestParseUsageShapes(t *testing.T) {
 		body string
 		want map[string]map[string]ModelUsage
 	}{
-		{"models wrapper with value lists", `{"completion": {"models": {"mistral-small-latest": {"input": [{"usage_type": "prompt_tokens", "value": 10}, {"value": 5}], "output": [{"value": 7}]}}}, "currency": "USD", "start_date": "2026-11-01", "end_date": "2026-11-30", "prices": [{"model": "mistral-small-latest", "input_price": 0.15, "output_price": 0.6}]}`,
-			map[string]map[string]ModelUsage{"completion": {"mistral-small-latest": {15, 7}}}},
-		{"direct token fields", `{"chat": {"codestral-latest": {"prompt_tokens": 3, "completion_tokens": 4}}}`,
-			map[string]map[string]ModelUsage{"chat": {"codestral-latest": {3, 4}}}},
-		{"list of entries", `{"completion": [{"model": "a", "input_tokens": "12", "output_tokens": 1.0}, {"model": "a", "input_tokens": 1}, {"no_model": 1}]}`,
-			map[string]map[string]ModelUsage{"completion": {"a": {13, 1}}}},
-		{"data wrapper and objects", `{"ocr": {"data": {"m": {"input": {"tokens": 9}}}}, "audio": {"models": {}}, "object": "usage"}`,
-			map[string]map[string]ModelUsage{"ocr": {"m": {9, 0}}, "audio": {}}},
-		{"unknown inner shapes ignored", `{"completion": {"models": {"m": {"cost": 3}, "n": 5}}, "fine_tuning": 7}`,
-			map[string]map[string]ModelUsage{"completion": {}}},
+		{name: "models wrapper with value lists", body: `{"completion": {"models": {"mistral-small-latest": {"input": [{"usage_type": "prompt_tokens", "value": 10}, {"value": 5}], "output": [{"value": 7}]}}}, "currency": "USD", "start_date": "2026-11-01", "end_date": "2026-11-30", "prices": [{"model": "mistral-small-latest", "input_price": 0.15, "output_price": 0.6}]}`,
+			want: map[string]map[string]ModelUsage{"completion": {"mistral-small-latest": {15, 7}}}},
+		{name: "direct token fields", body: `{"chat": {"codestral-latest": {"prompt_tokens": 3, "completion_tokens": 4}}}`,
+			want: map[string]map[string]ModelUsage{"chat": {"codestral-latest": {3, 4}}}},
+		{name: "list of entries", body: `{"completion": [{"model": "a", "input_tokens": "12", "output_tokens": 1.0}, {"model": "a", "input_tokens": 1}, {"no_model": 1}]}`,
+			want: map[string]map[string]ModelUsage{"completion": {"a": {13, 1}}}},
+		{name: "data wrapper and objects", body: `{"ocr": {"data": {"m": {"input": {"tokens": 9}}}}, "audio": {"models": {}}, "object": "usage"}`,
+			want: map[string]map[string]ModelUsage{"ocr": {"m": {9, 0}}, "audio": {}}},
+		{name: "unknown inner shapes ignored", body: `{"completion": {"models": {"m": {"cost": 3}, "n": 5}}, "fine_tuning": 7}`,
+			want: map[string]map[string]ModelUsage{"completion": {}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -17,6 +17,28 @@ const maxFuncLines = 120
 // TestFunctionsAreShort fails for every function or method of 120 lines or
 // more outside test files (tools/, its own module, excepted).
 func TestFunctionsAreShort(t *testing.T) {
+	walkGoFiles(t, 0, func(path string, fset *token.FileSet, f *ast.File) {
+		if strings.HasSuffix(path, "_test.go") {
+			return
+		}
+		for _, decl := range f.Decls {
+			fn, ok := decl.(*ast.FuncDecl)
+			if !ok || fn.Body == nil {
+				continue
+			}
+			start, end := fset.Position(fn.Pos()), fset.Position(fn.End())
+			if n := end.Line - start.Line + 1; n >= maxFuncLines {
+				t.Errorf("%s:%d: %s is %d lines; keep functions under %d", start.Filename, start.Line, funcName(fn), n, maxFuncLines)
+			}
+		}
+	})
+}
+
+// walkGoFiles parses every .go file of the module (tools/, its own module,
+// and testdata excepted) with mode and calls visit on it, in the calling
+// goroutine. It fails t when the walk finds too few files to be the module.
+func walkGoFiles(t *testing.T, mode parser.Mode, visit func(path string, fset *token.FileSet, f *ast.File)) {
+	t.Helper()
 	root := filepath.Join("..", "..")
 	fset := token.NewFileSet()
 	checked := 0
@@ -30,24 +52,15 @@ func TestFunctionsAreShort(t *testing.T) {
 			}
 			return nil
 		}
-		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+		if !strings.HasSuffix(path, ".go") {
 			return nil
 		}
-		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
+		f, err := parser.ParseFile(fset, path, nil, mode|parser.SkipObjectResolution)
 		if err != nil {
 			return err
 		}
 		checked++
-		for _, decl := range f.Decls {
-			fn, ok := decl.(*ast.FuncDecl)
-			if !ok || fn.Body == nil {
-				continue
-			}
-			start, end := fset.Position(fn.Pos()), fset.Position(fn.End())
-			if n := end.Line - start.Line + 1; n >= maxFuncLines {
-				t.Errorf("%s:%d: %s is %d lines; keep functions under %d", start.Filename, start.Line, funcName(fn), n, maxFuncLines)
-			}
-		}
+		visit(path, fset, f)
 		return nil
 	})
 	if err != nil {

@@ -56,11 +56,11 @@ func TestDecideExpiry(t *testing.T) {
 		wantDue    bool
 		wantReason string
 	}{
-		{"no expiry: rotate_every", time.Time{}, created.Add(every), false, false, "not due"},
-		{"expiry after due + lead: rotate_every", created.Add(every + lead + time.Hour), created.Add(every), false, false, "not due"},
-		{"policy of 30 days: due before expiry - lead", created.Add(30 * 24 * time.Hour), created.Add(30*24*time.Hour - lead), true, false, "key-expiration policy"},
-		{"expiry within the lead: due now", now.Add(lead - time.Minute), now.Add(-time.Minute), true, true, "key-expiration policy"},
-		{"expiry just after rotate_every: still early", created.Add(every + time.Hour), created.Add(every + time.Hour - lead), true, false, "due 2027-02-14T10:55:00Z"},
+		{name: "no expiry: rotate_every", expiresAt: time.Time{}, wantDueAt: created.Add(every), wantEarly: false, wantDue: false, wantReason: "not due"},
+		{name: "expiry after due + lead: rotate_every", expiresAt: created.Add(every + lead + time.Hour), wantDueAt: created.Add(every), wantEarly: false, wantDue: false, wantReason: "not due"},
+		{name: "policy of 30 days: due before expiry - lead", expiresAt: created.Add(30 * 24 * time.Hour), wantDueAt: created.Add(30*24*time.Hour - lead), wantEarly: true, wantDue: false, wantReason: "key-expiration policy"},
+		{name: "expiry within the lead: due now", expiresAt: now.Add(lead - time.Minute), wantDueAt: now.Add(-time.Minute), wantEarly: true, wantDue: true, wantReason: "key-expiration policy"},
+		{name: "expiry just after rotate_every: still early", expiresAt: created.Add(every + time.Hour), wantDueAt: created.Add(every + time.Hour - lead), wantEarly: true, wantDue: false, wantReason: "due 2027-02-14T10:55:00Z"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

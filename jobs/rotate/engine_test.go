@@ -136,14 +136,14 @@ func TestFailures(t *testing.T) {
 		wantPublished     bool
 	}
 	tests := []failureCase{
-		{name: "verification never succeeds", faults: []fault{{"GET /v1/models", 401, 0}}, wantOutcome: OutcomeFailed},
-		{name: "verification succeeds after warm-up", faults: []fault{{"GET /v1/models", 401, 2}}, wantOutcome: OutcomeRotated, wantPublished: true},
+		{name: "verification never succeeds", faults: []fault{{route: "GET /v1/models", status: 401, times: 0}}, wantOutcome: OutcomeFailed},
+		{name: "verification succeeds after warm-up", faults: []fault{{route: "GET /v1/models", status: 401, times: 2}}, wantOutcome: OutcomeRotated, wantPublished: true},
 		{name: "store unavailable at publish", storeOutage: true, wantOutcome: OutcomeFailed},
 		{name: "store unavailable briefly at publish", storeOutageWrites: 2, wantOutcome: OutcomeRotated, wantPublished: true},
 	}
 	for _, route := range []string{"POST /v1/admin/api-keys", "GET /v1/admin/api-keys", "GET /v1/models", "DELETE /v1/admin/api-keys/{key_id}", "GET /v1/admin/workspaces"} {
 		for _, status := range []int{429, 500, 503} {
-			tests = append(tests, failureCase{name: fmt.Sprintf("transient %d on %s", status, route), faults: []fault{{route, status, 2}},
+			tests = append(tests, failureCase{name: fmt.Sprintf("transient %d on %s", status, route), faults: []fault{{route: route, status: status, times: 2}},
 				wantOutcome: OutcomeRotated, wantPublished: true})
 			want := OutcomeFailed
 			inflight, published := false, false
@@ -159,7 +159,7 @@ func TestFailures(t *testing.T) {
 				// listing fails too, so the abort stays in flight.
 				inflight = true
 			}
-			tests = append(tests, failureCase{name: fmt.Sprintf("persistent %d on %s", status, route), faults: []fault{{route, status, 0}},
+			tests = append(tests, failureCase{name: fmt.Sprintf("persistent %d on %s", status, route), faults: []fault{{route: route, status: status, times: 0}},
 				wantOutcome: want, wantInFlight: inflight, wantPublished: published})
 		}
 	}

@@ -31,9 +31,9 @@ func TestOpen(t *testing.T) {
 		state    config.State
 		describe string
 	}{
-		{"sqlite", config.State{Path: filepath.Join(t.TempDir(), "state.db")}, "sqlite "},
-		{"postgres dsn_env", config.State{Postgres: &config.PostgresState{DSNEnv: "MRBACD_TEST_PG_DSN"}}, "postgres (dsn_env MRBACD_TEST_PG_DSN)"},
-		{"postgres dsn_file", config.State{Postgres: &config.PostgresState{DSNFile: dsnFile}}, "postgres (dsn_file " + dsnFile + ")"},
+		{name: "sqlite", state: config.State{Path: filepath.Join(t.TempDir(), "state.db")}, describe: "sqlite "},
+		{name: "postgres dsn_env", state: config.State{Postgres: &config.PostgresState{DSNEnv: "MRBACD_TEST_PG_DSN"}}, describe: "postgres (dsn_env MRBACD_TEST_PG_DSN)"},
+		{name: "postgres dsn_file", state: config.State{Postgres: &config.PostgresState{DSNFile: dsnFile}}, describe: "postgres (dsn_file " + dsnFile + ")"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -79,11 +79,11 @@ func TestOpenErrors(t *testing.T) {
 		state config.State
 		want  string
 	}{
-		{"server down", config.State{Postgres: &config.PostgresState{DSNEnv: "MRBACD_TEST_BAD_DSN"}}, "dsn_env MRBACD_TEST_BAD_DSN"},
-		{"variable empty", config.State{Postgres: &config.PostgresState{DSNEnv: "MRBACD_TEST_EMPTY_DSN"}}, "MRBACD_TEST_EMPTY_DSN is not set or empty"},
-		{"file missing", config.State{Postgres: &config.PostgresState{DSNFile: "/nonexistent/pg-dsn"}}, "/nonexistent/pg-dsn"},
-		{"both", config.State{Path: "/x.db", Postgres: &config.PostgresState{DSNEnv: "MRBACD_TEST_BAD_DSN"}}, "both set"},
-		{"neither", config.State{}, "no state.path"},
+		{name: "server down", state: config.State{Postgres: &config.PostgresState{DSNEnv: "MRBACD_TEST_BAD_DSN"}}, want: "dsn_env MRBACD_TEST_BAD_DSN"},
+		{name: "variable empty", state: config.State{Postgres: &config.PostgresState{DSNEnv: "MRBACD_TEST_EMPTY_DSN"}}, want: "MRBACD_TEST_EMPTY_DSN is not set or empty"},
+		{name: "file missing", state: config.State{Postgres: &config.PostgresState{DSNFile: "/nonexistent/pg-dsn"}}, want: "/nonexistent/pg-dsn"},
+		{name: "both", state: config.State{Path: "/x.db", Postgres: &config.PostgresState{DSNEnv: "MRBACD_TEST_BAD_DSN"}}, want: "both set"},
+		{name: "neither", state: config.State{}, want: "no state.path"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -19,12 +19,12 @@ func TestOpenErrorsHideTheDSN(t *testing.T) {
 		name string
 		dsn  string
 	}{
-		{"nothing listening (URL)", fmt.Sprintf("postgres://mrbacd:%s@127.0.0.1:%d/journal?sslmode=disable&connect_timeout=2", pw, closed)},
-		{"nothing listening (key=value)", fmt.Sprintf("host=127.0.0.1 port=%d user=mrbacd password=%s dbname=journal sslmode=disable connect_timeout=2", closed, pw)},
-		{"unknown database", fmt.Sprintf("postgres://postgres:%s@127.0.0.1:5432/mrbacd_no_such_db?sslmode=disable", pw)},
-		{"malformed URL", fmt.Sprintf("postgres://mrbacd:%s@127.0.0.1:notaport/journal", pw)},
-		{"malformed key=value", fmt.Sprintf("host=127.0.0.1 password='%s dbname=journal", pw)},
-		{"unknown parameter", fmt.Sprintf("postgres://mrbacd:%s@127.0.0.1:%d/journal?sslmode=bogus", pw, closed)},
+		{name: "nothing listening (URL)", dsn: fmt.Sprintf("postgres://mrbacd:%s@127.0.0.1:%d/journal?sslmode=disable&connect_timeout=2", pw, closed)},
+		{name: "nothing listening (key=value)", dsn: fmt.Sprintf("host=127.0.0.1 port=%d user=mrbacd password=%s dbname=journal sslmode=disable connect_timeout=2", closed, pw)},
+		{name: "unknown database", dsn: fmt.Sprintf("postgres://postgres:%s@127.0.0.1:5432/mrbacd_no_such_db?sslmode=disable", pw)},
+		{name: "malformed URL", dsn: fmt.Sprintf("postgres://mrbacd:%s@127.0.0.1:notaport/journal", pw)},
+		{name: "malformed key=value", dsn: fmt.Sprintf("host=127.0.0.1 password='%s dbname=journal", pw)},
+		{name: "unknown parameter", dsn: fmt.Sprintf("postgres://mrbacd:%s@127.0.0.1:%d/journal?sslmode=bogus", pw, closed)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

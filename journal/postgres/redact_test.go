@@ -12,9 +12,9 @@ func TestRedact(t *testing.T) {
 		name, secret string
 		wantSame     bool
 	}{
-		{"secret quoted", "hunter2-long", false},
-		{"secret absent", "other-secret", true},
-		{"no secret", "", true},
+		{name: "secret quoted", secret: "hunter2-long", wantSame: false},
+		{name: "secret absent", secret: "other-secret", wantSame: true},
+		{name: "no secret", secret: "", wantSame: true},
 	} {
 		got := redact(inner, tc.secret)
 		if tc.wantSame != (got == inner) {

@@ -38,34 +38,34 @@ func TestSessionsTerminatedBetweenSteps(t *testing.T) {
 		name string
 		do   func() error
 	}{
-		{"start run", func() (err error) { run, err = db.StartRun(fctx, "rotate", "cron", ""); return err }},
-		{"begin rotation", func() error { return db.BeginRotation(fctx, rot) }},
-		{"create", func() error { rot.Step, rot.NewKeyID = "create", "k-new"; return db.UpdateRotation(fctx, rot) }},
-		{"publish", func() error { rot.Step, rot.StoreVersion = "publish", "7"; return db.UpdateRotation(fctx, rot) }},
-		{"renew leadership", func() error {
+		{name: "start run", do: func() (err error) { run, err = db.StartRun(fctx, "rotate", "cron", ""); return err }},
+		{name: "begin rotation", do: func() error { return db.BeginRotation(fctx, rot) }},
+		{name: "create", do: func() error { rot.Step, rot.NewKeyID = "create", "k-new"; return db.UpdateRotation(fctx, rot) }},
+		{name: "publish", do: func() error { rot.Step, rot.StoreVersion = "publish", "7"; return db.UpdateRotation(fctx, rot) }},
+		{name: "renew leadership", do: func() error {
 			ok, err := db.RenewFenced(ctx, "leader", "daemon-1", tok, time.Minute)
 			if err == nil && !ok {
 				return fmt.Errorf("renewal refused")
 			}
 			return err
 		}},
-		{"revoke", func() error { rot.Step = "revoke"; return db.UpdateRotation(fctx, rot) }},
-		{"done", func() error { rot.Step, rot.Status = "done", journal.StatusDone; return db.UpdateRotation(fctx, rot) }},
-		{"enqueue digest", func() (err error) {
+		{name: "revoke", do: func() error { rot.Step = "revoke"; return db.UpdateRotation(fctx, rot) }},
+		{name: "done", do: func() error { rot.Step, rot.Status = "done", journal.StatusDone; return db.UpdateRotation(fctx, rot) }},
+		{name: "enqueue digest", do: func() (err error) {
 			msg, _, err = db.Enqueue(fctx, journal.Message{Dedupe: "rotation:rot-1", Kind: "rotation"})
 			return err
 		}},
-		{"claim", func() error {
+		{name: "claim", do: func() error {
 			ms, err := db.Claim(ctx, time.Now(), time.Minute, 10)
 			if err == nil && (len(ms) != 1 || ms[0].ID != msg) {
 				return fmt.Errorf("claimed %+v", ms)
 			}
 			return err
 		}},
-		{"mark sent", func() error { return db.MarkSent(ctx, msg, time.Now()) }},
-		{"usage", func() error { return db.AddUsage(ctx, "client:a", "day:1", 100, 0.5) }},
-		{"mark once", func() error { _, err := db.MarkOnce(fctx, "budget:dev:0.8"); return err }},
-		{"finish run", func() error { return db.FinishRun(fctx, run, journal.RunOK, "", `{"rotated":1}`) }},
+		{name: "mark sent", do: func() error { return db.MarkSent(ctx, msg, time.Now()) }},
+		{name: "usage", do: func() error { return db.AddUsage(ctx, "client:a", "day:1", 100, 0.5) }},
+		{name: "mark once", do: func() error { _, err := db.MarkOnce(fctx, "budget:dev:0.8"); return err }},
+		{name: "finish run", do: func() error { return db.FinishRun(fctx, run, journal.RunOK, "", `{"rotated":1}`) }},
 	}
 	ended := 0
 	for _, s := range steps {
@@ -237,28 +237,16 @@ func TestLeaderKeepsLeaseWhileSessionsEnd(t *testing.T) {
 		defer func() { cancel(); <-done }()
 		es = append(es, e)
 		if i == 0 {
-			waitFor(t, 3*ttl, "daemon-0 leads", func() bool { return e.Status().Leader })
+			testenv.WaitFor(t, 3*ttl, "daemon-0 leads", func() bool { return e.Status().Leader })
 		}
 	}
 	first := es[0].Status()
 	for i := 0; i < 6; i++ {
 		until := es[0].Status().Until
-		waitFor(t, ttl, "a renewal", func() bool { return es[0].Status().Until.After(until) || !es[0].Status().Leader })
+		testenv.WaitFor(t, ttl, "a renewal", func() bool { return es[0].Status().Until.After(until) || !es[0].Status().Leader })
 		pg.TerminateSessions(t)
 		if s := es[0].Status(); !s.Leader || s.Token != first.Token || s.Elections != 1 || es[1].Status().Leader {
 			t.Fatalf("after ending sessions %d times: leader %+v, standby %+v", i+1, s, es[1].Status())
 		}
-	}
-}
-
-// waitFor waits until cond holds, failing the test after within.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within %s", what, within)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -118,25 +118,25 @@ func TestCheckerCatchesDrift(t *testing.T) {
 		body               string
 		want               string
 	}{
-		{"spend limit without LimitsContext", "GET", "/v1/admin/spend-limit", 200,
-			`{"limits": {"completion": {"monthly_limit_reached": false, "no_monthly_limit": true, "usage": 0, "usage_limit": null}}, "currency": "USD"}`,
-			"missing required field currency"},
-		{"workspace with is_archived", "GET", "/v1/admin/workspaces", 200,
-			`{"total": 1, "items": [{"uuid": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "name": "w", "description": "", "icon": null, "members_count": 1, "is_default": true, "is_archived": false, "spend_limit": null}], "object": "list", "page": 1, "page_size": 25}`,
-			"$.items[0].is_archived: field not in the spec"},
-		{"member with id", "GET", "/v1/admin/users", 200,
-			`{"members": [{"id": "u1", "email": "a@b.c", "name": "A", "role": "admin"}], "invites": [], "total": 1, "page": 1, "page_size": 25}`,
-			"missing required field uuid"},
-		{"created key with a date-time expiration", "POST", "/v1/admin/api-keys", 200,
-			`{"key_id": "8f1c2a3b-4d5e-4f60-8a1b-2c3d4e5f6a7d", "key": "k", "name": "n", "hidden_key": "k", "created_at": "2026-11-27T12:00:00Z", "expiration_date": "2026-12-27T00:00:00Z", "actions": {}}`,
-			"is not a date"},
-		{"usage without the nested categories", "GET", "/v1/admin/usage", 200,
-			`{"completion": {"models": {}}, "start_date": "2026-11-01", "end_date": "2026-11-30", "currency": "USD", "currency_symbol": "$", "prices": []}`,
-			"missing required field chat"},
-		{"audit log id as a string", "GET", "/v1/admin/audit-logs", 200,
-			`[{"created_at": "2026-11-27T10:00:00Z", "actor_type": "ROBOT", "actor_metadata": {}, "event_type": "api_key.create", "event_metadata": {}, "target_type": "API_KEY", "target_metadata": {}, "log_id": "1"}]`,
-			"$[0].log_id: want integer, got string"},
-		{"undocumented success", "DELETE", "/v1/admin/api-keys/8f1c2a3b-4d5e-4f60-8a1b-2c3d4e5f6a7d", 204, ``, "status 204 is not documented"},
+		{name: "spend limit without LimitsContext", method: "GET", path: "/v1/admin/spend-limit", status: 200,
+			body: `{"limits": {"completion": {"monthly_limit_reached": false, "no_monthly_limit": true, "usage": 0, "usage_limit": null}}, "currency": "USD"}`,
+			want: "missing required field currency"},
+		{name: "workspace with is_archived", method: "GET", path: "/v1/admin/workspaces", status: 200,
+			body: `{"total": 1, "items": [{"uuid": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "name": "w", "description": "", "icon": null, "members_count": 1, "is_default": true, "is_archived": false, "spend_limit": null}], "object": "list", "page": 1, "page_size": 25}`,
+			want: "$.items[0].is_archived: field not in the spec"},
+		{name: "member with id", method: "GET", path: "/v1/admin/users", status: 200,
+			body: `{"members": [{"id": "u1", "email": "a@b.c", "name": "A", "role": "admin"}], "invites": [], "total": 1, "page": 1, "page_size": 25}`,
+			want: "missing required field uuid"},
+		{name: "created key with a date-time expiration", method: "POST", path: "/v1/admin/api-keys", status: 200,
+			body: `{"key_id": "8f1c2a3b-4d5e-4f60-8a1b-2c3d4e5f6a7d", "key": "k", "name": "n", "hidden_key": "k", "created_at": "2026-11-27T12:00:00Z", "expiration_date": "2026-12-27T00:00:00Z", "actions": {}}`,
+			want: "is not a date"},
+		{name: "usage without the nested categories", method: "GET", path: "/v1/admin/usage", status: 200,
+			body: `{"completion": {"models": {}}, "start_date": "2026-11-01", "end_date": "2026-11-30", "currency": "USD", "currency_symbol": "$", "prices": []}`,
+			want: "missing required field chat"},
+		{name: "audit log id as a string", method: "GET", path: "/v1/admin/audit-logs", status: 200,
+			body: `[{"created_at": "2026-11-27T10:00:00Z", "actor_type": "ROBOT", "actor_metadata": {}, "event_type": "api_key.create", "event_metadata": {}, "target_type": "API_KEY", "target_metadata": {}, "log_id": "1"}]`,
+			want: "$[0].log_id: want integer, got string"},
+		{name: "undocumented success", method: "DELETE", path: "/v1/admin/api-keys/8f1c2a3b-4d5e-4f60-8a1b-2c3d4e5f6a7d", status: 204, body: ``, want: "status 204 is not documented"},
 	}
 	c := load(t)
 	for _, tt := range tests {
@@ -167,13 +167,13 @@ func TestCheckerRequests(t *testing.T) {
 	tests := []struct {
 		name, method, target, body, want string
 	}{
-		{"unknown query parameter", "GET", "/v1/admin/api-keys?page=2", "", "query page: not in the spec"},
-		{"limit not an integer", "GET", "/v1/admin/api-keys?limit=ten", "", "query limit"},
-		{"bad sort", "GET", "/v1/admin/audit-logs?sort=up", "", "query sort"},
-		{"create without user_id", "POST", "/v1/admin/api-keys", `{"workspace_uuid": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"}`, "missing required field user_id"},
-		{"fractional amount", "POST", "/v1/admin/spend-limit", `{"amount": 10.5}`, "$.amount: want integer"},
-		{"user message with a name", "POST", "/v1/chat/completions", `{"model": "m", "messages": [{"role": "user", "content": "x", "name": "bob"}]}`, "$.messages[0]"},
-		{"unknown chat field", "POST", "/v1/chat/completions", `{"model": "m", "messages": [], "user": "bob"}`, "$.user: field not in the spec"},
+		{name: "unknown query parameter", method: "GET", target: "/v1/admin/api-keys?page=2", body: "", want: "query page: not in the spec"},
+		{name: "limit not an integer", method: "GET", target: "/v1/admin/api-keys?limit=ten", body: "", want: "query limit"},
+		{name: "bad sort", method: "GET", target: "/v1/admin/audit-logs?sort=up", body: "", want: "query sort"},
+		{name: "create without user_id", method: "POST", target: "/v1/admin/api-keys", body: `{"workspace_uuid": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"}`, want: "missing required field user_id"},
+		{name: "fractional amount", method: "POST", target: "/v1/admin/spend-limit", body: `{"amount": 10.5}`, want: "$.amount: want integer"},
+		{name: "user message with a name", method: "POST", target: "/v1/chat/completions", body: `{"model": "m", "messages": [{"role": "user", "content": "x", "name": "bob"}]}`, want: "$.messages[0]"},
+		{name: "unknown chat field", method: "POST", target: "/v1/chat/completions", body: `{"model": "m", "messages": [], "user": "bob"}`, want: "$.user: field not in the spec"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -87,12 +87,12 @@ func TestExtract(t *testing.T) {
 		body string
 		ok   bool
 	}{
-		{"valid", `{"things": [{"id": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "when": null, "kind": "a"}]}`, true},
-		{"nullable required present", `{"things": [{"id": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "when": "2026-11-27T12:00:00Z"}]}`, true},
-		{"required missing", `{"things": [{"id": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"}]}`, false},
-		{"bad enum", `{"things": [{"id": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "when": null, "kind": "c"}]}`, false},
-		{"bad uuid", `{"things": [{"id": "nope", "when": null}]}`, false},
-		{"extra field, strict", `{"things": [], "more": 1}`, false},
+		{name: "valid", body: `{"things": [{"id": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "when": null, "kind": "a"}]}`, ok: true},
+		{name: "nullable required present", body: `{"things": [{"id": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "when": "2026-11-27T12:00:00Z"}]}`, ok: true},
+		{name: "required missing", body: `{"things": [{"id": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"}]}`, ok: false},
+		{name: "bad enum", body: `{"things": [{"id": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "when": null, "kind": "c"}]}`, ok: false},
+		{name: "bad uuid", body: `{"things": [{"id": "nope", "when": null}]}`, ok: false},
+		{name: "extra field, strict", body: `{"things": [], "more": 1}`, ok: false},
 	}
 	for _, tt := range tests {
 		if errs := c.ValidateStrictJSON(get.Responses["200"].JSON, []byte(tt.body)); (len(errs) == 0) != tt.ok {

@@ -35,8 +35,8 @@ func TestModelAliases(t *testing.T) {
 	tests := []struct {
 		alias, model string
 	}{
-		{"mistral-small-latest", "mistral-small-2603"},
-		{"mistral-medium-latest", "mistral-medium-3-5"},
+		{alias: "mistral-small-latest", model: "mistral-small-2603"},
+		{alias: "mistral-medium-latest", model: "mistral-medium-3-5"},
 	}
 	for _, tt := range tests {
 		if !slices.Contains(byID[tt.alias], tt.model) || !slices.Contains(byID[tt.model], tt.alias) {
@@ -62,14 +62,14 @@ func TestChatRequestFields(t *testing.T) {
 		extra  string
 		status int
 	}{
-		{"metadata", `"metadata": {"team": "ml"}`, 200},
-		{"reasoning_effort", `"reasoning_effort": "high"`, 200},
-		{"guardrails", `"guardrails": [{"block_on_error": true}]`, 200},
-		{"prompt_cache_key", `"prompt_cache_key": "session-1"`, 200},
-		{"service_tier", `"service_tier": "standard_only"`, 200},
-		{"prompt_mode and n", `"prompt_mode": "reasoning", "n": 1, "parallel_tool_calls": true`, 200},
-		{"unknown field", `"user": "bob"`, 422},
-		{"bad reasoning effort", `"reasoning_effort": "max"`, 422},
+		{name: "metadata", extra: `"metadata": {"team": "ml"}`, status: 200},
+		{name: "reasoning_effort", extra: `"reasoning_effort": "high"`, status: 200},
+		{name: "guardrails", extra: `"guardrails": [{"block_on_error": true}]`, status: 200},
+		{name: "prompt_cache_key", extra: `"prompt_cache_key": "session-1"`, status: 200},
+		{name: "service_tier", extra: `"service_tier": "standard_only"`, status: 200},
+		{name: "prompt_mode and n", extra: `"prompt_mode": "reasoning", "n": 1, "parallel_tool_calls": true`, status: 200},
+		{name: "unknown field", extra: `"user": "bob"`, status: 422},
+		{name: "bad reasoning effort", extra: `"reasoning_effort": "max"`, status: 422},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -96,9 +96,9 @@ func TestKeyPolicy(t *testing.T) {
 	tests := []struct {
 		name, extra, want string
 	}{
-		{"none asked", ``, "2026-12-27"},
-		{"later asked", `, "expiration": "2027-06-01"`, "2026-12-27"},
-		{"earlier asked", `, "expiration": "2026-12-10"`, "2026-12-10"},
+		{name: "none asked", extra: ``, want: "2026-12-27"},
+		{name: "later asked", extra: `, "expiration": "2027-06-01"`, want: "2026-12-27"},
+		{name: "earlier asked", extra: `, "expiration": "2026-12-10"`, want: "2026-12-10"},
 	}
 	for _, tt := range tests {
 		k := h.createKey("policy-"+tt.name, tt.extra)
@@ -154,14 +154,14 @@ func TestAuditAttribution(t *testing.T) {
 	}
 	me := h.sb.AdminActor()
 	want := []struct{ event, actor, actorID string }{
-		{"api_key.create", mistral.ActorAPIKey, me.ID},
-		{"api_key.create", mistral.ActorAPIKey, otherID},
-		{"billing.monthly_limit.updated", mistral.ActorAPIKey, me.ID},
-		{"workspace.create", mistral.ActorAPIKey, me.ID},
-		{"workspace.delete", mistral.ActorAPIKey, me.ID},
-		{"billing.workspace_monthly_limit.updated", mistral.ActorHuman, human.ID},
-		{"rate_limit.rule.create", mistral.ActorHuman, human.ID},
-		{"api_key.delete", mistral.ActorHuman, human.ID},
+		{event: "api_key.create", actor: mistral.ActorAPIKey, actorID: me.ID},
+		{event: "api_key.create", actor: mistral.ActorAPIKey, actorID: otherID},
+		{event: "billing.monthly_limit.updated", actor: mistral.ActorAPIKey, actorID: me.ID},
+		{event: "workspace.create", actor: mistral.ActorAPIKey, actorID: me.ID},
+		{event: "workspace.delete", actor: mistral.ActorAPIKey, actorID: me.ID},
+		{event: "billing.workspace_monthly_limit.updated", actor: mistral.ActorHuman, actorID: human.ID},
+		{event: "rate_limit.rule.create", actor: mistral.ActorHuman, actorID: human.ID},
+		{event: "api_key.delete", actor: mistral.ActorHuman, actorID: human.ID},
 	}
 	got := h.sb.AuditLog()
 	if len(got) != len(want) {

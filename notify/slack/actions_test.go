@@ -198,12 +198,14 @@ func buttons(t *testing.T, blocksJSON string) [][]string {
 	return out
 }
 
-// waitRun waits for the journal run of a Slack action to finish.
+// waitRun waits for n journal runs of a Slack action to finish and returns
+// the action's runs.
 func (e *actionsEnv) waitRun(action string, n int) []journal.Run {
 	e.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		runs, err := e.db.Runs(context.Background(), journal.RunFilter{Job: "slack:" + action})
+	var runs []journal.Run
+	testenv.WaitFor(e.t, 20*time.Second, fmt.Sprintf("%d finished slack:%s runs", n, action), func() bool {
+		var err error
+		runs, err = e.db.Runs(context.Background(), journal.RunFilter{Job: "slack:" + action})
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -213,14 +215,9 @@ func (e *actionsEnv) waitRun(action string, n int) []journal.Run {
 				finished++
 			}
 		}
-		if finished >= n {
-			return runs
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%d finished slack:%s runs, want %d", finished, action, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return finished >= n
+	})
+	return runs
 }
 
 // waitReplies waits for at least n replies in msg's thread (the reply is

@@ -44,13 +44,13 @@ func TestNewValidation(t *testing.T) {
 		opts slack.Options
 		ok   bool
 	}{
-		{"token and channel", slack.Options{Token: token, Channel: "#alerts"}, true},
-		{"token and all severity channels", slack.Options{Token: token, Channels: slack.Channels{Critical: "a", Warning: "b", Info: "c"}}, true},
-		{"webhook", slack.Options{WebhookURL: "https://hooks.example/services/T/B/x"}, true},
-		{"nothing", slack.Options{}, false},
-		{"both", slack.Options{Token: token, WebhookURL: "https://x/services/a", Channel: "#a"}, false},
-		{"token without channel", slack.Options{Token: token, Channels: slack.Channels{Critical: "a"}}, false},
-		{"webhook not a URL", slack.Options{WebhookURL: "hooks.example/services/T/B/x"}, false},
+		{name: "token and channel", opts: slack.Options{Token: token, Channel: "#alerts"}, ok: true},
+		{name: "token and all severity channels", opts: slack.Options{Token: token, Channels: slack.Channels{Critical: "a", Warning: "b", Info: "c"}}, ok: true},
+		{name: "webhook", opts: slack.Options{WebhookURL: "https://hooks.example/services/T/B/x"}, ok: true},
+		{name: "nothing", opts: slack.Options{}, ok: false},
+		{name: "both", opts: slack.Options{Token: token, WebhookURL: "https://x/services/a", Channel: "#a"}, ok: false},
+		{name: "token without channel", opts: slack.Options{Token: token, Channels: slack.Channels{Critical: "a"}}, ok: false},
+		{name: "webhook not a URL", opts: slack.Options{WebhookURL: "hooks.example/services/T/B/x"}, ok: false},
 	} {
 		_, err := slack.New(tc.opts)
 		if (err == nil) != tc.ok {
@@ -70,9 +70,9 @@ func TestBotTokenBlocksAndRouting(t *testing.T) {
 		sev  notify.Severity
 		want string
 	}{
-		{notify.Critical, "C0CRITICAL"},
-		{notify.Warning, "C0DEFAULT"}, // no warning channel: default
-		{notify.Info, "C0INFO"},
+		{sev: notify.Critical, want: "C0CRITICAL"},
+		{sev: notify.Warning, want: "C0DEFAULT"}, // no warning channel: default
+		{sev: notify.Info, want: "C0INFO"},
 	} {
 		msg := note(tc.sev, "r"+string(rune('0'+i)))
 		if err := n.Send(t.Context(), msg); err != nil {
@@ -198,29 +198,29 @@ func TestErrorClassification(t *testing.T) {
 		setup   func(s *testenv.SlackServer)
 		want    want
 	}{
-		{"accepted", false, func(*testenv.SlackServer) {}, want{ok: true}},
-		{"429 with Retry-After", false, func(s *testenv.SlackServer) { s.RateLimit(1, "3") }, want{retryAfter: 3 * time.Second}},
-		{"429 without Retry-After", false, func(s *testenv.SlackServer) { s.RateLimit(1, "") }, want{}},
-		{"500", false, func(s *testenv.SlackServer) { s.FailNext(1, 500) }, want{}},
-		{"503", false, func(s *testenv.SlackServer) { s.FailNext(1, 503) }, want{}},
-		{"invalid_auth", false, func(s *testenv.SlackServer) { s.InjectFaults(testenv.SlackFault{SlackError: "invalid_auth"}) }, want{permanent: true}},
-		{"invalid_blocks", false, func(s *testenv.SlackServer) { s.InjectFaults(testenv.SlackFault{SlackError: "invalid_blocks"}) }, want{permanent: true}},
-		{"ratelimited code", false, func(s *testenv.SlackServer) { s.InjectFaults(testenv.SlackFault{SlackError: "ratelimited"}) }, want{}},
-		{"internal_error", false, func(s *testenv.SlackServer) { s.InjectFaults(testenv.SlackFault{SlackError: "internal_error"}) }, want{}},
-		{"routed channel missing: default channel used", false, func(s *testenv.SlackServer) {
+		{name: "accepted", webhook: false, setup: func(*testenv.SlackServer) {}, want: want{ok: true}},
+		{name: "429 with Retry-After", webhook: false, setup: func(s *testenv.SlackServer) { s.RateLimit(1, "3") }, want: want{retryAfter: 3 * time.Second}},
+		{name: "429 without Retry-After", webhook: false, setup: func(s *testenv.SlackServer) { s.RateLimit(1, "") }, want: want{}},
+		{name: "500", webhook: false, setup: func(s *testenv.SlackServer) { s.FailNext(1, 500) }, want: want{}},
+		{name: "503", webhook: false, setup: func(s *testenv.SlackServer) { s.FailNext(1, 503) }, want: want{}},
+		{name: "invalid_auth", webhook: false, setup: func(s *testenv.SlackServer) { s.InjectFaults(testenv.SlackFault{SlackError: "invalid_auth"}) }, want: want{permanent: true}},
+		{name: "invalid_blocks", webhook: false, setup: func(s *testenv.SlackServer) { s.InjectFaults(testenv.SlackFault{SlackError: "invalid_blocks"}) }, want: want{permanent: true}},
+		{name: "ratelimited code", webhook: false, setup: func(s *testenv.SlackServer) { s.InjectFaults(testenv.SlackFault{SlackError: "ratelimited"}) }, want: want{}},
+		{name: "internal_error", webhook: false, setup: func(s *testenv.SlackServer) { s.InjectFaults(testenv.SlackFault{SlackError: "internal_error"}) }, want: want{}},
+		{name: "routed channel missing: default channel used", webhook: false, setup: func(s *testenv.SlackServer) {
 			s.InjectFaults(testenv.SlackFault{SlackError: "channel_not_found"})
-		}, want{ok: true}},
-		{"both channels missing", false, func(s *testenv.SlackServer) {
+		}, want: want{ok: true}},
+		{name: "both channels missing", webhook: false, setup: func(s *testenv.SlackServer) {
 			s.InjectFaults(testenv.SlackFault{SlackError: "channel_not_found"}, testenv.SlackFault{SlackError: "channel_not_found"})
-		}, want{permanent: true}},
-		{"connection dropped after request", false, func(s *testenv.SlackServer) { s.InjectFaults(testenv.SlackFault{Drop: true}) }, want{uncertain: true}},
-		{"server gone", false, func(s *testenv.SlackServer) { s.Stop() }, want{}},
-		{"webhook accepted", true, func(*testenv.SlackServer) {}, want{ok: true}},
-		{"webhook 429", true, func(s *testenv.SlackServer) { s.RateLimit(1, "2") }, want{retryAfter: 2 * time.Second}},
-		{"webhook 500", true, func(s *testenv.SlackServer) { s.FailNext(1, 500) }, want{}},
-		{"webhook 404 (revoked)", true, func(s *testenv.SlackServer) { s.FailNext(1, 404) }, want{permanent: true}},
-		{"webhook 403", true, func(s *testenv.SlackServer) { s.FailNext(1, 403) }, want{permanent: true}},
-		{"webhook server gone", true, func(s *testenv.SlackServer) { s.Stop() }, want{}},
+		}, want: want{permanent: true}},
+		{name: "connection dropped after request", webhook: false, setup: func(s *testenv.SlackServer) { s.InjectFaults(testenv.SlackFault{Drop: true}) }, want: want{uncertain: true}},
+		{name: "server gone", webhook: false, setup: func(s *testenv.SlackServer) { s.Stop() }, want: want{}},
+		{name: "webhook accepted", webhook: true, setup: func(*testenv.SlackServer) {}, want: want{ok: true}},
+		{name: "webhook 429", webhook: true, setup: func(s *testenv.SlackServer) { s.RateLimit(1, "2") }, want: want{retryAfter: 2 * time.Second}},
+		{name: "webhook 500", webhook: true, setup: func(s *testenv.SlackServer) { s.FailNext(1, 500) }, want: want{}},
+		{name: "webhook 404 (revoked)", webhook: true, setup: func(s *testenv.SlackServer) { s.FailNext(1, 404) }, want: want{permanent: true}},
+		{name: "webhook 403", webhook: true, setup: func(s *testenv.SlackServer) { s.FailNext(1, 403) }, want: want{permanent: true}},
+		{name: "webhook server gone", webhook: true, setup: func(s *testenv.SlackServer) { s.Stop() }, want: want{}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -277,11 +277,11 @@ func TestDelivered(t *testing.T) {
 		want    bool
 		wantErr error
 	}{
-		{"sent to a channel configured by name", sentWarn, true, nil},
-		{"sent to a channel configured by id", sentCrit, true, nil},
-		{"never sent", note(notify.Warning, "never-sent"), false, nil},
-		{"never sent, critical (checks both channels)", note(notify.Critical, "never-sent-2"), false, nil},
-		{"no dedupe id", note(notify.Warning, ""), false, slack.ErrCannotConfirm},
+		{name: "sent to a channel configured by name", msg: sentWarn, want: true, wantErr: nil},
+		{name: "sent to a channel configured by id", msg: sentCrit, want: true, wantErr: nil},
+		{name: "never sent", msg: note(notify.Warning, "never-sent"), want: false, wantErr: nil},
+		{name: "never sent, critical (checks both channels)", msg: note(notify.Critical, "never-sent-2"), want: false, wantErr: nil},
+		{name: "no dedupe id", msg: note(notify.Warning, ""), want: false, wantErr: slack.ErrCannotConfirm},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := n.Delivered(t.Context(), tc.msg, start)
@@ -322,8 +322,8 @@ func TestFromConfig(t *testing.T) {
 		wantErr string
 		check   func(t *testing.T, n *slack.Notifier)
 	}{
-		{"token file, routed", &config.Slack{TokenFile: tokenFile, APIURL: s.APIURL, Channel: "C0DEF", Channels: config.SlackChannels{Critical: "C0CRIT"}}, "",
-			func(t *testing.T, n *slack.Notifier) {
+		{name: "token file, routed", cfg: &config.Slack{TokenFile: tokenFile, APIURL: s.APIURL, Channel: "C0DEF", Channels: config.SlackChannels{Critical: "C0CRIT"}}, wantErr: "",
+			check: func(t *testing.T, n *slack.Notifier) {
 				if err := n.Send(t.Context(), note(notify.Critical, "c1")); err != nil {
 					t.Fatal(err)
 				}
@@ -331,8 +331,8 @@ func TestFromConfig(t *testing.T) {
 					t.Fatalf("messages = %+v", m)
 				}
 			}},
-		{"webhook env", &config.Slack{WebhookURLEnv: "TEST_SLACK_WEBHOOK"}, "",
-			func(t *testing.T, n *slack.Notifier) {
+		{name: "webhook env", cfg: &config.Slack{WebhookURLEnv: "TEST_SLACK_WEBHOOK"}, wantErr: "",
+			check: func(t *testing.T, n *slack.Notifier) {
 				if err := n.Send(t.Context(), note(notify.Info, "c2")); err != nil {
 					t.Fatal(err)
 				}
@@ -340,11 +340,11 @@ func TestFromConfig(t *testing.T) {
 					t.Fatal("webhook not used")
 				}
 			}},
-		{"nil", nil, "no notify.slack section", nil},
-		{"empty env", &config.Slack{TokenEnv: "TEST_SLACK_EMPTY", Channel: "C0"}, "TEST_SLACK_EMPTY", nil},
-		{"missing file", &config.Slack{TokenFile: dir + "/nope", Channel: "C0"}, "nope", nil},
-		{"both", &config.Slack{TokenFile: tokenFile, WebhookURLEnv: "TEST_SLACK_WEBHOOK", Channel: "C0"}, "not both", nil},
-		{"nothing", &config.Slack{Channel: "C0"}, "bot token or a webhook URL", nil},
+		{name: "nil", cfg: nil, wantErr: "no notify.slack section", check: nil},
+		{name: "empty env", cfg: &config.Slack{TokenEnv: "TEST_SLACK_EMPTY", Channel: "C0"}, wantErr: "TEST_SLACK_EMPTY", check: nil},
+		{name: "missing file", cfg: &config.Slack{TokenFile: dir + "/nope", Channel: "C0"}, wantErr: "nope", check: nil},
+		{name: "both", cfg: &config.Slack{TokenFile: tokenFile, WebhookURLEnv: "TEST_SLACK_WEBHOOK", Channel: "C0"}, wantErr: "not both", check: nil},
+		{name: "nothing", cfg: &config.Slack{Channel: "C0"}, wantErr: "bot token or a webhook URL", check: nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n, err := slack.FromConfig(tc.cfg, nil)

@@ -98,20 +98,20 @@ func TestValidatePath(t *testing.T) {
 		path string
 		ok   bool
 	}{
-		{"mistral/dev-team", true},
-		{"a", true},
-		{"a/b/c_d.e", true},
-		{"", false},
-		{"/etc/passwd", false},
-		{"../x", false},
-		{"a/../b", false},
-		{"a/./b", false},
-		{"a//b", false},
-		{"a/", false},
-		{".hidden", false},
-		{"a/.tmp-x", false},
-		{"a\\b", false},
-		{"a\x00b", false},
+		{path: "mistral/dev-team", ok: true},
+		{path: "a", ok: true},
+		{path: "a/b/c_d.e", ok: true},
+		{path: "", ok: false},
+		{path: "/etc/passwd", ok: false},
+		{path: "../x", ok: false},
+		{path: "a/../b", ok: false},
+		{path: "a/./b", ok: false},
+		{path: "a//b", ok: false},
+		{path: "a/", ok: false},
+		{path: ".hidden", ok: false},
+		{path: "a/.tmp-x", ok: false},
+		{path: "a\\b", ok: false},
+		{path: "a\x00b", ok: false},
 	}
 	for _, tc := range tests {
 		t.Run(strconv.Quote(tc.path), func(t *testing.T) {

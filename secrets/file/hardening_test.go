@@ -79,30 +79,30 @@ func TestRefusesUnsafeFiles(t *testing.T) {
 		setup func(t *testing.T, e hardEnv) string // returns the target path to read
 		write bool                                 // a write to the path must be refused too
 	}{
-		{"record is a symlink", func(t *testing.T, e hardEnv) string {
+		{name: "record is a symlink", setup: func(t *testing.T, e hardEnv) string {
 			must(t, os.Symlink(e.decoy, filepath.Join(e.dir, "evil.json")))
 			return "evil"
-		}, true},
-		{"directory on the path is a symlink", func(t *testing.T, e hardEnv) string {
+		}, write: true},
+		{name: "directory on the path is a symlink", setup: func(t *testing.T, e hardEnv) string {
 			must(t, os.Symlink(filepath.Dir(e.decoy), filepath.Join(e.dir, "link")))
 			return "link/decoy"
-		}, true},
-		{"record is a FIFO", func(t *testing.T, e hardEnv) string {
+		}, write: true},
+		{name: "record is a FIFO", setup: func(t *testing.T, e hardEnv) string {
 			must(t, syscall.Mkfifo(filepath.Join(e.dir, "fifo.json"), 0o600))
 			return "fifo"
-		}, true},
-		{"record is a directory", func(t *testing.T, e hardEnv) string {
+		}, write: true},
+		{name: "record is a directory", setup: func(t *testing.T, e hardEnv) string {
 			must(t, os.Mkdir(filepath.Join(e.dir, "adir.json"), 0o700))
 			return "adir"
-		}, false},
-		{"sub-directory writable by others", func(t *testing.T, e hardEnv) string {
+		}, write: false},
+		{name: "sub-directory writable by others", setup: func(t *testing.T, e hardEnv) string {
 			must(t, os.Chmod(filepath.Join(e.dir, "team"), 0o777))
 			return "team/dev"
-		}, true},
-		{"store directory made writable by others", func(t *testing.T, e hardEnv) string {
+		}, write: true},
+		{name: "store directory made writable by others", setup: func(t *testing.T, e hardEnv) string {
 			must(t, os.Chmod(e.dir, 0o770))
 			return "team/dev"
-		}, true},
+		}, write: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -43,10 +43,10 @@ func TestOpenExisting(t *testing.T) {
 		notExist  bool
 		wantKeyID string
 	}{
-		{"existing store", dir, false, false, "k1"},
-		{"missing directory", filepath.Join(root, "missing"), true, true, ""},
-		{"a file, not a directory", notDir, true, false, ""},
-		{"empty", "", true, false, ""},
+		{name: "existing store", dir: dir, wantErr: false, notExist: false, wantKeyID: "k1"},
+		{name: "missing directory", dir: filepath.Join(root, "missing"), wantErr: true, notExist: true, wantKeyID: ""},
+		{name: "a file, not a directory", dir: notDir, wantErr: true, notExist: false, wantKeyID: ""},
+		{name: "empty", dir: "", wantErr: true, notExist: false, wantKeyID: ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -62,6 +62,7 @@ func Run(t *testing.T, b Backend) {
 		{"FencedRace", testFencedRace},
 		{"FencedWrites", testFencedWrites},
 		{"Runs", testRuns},
+		{"RunRequests", testRunRequests},
 		{"LastFire", testLastFire},
 		{"MarkOnce", testMarkOnce},
 		{"Usage", testUsage},

@@ -36,6 +36,10 @@ const (
 	DefaultBudgetTimeout   = 10 * time.Minute
 	DefaultGatewayMaxBody  = 1 << 20
 	DefaultShutdownTimeout = 10 * time.Second
+	DefaultHALease         = 15 * time.Second
+	// MinHALease and MaxHALease bound ha.lease.
+	MinHALease = time.Second
+	MaxHALease = 10 * time.Minute
 	DefaultGatewayRead     = 30 * time.Second
 )
 
@@ -132,4 +136,5 @@ func applyDefaults(c *Config) {
 		c.Prices = map[string]ModelPrice{}
 	}
 	setDur(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	setDur(&c.HA.Lease, DefaultHALease)
 }

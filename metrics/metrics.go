@@ -41,6 +41,7 @@ type Metrics struct {
 	rotations   *prometheus.CounterVec
 	reloads     *prometheus.CounterVec
 	scrapeErrs  *prometheus.CounterVec
+	leader      *leaderMetrics
 
 	mu  sync.RWMutex
 	src Sources
@@ -90,6 +91,7 @@ func New(version string, logger *slog.Logger) *Metrics {
 		stateCollector{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.leader = newLeaderMetrics(m.reg)
 	return m
 }
 

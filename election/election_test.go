@@ -232,6 +232,9 @@ func testHandOver(t *testing.T, b journaltest.Backend) {
 	if tok := bl.e.Status().Token; tok <= tokA {
 		t.Fatalf("new leader's token %d, old %d", tok, tokA)
 	}
+	if st := bl.e.Status(); st.Previous != a.name || st.Takeover {
+		t.Errorf("new leader's status: previous %q takeover %v, want %q handed over", st.Previous, st.Takeover, a.name)
+	}
 	if took > ttl/3+ttl/2 {
 		t.Errorf("hand-over took %s, want about a renewal period (%s)", took, ttl/3)
 	}
@@ -262,6 +265,9 @@ func testKilled(t *testing.T, b journaltest.Backend) {
 		alive = without(alive, l)
 		next := waitLeader(t, alive, 3*ttl)
 		took := time.Since(killed)
+		if st := next.e.Status(); st.Previous != l.name || !st.Takeover {
+			t.Errorf("round %d: new leader's status: previous %q takeover %v, want a takeover from %q", round, st.Previous, st.Takeover, l.name)
+		}
 		if took > ttl+ttl/4 {
 			t.Errorf("round %d: fail-over took %s, want within the TTL (%s)", round, took, ttl)
 		}

@@ -66,6 +66,10 @@ type Status struct {
 	Until time.Time
 	// Elections counts the tenures this instance has won.
 	Elections int
+	// Attempts counts the attempts to acquire the lease that ended (won,
+	// lost or failed): a caller waits for the first to know whether this
+	// instance starts as leader or standby.
+	Attempts int
 	// Previous is, while Leader, the instance whose tenure came just
 	// before this one ("" when it was this instance's or unknown), and
 	// Takeover whether that tenure ran out (the instance died, paused or
@@ -166,10 +170,13 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context)) error
 		}
 		token, ok, err := e.l.AcquireFenced(ctx, e.name, e.owner, e.ttl)
 		switch {
-		case err != nil && ctx.Err() == nil:
-			e.log.Warn("election: acquire failed", "err", err)
 		case ok:
 			e.lead(ctx, token, sent, before, lead)
+		case err != nil && ctx.Err() == nil:
+			e.log.Warn("election: acquire failed", "err", err)
+			e.attempted()
+		default:
+			e.attempted()
 		}
 		t.Reset(e.nextAttempt(ctx))
 	}
@@ -274,11 +281,18 @@ func (e *Elector) renew(ctx context.Context, token int64, until time.Time, done 
 	}
 }
 
+func (e *Elector) attempted() {
+	e.mu.Lock()
+	e.status.Attempts++
+	e.mu.Unlock()
+}
+
 func (e *Elector) setLeader(leader bool, token int64, until time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if leader && !e.status.Leader {
 		e.status.Elections++
+		e.status.Attempts++ // the attempt that won, counted as it is known
 	}
 	e.status.Leader, e.status.Token, e.status.Until = leader, token, until
 	if !leader {

@@ -1,0 +1,202 @@
+package ha
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mrbacd/mrbacd/ctlsock"
+	"github.com/mrbacd/mrbacd/internal/testenv"
+)
+
+// killTarget is MRBACD_HA_KILLS or 10.
+func killTarget(t *testing.T) int {
+	n := 10
+	if s := os.Getenv("MRBACD_HA_KILLS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 {
+			t.Fatalf("MRBACD_HA_KILLS=%q: want a number >= 1", s)
+		}
+		n = v
+	}
+	return n
+}
+
+// isConflict reports a 409: the job is running already (a resume run).
+func isConflict(err error) bool {
+	var ae *ctlsock.APIError
+	return errors.As(err, &ae) && ae.StatusCode == 409
+}
+
+// TestChaosHA: two daemons on one journal; the leader is SIGKILLed at a
+// random moment of forced rotations, then restarted, again and again.
+func TestChaosHA(t *testing.T) {
+	want := killTarget(t)
+	w := newWorld(t, 200*time.Millisecond)
+	ch := startChecker(w)
+	poll := w.journalConn()
+	for _, n := range w.nodes {
+		w.start(n)
+	}
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 13))
+	var failovers []time.Duration
+	inflightKills := 0
+	deadline := time.Now().Add(time.Duration(want)*10*time.Second + time.Minute)
+	for kills := 0; kills < want; kills++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("out of time after %d kills (want %d)", kills, want)
+		}
+		l := w.leader(10 * lease)
+		if _, err := l.client.RunJob(ctx, "rotate", ctlsock.RunRequest{Force: true}); err != nil && !isConflict(err) {
+			t.Fatalf("kill %d: rotate --force on the leader %s: %v", kills, l.name, err)
+		}
+		select {
+		case <-l.proc.done:
+			t.Fatalf("kill %d: the leader %s exited on its own (%d):\n%s", kills, l.name, l.proc.code, tail(l.out.String(), 6000))
+		case <-time.After(time.Duration(rng.Int64N(int64(1200 * time.Millisecond)))):
+		}
+		n, err := inFlight(ctx, poll)
+		must(t, err)
+		if n > 0 {
+			inflightKills++
+		}
+		killed := time.Now()
+		l.proc.kill()
+		s := w.other(l)
+		took, ok := waitLeading(s, killed, 5*lease)
+		if !ok {
+			t.Fatalf("kill %d: the standby %s did not take over within %s:\n%s", kills, s.name, 5*lease, tail(s.out.String(), 6000))
+		}
+		failovers = append(failovers, took)
+		w.start(l) // restarted: a standby now
+	}
+	settled := w.settle(poll)
+	ch.stop()
+	for _, v := range ch.violations {
+		t.Error(v)
+	}
+	w.checkSettled(ch)
+	w.checkRevokeLast(ch)
+	rotations := w.checkNotRotatedTwice()
+	w.checkNoLeak(poll)
+	out := w.output.String()
+	t.Logf("chaos-ha: %d kills of the leader (%d with rotations in flight), %d rotations seen on the platform, %d store reads checked, "+
+		"%d resumptions of rotations in flight, %d frees of a dead leader's rotation lease, settled in %d runs; "+
+		"fail-over (SIGKILL to the standby leading, lease %s): p50 %s, max %s",
+		len(failovers), inflightKills, rotations, ch.reads,
+		strings.Count(out, `"msg":"resuming rotations in flight"`), strings.Count(out, `"msg":"freed the previous leader's rotation lease"`), settled,
+		lease, percentile(failovers, 0.5).Round(time.Millisecond), percentile(failovers, 1).Round(time.Millisecond))
+	if inflightKills == 0 {
+		t.Error("no kill landed while a rotation was in flight")
+	}
+}
+
+// waitLeading waits until n's daemon says it leads and returns how long
+// after since that was.
+func waitLeading(n *node, since time.Time, within time.Duration) (time.Duration, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	ok := testenv.Until(ctx, func() bool {
+		st, err := n.client.Status(context.Background())
+		return err == nil && st.Leader
+	})
+	return time.Since(since), ok
+}
+
+// settle runs rotate on the leader until a run ends ok with nothing in
+// flight, and returns how many runs it took.
+func (w *world) settle(poll *pgx.Conn) int {
+	t := w.t
+	ctx := context.Background()
+	for runs := 1; runs <= 10; runs++ {
+		l := w.leader(10 * lease)
+		var run ctlsock.Run
+		var err error
+		testenv.WaitFor(t, time.Minute, "the leader to take a rotate run", func() bool {
+			run, err = l.client.RunJob(ctx, "rotate", ctlsock.RunRequest{Force: true, Wait: true})
+			return !isConflict(err)
+		})
+		if err != nil {
+			t.Fatalf("settling: rotate on %s: %v", l.name, err)
+		}
+		n, err := inFlight(ctx, poll)
+		must(t, err)
+		if run.Status == "ok" && n == 0 {
+			return runs
+		}
+		t.Logf("settling: run %d %s (%s), %d in flight", run.ID, run.Status, run.Summary, n)
+	}
+	t.Fatal("settling: rotations still in flight after 10 runs")
+	return 0
+}
+
+// TestPausedLeader: the leader is SIGSTOPped in a rotation's propagation
+// wait; the standby takes over within the lease and finishes the
+// rotation; woken, the old leader's late writes are refused.
+func TestPausedLeader(t *testing.T) {
+	w := newWorld(t, 3*time.Second)
+	ch := startChecker(w)
+	poll := w.journalConn()
+	for _, n := range w.nodes {
+		w.start(n)
+	}
+	ctx := context.Background()
+	a := w.leader(10 * lease)
+	b := w.other(a)
+	if _, err := a.client.RunJob(ctx, "rotate", ctlsock.RunRequest{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 20*time.Second, "a rotation parked in its propagation wait", func() bool {
+		return strings.Contains(a.out.String(), "rotation parked for propagation")
+	})
+	a.proc.signal(syscall.SIGSTOP)
+	took, ok := waitLeading(b, time.Now(), 3*lease)
+	if !ok {
+		a.proc.signal(syscall.SIGCONT)
+		t.Fatalf("the standby did not take over within %s:\n%s", 3*lease, tail(b.out.String(), 6000))
+	}
+	if took > lease+lease/2 {
+		t.Errorf("fail-over took %s, want within the lease (%s)", took, lease)
+	}
+	st, err := b.client.Status(ctx)
+	must(t, err)
+	if !st.Leader || st.LeaderInstance != st.Instance {
+		t.Fatalf("new leader's status = %+v", st.Leadership)
+	}
+	testenv.WaitFor(t, 20*time.Second, "the new leader to finish the rotations in flight", func() bool {
+		n, err := inFlight(ctx, poll)
+		return err == nil && n == 0 && strings.Contains(b.out.String(), `"msg":"resuming rotations in flight"`)
+	})
+	a.proc.signal(syscall.SIGCONT)
+	testenv.WaitFor(t, 10*time.Second, "the old leader to see it lost the lease", func() bool {
+		return strings.Contains(a.out.String(), `"msg":"leadership lost: the schedule stopped"`)
+	})
+	// Woken, the old leader's run tried to journal its end: refused.
+	testenv.WaitFor(t, 10*time.Second, "the old leader's late write to be refused", func() bool {
+		return strings.Contains(a.out.String(), "journal: fenced")
+	})
+	sa, err := a.client.Status(ctx)
+	must(t, err)
+	if sa.Leader || sa.LeaderInstance != st.Instance {
+		t.Errorf("the old leader's status after waking = %+v, want a standby naming %s", sa.Leadership, st.Instance)
+	}
+	w.settle(poll)
+	ch.stop()
+	for _, v := range ch.violations {
+		t.Error(v)
+	}
+	w.checkSettled(ch)
+	w.checkRevokeLast(ch)
+	w.checkNotRotatedTwice()
+	w.checkNoLeak(poll)
+	t.Logf("paused leader: the standby led %s after SIGSTOP (lease %s)", took.Round(time.Millisecond), lease)
+}

@@ -78,6 +78,9 @@ type Leadership struct {
 	LeaseExpires *time.Time `json:"lease_expires"`
 	// LeaseSeconds is the configured lease (ha.lease).
 	LeaseSeconds float64 `json:"lease_seconds"`
+	// LeaderError says why the journal could not be asked; the fields
+	// above are then this instance's own view.
+	LeaderError string `json:"leader_error,omitempty"`
 }
 
 // StatusQueued is the status of a run a standby queued for the leader and

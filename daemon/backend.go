@@ -31,10 +31,7 @@ func (b backend) Status(ctx context.Context) (ctlsock.Status, error) {
 	d.mu.RLock()
 	cfg, last := d.cfg, d.last
 	d.mu.RUnlock()
-	lead, err := b.leadership(ctx)
-	if err != nil {
-		return ctlsock.Status{}, err
-	}
+	lead := b.leadership(ctx)
 	return ctlsock.Status{
 		Leadership:    lead,
 		Version:       d.opts.Version,
@@ -146,19 +143,24 @@ func (b backend) queue(ctx context.Context, job string, req jobs.Request, wait b
 	return out, nil
 }
 
-// leadership is who leads, as the journal says.
-func (b backend) leadership(ctx context.Context) (ctlsock.Leadership, error) {
+// leadership is who leads, as the journal says; when the journal does not
+// answer, this instance's own view, with why.
+func (b backend) leadership(ctx context.Context) ctlsock.Leadership {
 	d := b.d
 	out := ctlsock.Leadership{Leader: d.Leading(), Instance: d.instance, LeaseSeconds: d.Config().HA.Lease.D().Seconds()}
 	info, held, err := d.elector.Leader(ctx)
-	if err != nil {
-		return out, fmt.Errorf("who leads: %w", err)
-	}
-	if held {
+	switch {
+	case err != nil:
+		out.LeaderError = fmt.Sprintf("the journal did not say who leads: %v", err)
+		if st := d.elector.Status(); st.Leader {
+			until := st.Until.UTC()
+			out.LeaderInstance, out.LeaseExpires = d.instance, &until
+		}
+	case held:
 		exp := info.Expires.UTC()
 		out.LeaderInstance, out.LeaseExpires = info.Owner, &exp
 	}
-	return out, nil
+	return out
 }
 
 func (b backend) jobNames() []string {

@@ -181,6 +181,13 @@ func (c *ctl) status(ctx context.Context, args []string) int {
 
 // leaderLine says who leads, from this instance's point of view.
 func leaderLine(l ctlsock.Leadership) string {
+	if l.LeaderError != "" {
+		role := "a standby"
+		if l.Leader {
+			role = "leading until " + fmtLease(l.LeaseExpires)
+		}
+		return fmt.Sprintf("unknown (%s); this instance (%s) is %s", l.LeaderError, l.Instance, role)
+	}
 	switch {
 	case l.Leader:
 		return fmt.Sprintf("this instance (%s), lease until %s", l.Instance, fmtLease(l.LeaseExpires))

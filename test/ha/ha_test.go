@@ -2,9 +2,11 @@ package ha
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -220,4 +222,70 @@ func TestPausedLeader(t *testing.T) {
 	w.checkNotRotatedTwice()
 	w.checkNoLeak(poll)
 	t.Logf("paused leader: the standby led %s after SIGSTOP (lease %s)", took.Round(time.Millisecond), lease)
+}
+
+// TestCtlOnStandby drives both daemons with the real `mrbacd ctl`: status
+// names the leader everywhere, and `run --wait` on the standby runs on the
+// leader and prints its result.
+func TestCtlOnStandby(t *testing.T) {
+	w := newWorld(t, 200*time.Millisecond)
+	for _, n := range w.nodes {
+		w.start(n)
+	}
+	l := w.leader(10 * lease)
+	s := w.other(l)
+	var ls, ss ctlsock.Status
+	w.ctlJSON(l, &ls, "status")
+	w.ctlJSON(s, &ss, "status")
+	if !ls.Leader || ss.Leader || ls.LeaderInstance != ls.Instance || ss.LeaderInstance != ls.Instance ||
+		ss.Instance == ls.Instance || ss.LeaseExpires == nil || ss.LeaseSeconds != lease.Seconds() {
+		t.Fatalf("status: leader %+v, standby %+v", ls.Leadership, ss.Leadership)
+	}
+	for _, tc := range []struct {
+		name     string
+		n        *node
+		args     []string
+		wantCode int
+		want     []string
+	}{
+		{"status on the leader", l, []string{"status"}, 0, []string{"leader       this instance (" + ls.Instance + "), lease until "}},
+		{"status on the standby", s, []string{"status"}, 0, []string{"leader       " + ls.Instance + ", lease until ", "this instance (" + ss.Instance + ") is a standby"}},
+		{"run --wait on the standby", s, []string{"run", "rotate", "--wait"}, 0, []string{"run by the leader " + ls.Instance, "rotate: ok: rotated 3 of 3 keys"}},
+		{"run on the standby", s, []string{"run", "rotate", "--dry-run"}, 0, []string{"queued rotate run for the leader (request "}},
+		{"unknown job on the standby", s, []string{"run", "nope"}, 2, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, code := w.ctl(tc.n, tc.args...)
+			if code != tc.wantCode {
+				t.Fatalf("ctl %v: exit %d, want %d:\n%s", tc.args, code, tc.wantCode, out)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(out, want) {
+					t.Errorf("ctl %v: output lacks %q:\n%s", tc.args, want, out)
+				}
+			}
+		})
+	}
+}
+
+// ctl runs `mrbacd ctl --socket` on n's socket; it returns stdout and
+// stderr together, and the exit code.
+func (w *world) ctl(n *node, args ...string) (string, int) {
+	w.t.Helper()
+	cmd := exec.Command(bin, append([]string{"ctl", "--socket", n.socket}, args...)...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		w.t.Fatalf("ctl %v: %v", args, err)
+	}
+	return string(out), cmd.ProcessState.ExitCode()
+}
+
+func (w *world) ctlJSON(n *node, v any, args ...string) {
+	w.t.Helper()
+	out, code := w.ctl(n, append([]string{"--json"}, args...)...)
+	if code != 0 {
+		w.t.Fatalf("ctl --json %v: exit %d:\n%s", args, code, out)
+	}
+	must(w.t, json.Unmarshal([]byte(out), v))
 }

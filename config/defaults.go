@@ -38,9 +38,9 @@ const (
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultHALease         = 15 * time.Second
 	// MinHALease and MaxHALease bound ha.lease.
-	MinHALease = time.Second
-	MaxHALease = 10 * time.Minute
-	DefaultGatewayRead     = 30 * time.Second
+	MinHALease         = time.Second
+	MaxHALease         = 10 * time.Minute
+	DefaultGatewayRead = 30 * time.Second
 )
 
 // DefaultThresholds are the budget fractions that raise a finding.

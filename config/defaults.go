@@ -37,10 +37,13 @@ const (
 	DefaultGatewayMaxBody  = 1 << 20
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultHALease         = 15 * time.Second
-	// MinHALease and MaxHALease bound ha.lease.
-	MinHALease         = time.Second
-	MaxHALease         = 10 * time.Minute
-	DefaultGatewayRead = 30 * time.Second
+	DefaultGatewayRead     = 30 * time.Second
+)
+
+// MinHALease and MaxHALease bound ha.lease.
+const (
+	MinHALease = time.Second
+	MaxHALease = 10 * time.Minute
 )
 
 // DefaultThresholds are the budget fractions that raise a finding.

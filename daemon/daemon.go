@@ -231,7 +231,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	}
 	closers = append(closers, func() { closeComps(d.log, d.comps) })
 
-	d.sched, err = d.newScheduler(nil, cfg, d.comps)
+	d.sched, err = d.newScheduler(context.Background(), cfg, d.comps)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}

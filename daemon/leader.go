@@ -88,7 +88,7 @@ func (d *Daemon) lead(ctx context.Context) {
 	d.metrics.ObserveLeadership(true, st.Takeover)
 	defer d.metrics.ObserveLeadership(false, false)
 
-	sched, comps, err := d.swapScheduler(ctx)
+	sched, comps, err := d.swapScheduler(ctx, true)
 	if err != nil {
 		log.Error("leadership given up: the schedule could not be set up", "err", err)
 		return
@@ -123,7 +123,7 @@ func (d *Daemon) standDown(log *slog.Logger, sched *scheduler.Scheduler) {
 		log.Warn("runs still finishing as leadership ends", "err", err)
 	}
 	if !d.stopping.Load() {
-		if _, _, err := d.swapScheduler(nil); err != nil {
+		if _, _, err := d.swapScheduler(context.Background(), false); err != nil {
 			log.Warn("standby scheduler not set up; the jobs list may be stale", "err", err)
 		}
 	}
@@ -135,9 +135,10 @@ func (d *Daemon) standDown(log *slog.Logger, sched *scheduler.Scheduler) {
 }
 
 // swapScheduler replaces the scheduler with a new one of the current config
-// whose runs have parent (nil: a standby's, never started) and stops the
-// replaced one if it was a standby's. Reloads are held off meanwhile.
-func (d *Daemon) swapScheduler(parent context.Context) (*scheduler.Scheduler, *Components, error) {
+// whose runs have parent: the leader's (leading), or a standby's, never
+// started, when the leader's has stopped. Taking the lead, it stops the
+// standby's it replaces. Reloads are held off meanwhile.
+func (d *Daemon) swapScheduler(parent context.Context, leading bool) (*scheduler.Scheduler, *Components, error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	d.mu.RLock()
@@ -150,7 +151,7 @@ func (d *Daemon) swapScheduler(parent context.Context) (*scheduler.Scheduler, *C
 	d.mu.Lock()
 	d.sched = s
 	d.mu.Unlock()
-	if old != nil && parent != nil {
+	if old != nil && leading {
 		old.Stop(context.Background()) // a standby's: nothing runs on it
 	}
 	return s, comps, nil

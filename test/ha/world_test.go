@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +21,7 @@ import (
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 	"github.com/mrbacd/mrbacd/secrets"
 	"github.com/mrbacd/mrbacd/secrets/file"
+	"github.com/mrbacd/mrbacd/test/invariants"
 )
 
 // bin is the mrbacd binary built once by TestMain.
@@ -53,22 +52,12 @@ const dsnEnv = "MRBACD_HA_TEST_DSN"
 // world is a sandbox platform, a file store, a PostgreSQL journal and the
 // daemons sharing them.
 type world struct {
+	*invariants.World
 	t      *testing.T
 	dir    string
-	sb     *sandbox.Server
-	store  secrets.Store
 	pg     *testenv.PostgresDB
-	keys   []managedKey
 	output testenv.LogBuffer // every daemon's stdout and stderr
 	nodes  []*node
-
-	delMu   sync.Mutex
-	deletes []deleteSeen
-}
-
-type managedKey struct {
-	name   string
-	target secrets.Target
 }
 
 // node is one daemon's config; proc is its running process.
@@ -87,27 +76,39 @@ func newWorld(t *testing.T, propagation time.Duration) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	w := &world{t: t, dir: dir, pg: testenv.Postgres(t)}
-	w.sb = sandbox.New(sandbox.Options{MaxEvents: 1 << 20})
-	srv := httptest.NewServer(w.interceptDeletes(w.sb))
+	w := &world{t: t, dir: dir, pg: testenv.Postgres(t), World: &invariants.World{}}
+	w.Sandbox = sandbox.New(sandbox.Options{MaxEvents: 1 << 20})
+	w.Explain = func(ids []string) string {
+		var b strings.Builder
+		for _, line := range strings.Split(w.output.String(), "\n") {
+			for _, id := range ids {
+				if id != "" && strings.Contains(line, id) {
+					b.WriteString(tail(line, 600) + "\n")
+					break
+				}
+			}
+		}
+		return tail(b.String(), 20000)
+	}
+	srv := httptest.NewServer(w.InterceptDeletes(w.Sandbox))
 	t.Cleanup(srv.Close)
 	adminKeyFile := filepath.Join(dir, "admin-key")
-	must(t, os.WriteFile(adminKeyFile, []byte(w.sb.AdminKey()), 0o600))
-	w.store, err = file.New(filepath.Join(dir, "secrets"))
+	must(t, os.WriteFile(adminKeyFile, []byte(w.Sandbox.AdminKey()), 0o600))
+	w.Store, err = file.New(filepath.Join(dir, "secrets"))
 	must(t, err)
 	var keysYAML strings.Builder
 	for _, n := range []string{"a", "b", "c"} {
-		k := managedKey{name: "ha-" + n, target: secrets.Target{Path: "ha/ha-" + n}}
-		w.keys = append(w.keys, k)
+		k := invariants.Key{Name: "ha-" + n, Target: secrets.Target{Path: "ha/ha-" + n}}
+		w.Keys = append(w.Keys, k)
 		fmt.Fprintf(&keysYAML, "  - name: %s\n    workspace: %q\n    owner_user_id: %s\n    store: {backend: file, path: %s}\n    rotate_every: 90d\n    propagation_wait: %s\n",
-			k.name, sandbox.DefaultWorkspaceName, w.sb.Users()[0].ID, k.target.Path, propagation)
+			k.Name, sandbox.DefaultWorkspaceName, w.Sandbox.Users()[0].ID, k.Target.Path, propagation)
 	}
 	// Keys a and b start with a key mrbacd did not create (adopted); c has
 	// no record (bootstrapped).
-	for _, k := range w.keys[:2] {
-		pk, err := w.sb.AddKey("legacy-"+k.name, "", nil)
+	for _, k := range w.Keys[:2] {
+		pk, err := w.Sandbox.AddKey("legacy-"+k.Name, "", nil)
 		must(t, err)
-		_, err = w.store.Write(context.Background(), secrets.WriteRequest{Target: k.target,
+		_, err = w.Store.Write(context.Background(), secrets.WriteRequest{Target: k.Target,
 			Record: secrets.Record{APIKey: pk.Plaintext, KeyID: pk.ID, KeyName: pk.Name, CreatedAt: time.Now().Add(-time.Hour).UTC()}})
 		must(t, err)
 	}
@@ -281,58 +282,4 @@ func inFlight(ctx context.Context, c *pgx.Conn) (int, error) {
 	var n int
 	err := c.QueryRow(ctx, `SELECT count(*) FROM rotations WHERE status = 'in_flight'`).Scan(&n)
 	return n, err
-}
-
-// deleteSeen is what the store held when a DELETE of a key reached the platform.
-type deleteSeen struct {
-	keyID, managed, current string
-	uses                    int
-	readErr                 error
-}
-
-// interceptDeletes snapshots the store before every DELETE of a key reaches the platform.
-func (w *world) interceptDeletes(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		if id, ok := strings.CutPrefix(r.URL.Path, "/v1/admin/api-keys/"); ok && r.Method == http.MethodDelete {
-			w.snapshotDelete(id)
-		}
-		next.ServeHTTP(rw, r)
-	})
-}
-
-func (w *world) snapshotDelete(id string) {
-	pk, ok := w.sb.Key(id)
-	if !ok {
-		return
-	}
-	mk := w.managedOf(pk.Name)
-	if mk == nil {
-		return
-	}
-	d := deleteSeen{keyID: id, managed: mk.name}
-	v, err := w.store.Read(context.Background(), mk.target)
-	if err != nil {
-		d.readErr = err
-	} else {
-		d.current = v.KeyID
-		for _, ev := range w.sb.Events() {
-			if ev.Kind == sandbox.EventUse && ev.KeyID == v.KeyID {
-				d.uses++
-			}
-		}
-	}
-	w.delMu.Lock()
-	w.deletes = append(w.deletes, d)
-	w.delMu.Unlock()
-}
-
-// managedOf returns the managed key a platform key name belongs to.
-func (w *world) managedOf(name string) *managedKey {
-	for i := range w.keys {
-		k := &w.keys[i]
-		if name == "legacy-"+k.name || (strings.HasPrefix(name, k.name+"-") && mrbacdName.MatchString(name)) {
-			return k
-		}
-	}
-	return nil
 }

@@ -64,6 +64,9 @@ func (b backend) Jobs(ctx context.Context) ([]ctlsock.Job, error) {
 		if ok {
 			r := toRun(last)
 			aj.LastRun = &r
+			if aj.Running == nil && r.Status == scheduler.StatusRunning && !b.d.Leading() {
+				aj.Running = &r // running on the leader
+			}
 		}
 		out = append(out, aj)
 	}

@@ -612,6 +612,7 @@ func restartNotes(old, cfg *config.Config) []string {
 	check("metrics.listen", old.Metrics.Listen, cfg.Metrics.Listen)
 	check("state", journalbackend.Describe(old.State), journalbackend.Describe(cfg.State))
 	check("log.format", old.Log.Format, cfg.Log.Format)
+	check("ha.lease", old.HA.Lease.D().String(), cfg.HA.Lease.D().String())
 	check("gateway.listen", old.Gateway.Listen, cfg.Gateway.Listen)
 	if !reflect.DeepEqual(old.Notify, cfg.Notify) {
 		notes = append(notes, "notify changed: the notification sender takes it after a restart")

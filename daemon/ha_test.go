@@ -339,6 +339,16 @@ func TestHALeaderPaused(t *testing.T) {
 		rs, err := a.d.Journal().InFlightRotations(ctx)
 		return err == nil && len(rs) == 1
 	})
+	// A standby's jobs list shows the run in progress on the leader.
+	js, err := others(ms, a)[0].client.Jobs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range js {
+		if j.Name == "rotate" && (j.Running == nil || j.Running.ID != run.ID) {
+			t.Errorf("a standby's jobs list: rotate running %+v, want run %d", j.Running, run.ID)
+		}
+	}
 	late := a.r.lateCtx()
 	paused := time.Now()
 	a.j.pause()
@@ -378,5 +388,21 @@ func TestHALeaderPaused(t *testing.T) {
 	}
 	if !a.logs.Contains(`"msg":"leadership lost: the schedule stopped"`) {
 		t.Errorf("the paused leader did not log losing leadership:\n%s", a.logs.String())
+	}
+}
+
+// ha.lease is taken at start: a reload that changes it says so.
+func TestHALeaseChangeNeedsARestart(t *testing.T) {
+	h := start(t, "ha: {lease: 2s}\n")
+	if !h.d.Leading() {
+		t.Fatal("a daemon alone on its journal does not lead")
+	}
+	writeConfig(t, h.cfg, h.dir, "ha: {lease: 3s}\n")
+	rel, err := h.client.Reload(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(rel.Notes, "\n"), `ha.lease changed ("2s" → "3s"): takes effect after a restart`) {
+		t.Errorf("reload notes %q lack the ha.lease change", rel.Notes)
 	}
 }

@@ -101,6 +101,7 @@ func (d *Daemon) lead(ctx context.Context) {
 	}
 	d.resumeInFlight(ctx, comps)
 	d.leading.Store(true)
+	SdNotify("STATUS=serving: leader (running the schedule)")
 	reqDone := make(chan struct{})
 	go func() {
 		defer close(reqDone)
@@ -130,6 +131,8 @@ func (d *Daemon) standDown(log *slog.Logger, sched *scheduler.Scheduler) {
 	why := "lease lost"
 	if d.stopping.Load() {
 		why = "stopping"
+	} else {
+		SdNotify("STATUS=serving: standby")
 	}
 	log.Info("leadership lost: the schedule stopped", "reason", why)
 }

@@ -1,7 +1,8 @@
 // Package daemon assembles a running mrbacd from a config: the journal, the
-// resumption of rotations in flight, the scheduler, the admin socket, the
-// metrics listener and the long-running services the caller adds (the
-// notification outbox worker, the gateway). It owns the life cycle: Start,
+// election of a leader among the daemons sharing it (leader.go), the
+// leader's scheduler and resumption of rotations in flight, the admin
+// socket, the metrics listener and the long-running services the caller
+// adds (the notification outbox worker, the gateway). It owns the life cycle: Start,
 // Reload (validate first, swap only if valid) and Shutdown (stop taking
 // work, cancel runs, close within a bound), and tells systemd about each
 // through sd_notify (READY, RELOADING, STOPPING, WATCHDOG).

@@ -5,9 +5,10 @@
 //
 // Routes (all JSON; errors are {"error": "..."} with a precise status):
 //
-//	GET  /v1/status          version, uptime, config hash, last reload, jobs
+//	GET  /v1/status          version, uptime, config hash, who leads, last reload, jobs
 //	GET  /v1/jobs            schedule, last and next run, run in progress
 //	POST /v1/jobs/{job}/run  {key, dry_run, force, wait}: 202 + run, or 200 + finished run with wait
+//	                         (on a standby: queued for the leader, request_id set)
 //	GET  /v1/runs?limit=N    run history, newest first
 //	GET  /v1/runs/{id}       one run
 //	POST /v1/reload          validate the config file and swap it in, or keep the old one (422)

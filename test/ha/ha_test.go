@@ -228,6 +228,12 @@ func TestCtlOnStandby(t *testing.T) {
 		ss.Instance == ls.Instance || ss.LeaseExpires == nil || ss.LeaseSeconds != lease.Seconds() {
 		t.Fatalf("status: leader %+v, standby %+v", ls.Leadership, ss.Leadership)
 	}
+	raw, _ := w.ctl(s, "--json", "status")
+	for _, key := range []string{`"leader": false`, `"instance": "` + ss.Instance + `"`, `"leader_instance": "` + ls.Instance + `"`, `"lease_expires": "`} {
+		if !strings.Contains(raw, key) {
+			t.Errorf("ctl --json status on the standby lacks %s:\n%s", key, raw)
+		}
+	}
 	for _, tc := range []struct {
 		name     string
 		n        *node

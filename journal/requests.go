@@ -130,15 +130,26 @@ func (db *DB) GetRunRequest(ctx context.Context, id int64) (RunRequest, error) {
 
 // AbandonLeaderRuns marks canceled, with reason, the runs still running
 // that a leader other than instance started under its fence (StartRun with
-// a WithFence context records the fence's owner): called by a new leader,
-// whose predecessors cannot be running anything any more. Runs of one-shot
-// commands (no fence) are left alone.
+// a WithFence context records the fence's owner), and refuses, with
+// reason, the run requests such a leader took but never started: called by
+// a new leader, whose predecessors cannot be running anything any more.
+// Runs of one-shot commands (no fence) are left alone. It returns how many
+// runs it canceled.
 func (db *DB) AbandonLeaderRuns(ctx context.Context, instance, reason string) (int64, error) {
-	res, err := db.execWrite(ctx, `UPDATE runs SET status = 'canceled', error = ?, finished_at = ?
-		WHERE status = 'running' AND instance <> '' AND instance <> ?`, reason, ns(db.now()), instance)
+	var n int64
+	err := db.tx(ctx, func(c conn) error {
+		res, err := c.exec(ctx, `UPDATE runs SET status = 'canceled', error = ?, finished_at = ?
+			WHERE status = 'running' AND instance <> '' AND instance <> ?`, reason, ns(db.now()), instance)
+		if err != nil {
+			return err
+		}
+		n, _ = res.RowsAffected()
+		_, err = c.exec(ctx, `UPDATE run_requests SET status = 'refused', error = ?
+			WHERE status = 'taken' AND taken_by <> ?`, reason, instance)
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("abandon runs of earlier leaders: %w", err)
 	}
-	n, _ := res.RowsAffected()
 	return n, nil
 }

@@ -96,6 +96,11 @@ func testRunRequests(t *testing.T, h *harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// leader-a had taken a request it never started.
+	orphan, _ := a.RequestRun(ctx, "audit", "uid:0", "", "standby-1")
+	if ok, err := a.TakeRunRequest(fa, orphan, "leader-a"); !ok || err != nil {
+		t.Fatalf("take %d = %v %v", orphan, ok, err)
+	}
 	h.clk.Add(2 * time.Minute) // leader-a's lease expired; leader-b takes over
 	token, ok, err = b.AcquireFenced(ctx, "leader", "leader-b", time.Minute)
 	if err != nil || !ok {
@@ -117,6 +122,9 @@ func testRunRequests(t *testing.T, h *harness) {
 		if r, err := b.GetRun(ctx, tc.id); err != nil || r.Status != tc.status {
 			t.Errorf("run %d = %+v, %v; want %s", tc.id, r, err, tc.status)
 		}
+	}
+	if r, err := b.GetRunRequest(ctx, orphan); err != nil || r.Status != journal.RequestRefused || r.Error != "its leader lost the lease" {
+		t.Errorf("the request the old leader took = %+v, %v; want refused", r, err)
 	}
 	// The old leader's late writes are refused.
 	if _, err := a.RequestRun(fa, "rotate", "cron", "", "leader-a"); !errors.Is(err, journal.ErrFenced) {

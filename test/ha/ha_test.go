@@ -51,20 +51,31 @@ func TestChaosHA(t *testing.T) {
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 13))
 	var failovers []time.Duration
-	inflightKills := 0
+	inflightKills, viaStandby := 0, 0
 	deadline := time.Now().Add(time.Duration(want)*10*time.Second + time.Minute)
 	for kills := 0; kills < want; kills++ {
 		if time.Now().After(deadline) {
 			t.Fatalf("out of time after %d kills (want %d)", kills, want)
 		}
 		l := w.leader(10 * lease)
-		if _, err := l.client.RunJob(ctx, "rotate", ctlsock.RunRequest{Force: true}); err != nil && !isConflict(err) {
-			t.Fatalf("kill %d: rotate --force on the leader %s: %v", kills, l.name, err)
+		// Asked of the leader, or of the standby, which queues it for the
+		// leader (taken within the leader's poll of a second).
+		asked := l
+		if rng.IntN(2) == 0 {
+			asked = w.other(l)
+			viaStandby++
+		}
+		if _, err := asked.client.RunJob(ctx, "rotate", ctlsock.RunRequest{Force: true}); err != nil && !isConflict(err) {
+			t.Fatalf("kill %d: rotate --force on %s (leader %s): %v", kills, asked.name, l.name, err)
 		}
 		if rng.IntN(3) > 0 {
 			// Two kills in three land inside a rotation: once the journal
 			// shows one in flight, at a random moment of its steps.
 			reached, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if asked != l {
+				// Once the leader took the request.
+				testenv.Until(reached, func() bool { n, err := openRequests(ctx, poll); return err == nil && n == 0 })
+			}
 			testenv.Until(reached, func() bool { n, err := inFlight(ctx, poll); return err == nil && n > 0 })
 			cancel()
 		}
@@ -88,14 +99,23 @@ func TestChaosHA(t *testing.T) {
 		failovers = append(failovers, took)
 		w.start(l) // restarted: a standby now
 	}
+	// Every request queued is started or refused (the new leader refuses
+	// those a killed one took but never started) before settling.
+	testenv.WaitFor(t, 30*time.Second, "the queued run requests to be taken", func() bool {
+		n, err := openRequests(ctx, poll)
+		return err == nil && n == 0
+	})
 	settled := w.settle(poll)
 	rotations := w.check(ch, poll)
 	reads, _ := ch.Reads()
+	var refused int
+	must(t, poll.QueryRow(ctx, `SELECT count(*) FROM run_requests WHERE status = 'refused'`).Scan(&refused))
 	out := w.output.String()
-	t.Logf("chaos-ha: %d kills of the leader (%d with rotations in flight), %d rotations seen on the platform, %d store reads checked, "+
+	t.Logf("chaos-ha: %d kills of the leader (%d with rotations in flight), %d rotations asked of the standby (%d refused: running already, or taken by a leader killed before starting them), "+
+		"%d rotations seen on the platform, %d store reads checked, "+
 		"%d resumptions of rotations in flight, %d frees of a dead leader's rotation lease, settled in %d runs; "+
 		"fail-over (SIGKILL to the standby leading, lease %s): p50 %s, max %s",
-		len(failovers), inflightKills, rotations, reads,
+		len(failovers), inflightKills, viaStandby, refused, rotations, reads,
 		strings.Count(out, `"msg":"resuming rotations in flight"`), strings.Count(out, `"msg":"freed the previous leader's rotation lease"`), settled,
 		lease, percentile(failovers, 0.5).Round(time.Millisecond), percentile(failovers, 1).Round(time.Millisecond))
 	if inflightKills == 0 || !strings.Contains(out, `"msg":"resuming rotations in flight"`) {

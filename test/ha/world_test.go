@@ -277,6 +277,14 @@ func (w *world) journalConn() *pgx.Conn {
 	return c
 }
 
+// openRequests counts the run requests queued or taken, not yet started
+// or refused.
+func openRequests(ctx context.Context, c *pgx.Conn) (int, error) {
+	var n int
+	err := c.QueryRow(ctx, `SELECT count(*) FROM run_requests WHERE status IN ('queued', 'taken')`).Scan(&n)
+	return n, err
+}
+
 // inFlight counts the journal's rotations in flight.
 func inFlight(ctx context.Context, c *pgx.Conn) (int, error) {
 	var n int

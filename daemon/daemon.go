@@ -145,6 +145,7 @@ type Daemon struct {
 	keyAges keyAgeCache
 
 	stopping     atomic.Bool
+	ready        atomic.Bool // READY=1 sent
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -354,7 +355,8 @@ func (d *Daemon) Start(ctx context.Context) error {
 	d.electCancel = cancel
 	go d.campaign(ectx)
 	d.waitFirstAttempt(ctx)
-	if ok, err := SdNotify("READY=1\nSTATUS=serving"); err != nil {
+	d.ready.Store(true)
+	if ok, err := SdNotify("READY=1\n" + d.sdStatus()); err != nil {
 		d.log.Warn("sd_notify READY failed", "err", err)
 	} else if ok {
 		d.log.Debug("told systemd READY=1")
@@ -508,7 +510,7 @@ func (d *Daemon) Reload(ctx context.Context, trigger string) (ctlsock.Reload, er
 	SdNotify(reloadingState())
 	defer func() {
 		if !d.stopping.Load() { // after STOPPING=1, systemd must not hear READY=1
-			SdNotify("READY=1\nSTATUS=serving")
+			SdNotify("READY=1\n" + d.sdStatus())
 		}
 	}()
 

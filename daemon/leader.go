@@ -42,6 +42,14 @@ type runArgs struct {
 	Force  bool   `json:"force,omitempty"`
 }
 
+// sdStatus is systemd's STATUS line while serving.
+func (d *Daemon) sdStatus() string {
+	if d.Leading() {
+		return "STATUS=serving: leader (running the schedule)"
+	}
+	return "STATUS=serving: standby"
+}
+
 // campaign runs the election until ctx ends.
 func (d *Daemon) campaign(ctx context.Context) {
 	defer close(d.electDone)
@@ -101,7 +109,9 @@ func (d *Daemon) lead(ctx context.Context) {
 	}
 	d.resumeInFlight(ctx, comps)
 	d.leading.Store(true)
-	SdNotify("STATUS=serving: leader (running the schedule)")
+	if d.ready.Load() {
+		SdNotify(d.sdStatus())
+	}
 	reqDone := make(chan struct{})
 	go func() {
 		defer close(reqDone)
@@ -131,8 +141,8 @@ func (d *Daemon) standDown(log *slog.Logger, sched *scheduler.Scheduler) {
 	why := "lease lost"
 	if d.stopping.Load() {
 		why = "stopping"
-	} else {
-		SdNotify("STATUS=serving: standby")
+	} else if d.ready.Load() {
+		SdNotify(d.sdStatus())
 	}
 	log.Info("leadership lost: the schedule stopped", "reason", why)
 }

@@ -99,6 +99,18 @@ func (c *contender) leadCtx() context.Context {
 	return context.WithoutCancel(c.fenced)
 }
 
+// leading reports whether the contender's lead function runs the tenure
+// token (the elector says it leads a moment before).
+func (c *contender) leading(token int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fenced == nil {
+		return false
+	}
+	f, ok := journal.FenceFrom(c.fenced)
+	return ok && f.Token == token
+}
+
 // cluster starts n contenders, each on its own handle of one new store.
 func cluster(t *testing.T, b journaltest.Backend, n int) []*contender {
 	t.Helper()
@@ -176,7 +188,7 @@ func waitLeader(t *testing.T, cs []*contender, within time.Duration) *contender 
 				leader, n = c, n+1
 			}
 		}
-		if n == 1 {
+		if n == 1 && leader.leading(leader.e.Status().Token) {
 			info, ok, err := leader.e.Leader(context.Background())
 			if err == nil && ok && info.Owner == leader.name && info.Token == leader.e.Status().Token {
 				return leader

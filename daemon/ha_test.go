@@ -355,7 +355,9 @@ func TestHALeaderPaused(t *testing.T) {
 	testenv.WaitFor(t, haLease, "the paused leader to stand down", func() bool { return !a.d.Leading() })
 	b := leaderOf(t, ms, 2*haLease)
 	took := time.Since(paused)
-	if took > haLease+haLease/2 {
+	// Within the lease of the last renewal, plus the new leader's setup
+	// (a few journal round trips) on a machine the other tests load.
+	if took > 2*haLease {
 		t.Errorf("fail-over took %s, want within the lease (%s) and a poll", took, haLease)
 	}
 	if st := b.d.Elector().Status(); st.Previous != a.name || !st.Takeover {

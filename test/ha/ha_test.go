@@ -190,8 +190,10 @@ func TestPausedLeader(t *testing.T) {
 		a.proc.signal(syscall.SIGCONT)
 		t.Fatalf("the standby did not take over within %s:\n%s", 3*lease, tail(b.out.String(), 6000))
 	}
-	if took > lease+lease/2 {
-		t.Errorf("fail-over took %s, want within the lease (%s)", took, lease)
+	// Within the lease of the last renewal, plus the new leader's setup
+	// (a few journal round trips) on a machine the other tests load.
+	if took > 2*lease {
+		t.Errorf("fail-over took %s, want within the lease (%s) and the setup", took, lease)
 	}
 	st, err := b.client.Status(ctx)
 	must(t, err)

@@ -63,6 +63,7 @@ func Run(t *testing.T, b Backend) {
 		{"FencedWrites", testFencedWrites},
 		{"Runs", testRuns},
 		{"RunRequests", testRunRequests},
+		{"AbandonLeaderRuns", testAbandonLeaderRuns},
 		{"LastFire", testLastFire},
 		{"MarkOnce", testMarkOnce},
 		{"Usage", testUsage},

@@ -81,7 +81,14 @@ func testRunRequests(t *testing.T, h *harness) {
 	if _, err := b.GetRunRequest(ctx, 9999); !errors.Is(err, journal.ErrNotFound) {
 		t.Fatalf("GetRunRequest(9999) = %v", err)
 	}
+}
 
+// A new leader cancels the runs earlier leaders left running under their
+// fence and refuses the requests they took but never started; runs of
+// one-shot commands are left alone; the old leader's late writes are refused.
+func testAbandonLeaderRuns(t *testing.T, h *harness) {
+	ctx := context.Background()
+	a, b := h.journal(t), h.journal(t)
 	// Runs of leaders: a fenced run records its leader.
 	token, ok, err := a.AcquireFenced(ctx, "leader", "leader-a", time.Minute)
 	if err != nil || !ok {

@@ -151,7 +151,7 @@ func (w *daemonWiring) build(ctx context.Context, de daemon.Env) (*daemon.Compon
 	if err != nil {
 		return nil, err
 	}
-	engine, err := newEngine(cfg, platform, stores, de.Journal,
+	engine, err := newDaemonEngine(cfg, platform, stores, de,
 		rotationNotifiers{rotationMetrics{de.Metrics}, &w.rotations}, log)
 	if err != nil {
 		closeStores()

@@ -36,7 +36,14 @@ const (
 	DefaultBudgetTimeout   = 10 * time.Minute
 	DefaultGatewayMaxBody  = 1 << 20
 	DefaultShutdownTimeout = 10 * time.Second
+	DefaultHALease         = 15 * time.Second
 	DefaultGatewayRead     = 30 * time.Second
+)
+
+// MinHALease and MaxHALease bound ha.lease.
+const (
+	MinHALease = time.Second
+	MaxHALease = 10 * time.Minute
 )
 
 // DefaultThresholds are the budget fractions that raise a finding.
@@ -132,4 +139,5 @@ func applyDefaults(c *Config) {
 		c.Prices = map[string]ModelPrice{}
 	}
 	setDur(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	setDur(&c.HA.Lease, DefaultHALease)
 }

@@ -27,6 +27,7 @@ type Config struct {
 	Roles      map[string]Role       `yaml:"roles"`
 	Gateway    Gateway               `yaml:"gateway"`
 	Prices     map[string]ModelPrice `yaml:"prices"`
+	HA         HA                    `yaml:"ha"`
 	// ShutdownTimeout bounds a graceful stop (default 10s).
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 
@@ -66,6 +67,14 @@ type State struct {
 type PostgresState struct {
 	DSNEnv  string `yaml:"dsn_env"`
 	DSNFile string `yaml:"dsn_file"`
+}
+
+// HA configures leader election among the daemons sharing a journal.
+type HA struct {
+	// Lease is the leader's tenure without renewal (default 15s): a
+	// standby takes over at most this long after the leader stopped
+	// renewing (killed, paused, cut off). Renewed every third of it.
+	Lease Duration `yaml:"lease"`
 }
 
 // Admin configures the unix-socket admin API.

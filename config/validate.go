@@ -118,6 +118,9 @@ func (v *validator) validate() {
 	v.validateMistral()
 
 	v.validateState()
+	if l := c.HA.Lease.D(); l < MinHALease || l > MaxHALease {
+		v.errorf("ha.lease", "must be from %s to %s", MinHALease, MaxHALease)
+	}
 	if mode, err := strconv.ParseUint(c.Admin.SocketMode, 8, 32); err != nil || mode > 0o777 {
 		v.errorf("admin.socket_mode", "must be an octal file mode such as 0600 or 0660")
 	} else if mode&0o007 != 0 {

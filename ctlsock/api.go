@@ -5,9 +5,10 @@
 //
 // Routes (all JSON; errors are {"error": "..."} with a precise status):
 //
-//	GET  /v1/status          version, uptime, config hash, last reload, jobs
+//	GET  /v1/status          version, uptime, config hash, who leads, last reload, jobs
 //	GET  /v1/jobs            schedule, last and next run, run in progress
 //	POST /v1/jobs/{job}/run  {key, dry_run, force, wait}: 202 + run, or 200 + finished run with wait
+//	                         (on a standby: queued for the leader, request_id set)
 //	GET  /v1/runs?limit=N    run history, newest first
 //	GET  /v1/runs/{id}       one run
 //	POST /v1/reload          validate the config file and swap it in, or keep the old one (422)
@@ -52,6 +53,7 @@ type Backend interface {
 
 // Status is GET /v1/status.
 type Status struct {
+	Leadership
 	Version       string    `json:"version"`
 	PID           int       `json:"pid"`
 	StartedAt     time.Time `json:"started_at"`
@@ -61,6 +63,30 @@ type Status struct {
 	LastReload    *Reload   `json:"last_reload,omitempty"`
 	Jobs          []Job     `json:"jobs"`
 }
+
+// Leadership says who leads the daemons sharing a journal (the leader runs
+// the schedule; a standby queues the runs asked of it for the leader).
+type Leadership struct {
+	// Leader is true on the instance that leads.
+	Leader bool `json:"leader"`
+	// Instance is this daemon's name in the election.
+	Instance string `json:"instance"`
+	// LeaderInstance is who leads per the journal ("" when nobody does:
+	// the lease lapsed and no standby took it yet).
+	LeaderInstance string `json:"leader_instance"`
+	// LeaseExpires is when the leader's lease lapses unless renewed (null
+	// when nobody leads).
+	LeaseExpires *time.Time `json:"lease_expires"`
+	// LeaseSeconds is the configured lease (ha.lease).
+	LeaseSeconds float64 `json:"lease_seconds"`
+	// LeaderError says why the journal could not be asked; the fields
+	// above are then this instance's own view.
+	LeaderError string `json:"leader_error,omitempty"`
+}
+
+// StatusQueued is the status of a run a standby queued for the leader and
+// the leader has not started yet.
+const StatusQueued = "queued"
 
 // Reload is one reload attempt.
 type Reload struct {
@@ -99,6 +125,11 @@ type Run struct {
 	Details    any        `json:"details,omitempty"`
 	StartedAt  time.Time  `json:"started_at"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	// RequestID is set when a standby queued the run for the leader
+	// (ID is then 0 until the leader started it); RunBy is the leader
+	// that ran it.
+	RequestID int64  `json:"request_id,omitempty"`
+	RunBy     string `json:"run_by,omitempty"`
 }
 
 // Succeeded reports whether the run finished with status ok.

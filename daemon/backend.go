@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/ctlsock"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/scheduler"
@@ -29,7 +31,9 @@ func (b backend) Status(ctx context.Context) (ctlsock.Status, error) {
 	d.mu.RLock()
 	cfg, last := d.cfg, d.last
 	d.mu.RUnlock()
+	lead := b.leadership(ctx)
 	return ctlsock.Status{
+		Leadership:    lead,
 		Version:       d.opts.Version,
 		PID:           os.Getpid(),
 		StartedAt:     d.started.UTC(),
@@ -44,7 +48,7 @@ func (b backend) Status(ctx context.Context) (ctlsock.Status, error) {
 // Jobs implements ctlsock.Backend: the scheduler's view plus each job's last journaled run.
 func (b backend) Jobs(ctx context.Context) ([]ctlsock.Job, error) {
 	var out []ctlsock.Job
-	for _, j := range b.d.sched.Jobs() {
+	for _, j := range b.d.scheduler().Jobs() {
 		aj := ctlsock.Job{Name: j.Name, Schedule: j.Schedule, TimeoutSeconds: j.Timeout.Seconds(), Disabled: j.Disabled}
 		if !j.Next.IsZero() {
 			n := j.Next.UTC()
@@ -60,6 +64,9 @@ func (b backend) Jobs(ctx context.Context) ([]ctlsock.Job, error) {
 		if ok {
 			r := toRun(last)
 			aj.LastRun = &r
+			if aj.Running == nil && r.Status == scheduler.StatusRunning && !b.d.Leading() {
+				aj.Running = &r // running on the leader
+			}
 		}
 		out = append(out, aj)
 	}
@@ -69,18 +76,13 @@ func (b backend) Jobs(ctx context.Context) ([]ctlsock.Job, error) {
 // RunJob implements ctlsock.Backend: the key is checked against the config, then the
 // scheduler starts the run (refusing overlap); with wait it returns the finished run.
 func (b backend) RunJob(ctx context.Context, job string, req jobs.Request, wait bool) (ctlsock.Run, error) {
-	if req.Key != "" {
-		cfg := b.d.Config()
-		if _, ok := cfg.Key(req.Key); !ok {
-			names := make([]string, 0, len(cfg.Keys))
-			for _, k := range cfg.Keys {
-				names = append(names, k.Name)
-			}
-			sort.Strings(names)
-			return ctlsock.Run{}, fmt.Errorf("%w: unknown key %q (managed keys: %s)", ctlsock.ErrInvalid, req.Key, strings.Join(names, ", "))
-		}
+	if err := checkKey(b.d.Config(), req.Key); err != nil {
+		return ctlsock.Run{}, err
 	}
-	r, err := b.d.sched.Trigger(ctx, job, req)
+	if !b.d.Leading() {
+		return b.queue(ctx, job, req, wait)
+	}
+	r, err := b.d.scheduler().Trigger(ctx, job, req)
 	switch {
 	case errors.Is(err, scheduler.ErrUnknownJob):
 		return ctlsock.Run{}, fmt.Errorf("%w: %w (jobs: %s)", ctlsock.ErrNotFound, err, strings.Join(b.jobNames(), ", "))
@@ -100,9 +102,73 @@ func (b backend) RunJob(ctx context.Context, job string, req jobs.Request, wait 
 	return b.Run(ctx, r.ID)
 }
 
+// checkKey refuses a key cfg does not manage ("" is every key).
+func checkKey(cfg *config.Config, key string) error {
+	if key == "" {
+		return nil
+	}
+	if _, ok := cfg.Key(key); ok {
+		return nil
+	}
+	names := make([]string, 0, len(cfg.Keys))
+	for _, k := range cfg.Keys {
+		names = append(names, k.Name)
+	}
+	sort.Strings(names)
+	return fmt.Errorf("%w: unknown key %q (managed keys: %s)", ctlsock.ErrInvalid, key, strings.Join(names, ", "))
+}
+
+// queue is RunJob on a standby: the run is queued in the journal for the
+// leader; with wait, the standby follows it until the run finished.
+func (b backend) queue(ctx context.Context, job string, req jobs.Request, wait bool) (ctlsock.Run, error) {
+	if !slices.Contains(b.jobNames(), job) {
+		return ctlsock.Run{}, fmt.Errorf("%w: run %q: %w (jobs: %s)", ctlsock.ErrNotFound, job, scheduler.ErrUnknownJob, strings.Join(b.jobNames(), ", "))
+	}
+	if b.d.stopping.Load() {
+		return ctlsock.Run{}, fmt.Errorf("%w: daemon is shutting down", ctlsock.ErrUnavailable)
+	}
+	rq, run, err := b.d.queueRun(ctx, job, req, wait)
+	if err != nil {
+		return ctlsock.Run{}, err
+	}
+	if rq.Status == journal.RequestRefused {
+		kind := ctlsock.ErrInvalid
+		if strings.Contains(rq.Error, scheduler.ErrAlreadyRunning.Error()) {
+			kind = ctlsock.ErrConflict
+		}
+		return ctlsock.Run{}, fmt.Errorf("%w: the leader (%s) refused request %d: %s", kind, rq.TakenBy, rq.ID, rq.Error)
+	}
+	if !wait {
+		return ctlsock.Run{Job: job, Trigger: req.Trigger, Status: ctlsock.StatusQueued, RequestID: rq.ID, StartedAt: rq.RequestedAt}, nil
+	}
+	out := toRun(run)
+	out.RequestID, out.RunBy = rq.ID, rq.TakenBy
+	return out, nil
+}
+
+// leadership is who leads, as the journal says; when the journal does not
+// answer, this instance's own view, with why.
+func (b backend) leadership(ctx context.Context) ctlsock.Leadership {
+	d := b.d
+	out := ctlsock.Leadership{Leader: d.Leading(), Instance: d.instance, LeaseSeconds: d.Config().HA.Lease.D().Seconds()}
+	info, held, err := d.elector.Leader(ctx)
+	switch {
+	case err != nil:
+		out.LeaderError = fmt.Sprintf("the journal did not say who leads: %v", err)
+		if st := d.elector.Status(); st.Leader {
+			until := st.Until.UTC()
+			out.LeaderInstance, out.LeaseExpires = d.instance, &until
+		}
+	case held:
+		exp := info.Expires.UTC()
+		out.LeaderInstance, out.LeaseExpires = info.Owner, &exp
+	}
+	return out
+}
+
 func (b backend) jobNames() []string {
 	var names []string
-	for _, j := range b.d.sched.Jobs() {
+	for _, j := range b.d.scheduler().Jobs() {
 		names = append(names, j.Name)
 	}
 	return names

@@ -1,7 +1,8 @@
 // Package daemon assembles a running mrbacd from a config: the journal, the
-// resumption of rotations in flight, the scheduler, the admin socket, the
-// metrics listener and the long-running services the caller adds (the
-// notification outbox worker, the gateway). It owns the life cycle: Start,
+// election of a leader among the daemons sharing it (leader.go), the
+// leader's scheduler and resumption of rotations in flight, the admin
+// socket, the metrics listener and the long-running services the caller
+// adds (the notification outbox worker, the gateway). It owns the life cycle: Start,
 // Reload (validate first, swap only if valid) and Shutdown (stop taking
 // work, cancel runs, close within a bound), and tells systemd about each
 // through sd_notify (READY, RELOADING, STOPPING, WATCHDOG).
@@ -25,6 +26,7 @@ import (
 
 	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/ctlsock"
+	"github.com/mrbacd/mrbacd/election"
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/scheduler"
 	"github.com/mrbacd/mrbacd/journal"
@@ -68,6 +70,9 @@ type Env struct {
 	Journal journal.Journal
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
+	// Instance is this daemon's name in leader election; the rotation
+	// engine holds its lease as RotationLeaseOwner(Instance).
+	Instance string
 }
 
 // Options configures New.
@@ -96,6 +101,12 @@ type Options struct {
 	// OpenJournal opens the journal a config names; default
 	// backend.OpenConfig (the SQLite file at state.path or state.postgres).
 	OpenJournal func(ctx context.Context, cfg *config.Config) (journal.Journal, error)
+	// Instance names this daemon in leader election, unique among the
+	// daemons sharing the journal; default election.InstanceName().
+	Instance string
+	// RequestPoll is how often the leader looks for runs queued by
+	// standbys; default DefaultRequestPoll.
+	RequestPoll time.Duration
 }
 
 // Daemon is a running mrbacd.
@@ -104,10 +115,18 @@ type Daemon struct {
 	log     *slog.Logger
 	db      journal.Journal
 	metrics *metrics.Metrics
-	sched   *scheduler.Scheduler
-	admin   *ctlsock.Server
-	metSrv  *metrics.Server
-	started time.Time
+	// sched is the leader's running scheduler, or a standby's never
+	// started (it lists the jobs); replaced at each change of leadership.
+	sched    *scheduler.Scheduler
+	instance string
+	elector  *election.Elector
+	leading  atomic.Bool
+	// electCancel ends the campaign; electDone is closed when it ended.
+	electCancel context.CancelFunc
+	electDone   chan struct{}
+	admin       *ctlsock.Server
+	metSrv      *metrics.Server
+	started     time.Time
 
 	svcCtx    context.Context
 	svcCancel context.CancelFunc
@@ -126,6 +145,7 @@ type Daemon struct {
 	keyAges keyAgeCache
 
 	stopping     atomic.Bool
+	ready        atomic.Bool // READY=1 sent
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -197,23 +217,26 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		d.log.Warn("runs left running by a stopped daemon marked canceled", "runs", n)
 	}
 
+	d.instance = opts.Instance
+	if d.instance == "" {
+		d.instance = election.InstanceName()
+	}
+	d.elector, err = election.New(d.db, election.Config{Instance: d.instance, TTL: cfg.HA.Lease.D(), Logger: d.log})
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
 	d.metrics = metrics.New(opts.Version, d.log)
-	env := Env{Config: cfg, Journal: d.db, Metrics: d.metrics, Logger: d.log}
+	env := Env{Config: cfg, Journal: d.db, Metrics: d.metrics, Logger: d.log, Instance: d.instance}
 	d.comps, err = opts.Build(ctx, env)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
 	closers = append(closers, func() { closeComps(d.log, d.comps) })
 
-	d.sched = scheduler.New(scheduler.Options{Journal: d.db, Logger: d.log, Now: opts.Now, OnFinish: d.onFinish})
-	loc, js, err := d.jobsFor(cfg, d.comps)
+	d.sched, err = d.newScheduler(context.Background(), cfg, d.comps)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	if err := d.sched.SetJobs(loc, js); err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
-	}
-	closers = append(closers, func() { d.sched.Stop(context.Background()) })
 
 	d.keyAges.d = d
 	d.metrics.SetSources(metrics.Sources{
@@ -230,6 +253,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	}
 	d.svcCtx, d.svcCancel = context.WithCancel(context.WithoutCancel(ctx))
 	d.stopCtx, d.stopCancel = context.WithCancel(context.Background())
+	d.electDone = make(chan struct{})
 	return d, nil
 }
 
@@ -294,15 +318,17 @@ func resumeOr(resume, run jobs.Runner) jobs.Runner {
 }
 
 // Start serves the admin socket and the metrics listener, starts the
-// services, the scheduler (catching up missed runs) and the resumption of
-// rotations in flight, then tells systemd READY=1.
+// services and the campaign for leadership, and tells systemd READY=1 once
+// the first attempt is known: as leader, the scheduler runs (catching up
+// missed runs) and rotations in flight are resuming; as standby, it waits
+// for the leader's lease to lapse.
 func (d *Daemon) Start(ctx context.Context) error {
 	d.goServe("admin socket", d.admin.Serve)
 	if d.metSrv != nil {
 		d.goServe("metrics listener", d.metSrv.Serve)
 	}
 	d.mu.RLock()
-	env := Env{Config: d.cfg, Journal: d.db, Metrics: d.metrics, Logger: d.log}
+	env := Env{Config: d.cfg, Journal: d.db, Metrics: d.metrics, Logger: d.log, Instance: d.instance}
 	comps := d.comps
 	d.mu.RUnlock()
 	if d.opts.Services != nil {
@@ -325,11 +351,12 @@ func (d *Daemon) Start(ctx context.Context) error {
 			}()
 		}
 	}
-	if err := d.sched.Start(ctx); err != nil {
-		return fmt.Errorf("daemon: %w", err)
-	}
-	d.resumeInFlight(ctx, comps)
-	if ok, err := SdNotify("READY=1\nSTATUS=serving"); err != nil {
+	ectx, cancel := context.WithCancel(d.svcCtx)
+	d.electCancel = cancel
+	go d.campaign(ectx)
+	d.waitFirstAttempt(ctx)
+	d.ready.Store(true)
+	if ok, err := SdNotify("READY=1\n" + d.sdStatus()); err != nil {
 		d.log.Warn("sd_notify READY failed", "err", err)
 	} else if ok {
 		d.log.Debug("told systemd READY=1")
@@ -339,7 +366,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 		go d.watchdog(iv)
 	}
 	cfg := d.Config()
-	d.log.Info("mrbacd ready", "version", d.opts.Version, "pid", os.Getpid(), "config", cfg.Path,
+	d.log.Info("mrbacd ready", "version", d.opts.Version, "pid", os.Getpid(), "instance", d.instance, "leader", d.Leading(), "config", cfg.Path,
 		"config_hash", short(cfg.Hash()), "admin_socket", d.admin.Addr(), "metrics_listen", d.MetricsAddr())
 	return nil
 }
@@ -356,7 +383,7 @@ func (d *Daemon) resumeInFlight(ctx context.Context, comps *Components) {
 	if len(inflight) == 0 {
 		return
 	}
-	_, err = d.sched.Trigger(ctx, jobs.Rotate, jobs.Request{Trigger: TriggerResume})
+	_, err = d.scheduler().Trigger(ctx, jobs.Rotate, jobs.Request{Trigger: TriggerResume})
 	switch {
 	case errors.Is(err, scheduler.ErrAlreadyRunning):
 		// A catch-up rotate run started first; it resumes in-flight rotations itself.
@@ -420,8 +447,15 @@ func (d *Daemon) Config() *config.Config {
 	return d.cfg
 }
 
-// Scheduler returns the scheduler (tests and embedding).
-func (d *Daemon) Scheduler() *scheduler.Scheduler { return d.sched }
+// Scheduler returns the scheduler: the leader's running one, or a
+// standby's that is never started (tests and embedding).
+func (d *Daemon) Scheduler() *scheduler.Scheduler { return d.scheduler() }
+
+func (d *Daemon) scheduler() *scheduler.Scheduler {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.sched
+}
 
 // Journal returns the journal.
 func (d *Daemon) Journal() journal.Journal { return d.db }
@@ -441,7 +475,7 @@ func (d *Daemon) onFinish(ctx context.Context, f scheduler.Finished) {
 
 func (d *Daemon) nextRuns() map[string]time.Time {
 	out := map[string]time.Time{}
-	for _, j := range d.sched.Jobs() {
+	for _, j := range d.scheduler().Jobs() {
 		out[j.Name] = j.Next
 	}
 	return out
@@ -476,7 +510,7 @@ func (d *Daemon) Reload(ctx context.Context, trigger string) (ctlsock.Reload, er
 	SdNotify(reloadingState())
 	defer func() {
 		if !d.stopping.Load() { // after STOPPING=1, systemd must not hear READY=1
-			SdNotify("READY=1\nSTATUS=serving")
+			SdNotify("READY=1\n" + d.sdStatus())
 		}
 	}()
 
@@ -505,13 +539,13 @@ func (d *Daemon) Reload(ctx context.Context, trigger string) (ctlsock.Reload, er
 			return fail(err)
 		}
 	}
-	comps, err := d.opts.Build(ctx, Env{Config: cfg, Journal: d.db, Metrics: d.metrics, Logger: d.log})
+	comps, err := d.opts.Build(ctx, Env{Config: cfg, Journal: d.db, Metrics: d.metrics, Logger: d.log, Instance: d.instance})
 	if err != nil {
 		return fail(err)
 	}
 	loc, js, err := d.jobsFor(cfg, comps)
 	if err == nil {
-		err = d.sched.SetJobs(loc, js)
+		err = d.scheduler().SetJobs(loc, js)
 	}
 	if err != nil {
 		closeComps(d.log, comps)
@@ -526,7 +560,7 @@ func (d *Daemon) Reload(ctx context.Context, trigger string) (ctlsock.Reload, er
 	rec.Notes = restartNotes(old, cfg)
 	var svcNotes []string
 	if d.opts.Reloaded != nil {
-		svcNotes = d.opts.Reloaded(ctx, Env{Config: cfg, Journal: d.db, Metrics: d.metrics, Logger: d.log}, old)
+		svcNotes = d.opts.Reloaded(ctx, Env{Config: cfg, Journal: d.db, Metrics: d.metrics, Logger: d.log, Instance: d.instance}, old)
 		rec.Notes = append(rec.Notes, svcNotes...)
 	}
 	d.mu.Lock()
@@ -553,7 +587,7 @@ func (d *Daemon) closeWhenIdle(c *Components) {
 	}
 	for {
 		busy := false
-		for _, j := range d.sched.Jobs() {
+		for _, j := range d.scheduler().Jobs() {
 			busy = busy || j.Running != nil
 		}
 		if !busy {
@@ -581,6 +615,7 @@ func restartNotes(old, cfg *config.Config) []string {
 	check("metrics.listen", old.Metrics.Listen, cfg.Metrics.Listen)
 	check("state", journalbackend.Describe(old.State), journalbackend.Describe(cfg.State))
 	check("log.format", old.Log.Format, cfg.Log.Format)
+	check("ha.lease", old.HA.Lease.D().String(), cfg.HA.Lease.D().String())
 	check("gateway.listen", old.Gateway.Listen, cfg.Gateway.Listen)
 	if !reflect.DeepEqual(old.Notify, cfg.Notify) {
 		notes = append(notes, "notify changed: the notification sender takes it after a restart")
@@ -603,7 +638,17 @@ func (d *Daemon) shutdown(ctx context.Context) error {
 	SdNotify("STOPPING=1\nSTATUS=stopping")
 	d.log.Info("shutting down")
 	var errs []error
-	if err := d.sched.Stop(ctx); err != nil {
+	// Ending the campaign stops the leader's schedule (its runs cancelled,
+	// rotations in flight left journaled) and hands the lease over at once.
+	if d.electCancel != nil {
+		d.electCancel()
+		select {
+		case <-d.electDone:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("leadership still ending: %w", ctx.Err()))
+		}
+	}
+	if err := d.scheduler().Stop(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	if err := d.admin.Shutdown(ctx); err != nil {

@@ -66,6 +66,16 @@ type Status struct {
 	Until time.Time
 	// Elections counts the tenures this instance has won.
 	Elections int
+	// Attempts counts the attempts to acquire the lease that ended (won,
+	// lost or failed): a caller waits for the first to know whether this
+	// instance starts as leader or standby.
+	Attempts int
+	// Previous is, while Leader, the instance whose tenure came just
+	// before this one ("" when it was this instance's or unknown), and
+	// Takeover whether that tenure ran out (the instance died, paused or
+	// was cut off) rather than being handed over: a failover.
+	Previous string
+	Takeover bool
 }
 
 // Elector campaigns for one instance. Its methods are safe for concurrent use.
@@ -150,12 +160,23 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context)) error
 		case <-t.C:
 		}
 		sent := time.Now()
+		// The tenure before this attempt, to tell a successor whom it
+		// follows (journal errors here only lose that detail).
+		before, held, _ := e.l.FencedHolder(ctx, e.name)
+		if held {
+			// Still held as we looked: if the acquire succeeds, the holder
+			// released it in between (a hand-over, not a takeover).
+			before.Expires = time.Time{}
+		}
 		token, ok, err := e.l.AcquireFenced(ctx, e.name, e.owner, e.ttl)
 		switch {
+		case ok:
+			e.lead(ctx, token, sent, before, lead)
 		case err != nil && ctx.Err() == nil:
 			e.log.Warn("election: acquire failed", "err", err)
-		case ok:
-			e.lead(ctx, token, sent, lead)
+			e.attempted()
+		default:
+			e.attempted()
 		}
 		t.Reset(e.nextAttempt(ctx))
 	}
@@ -178,10 +199,18 @@ func (e *Elector) nextAttempt(ctx context.Context) time.Duration {
 
 // lead runs one tenure: lead in a goroutine, renewals every third of the
 // TTL, until a renewal is refused, the tenure runs out or ctx ends.
-func (e *Elector) lead(ctx context.Context, token int64, sent time.Time, lead func(ctx context.Context)) {
+func (e *Elector) lead(ctx context.Context, token int64, sent time.Time, before journal.LeaseInfo, lead func(ctx context.Context)) {
 	until := sent.Add(e.ttl - e.margin)
+	e.mu.Lock()
+	e.status.Previous, e.status.Takeover = "", false
+	if before.Token == token-1 && before.Owner != e.owner && before.Owner != "" {
+		// Released tenures have expires_at 0 (journal.ReleaseFenced).
+		e.status.Previous, e.status.Takeover = before.Owner, !before.Expires.IsZero()
+	}
+	prev, takeover := e.status.Previous, e.status.Takeover
+	e.mu.Unlock()
 	e.setLeader(true, token, until)
-	e.log.Info("election: leading", "token", token)
+	e.log.Info("election: leading", "token", token, "previous", prev, "takeover", takeover)
 	fence := journal.Fence{Name: e.name, Owner: e.owner, Token: token}
 	lctx, cancel := context.WithCancel(journal.WithFence(ctx, fence))
 	done := make(chan struct{})
@@ -252,11 +281,21 @@ func (e *Elector) renew(ctx context.Context, token int64, until time.Time, done 
 	}
 }
 
+func (e *Elector) attempted() {
+	e.mu.Lock()
+	e.status.Attempts++
+	e.mu.Unlock()
+}
+
 func (e *Elector) setLeader(leader bool, token int64, until time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if leader && !e.status.Leader {
 		e.status.Elections++
+		e.status.Attempts++ // the attempt that won, counted as it is known
 	}
 	e.status.Leader, e.status.Token, e.status.Until = leader, token, until
+	if !leader {
+		e.status.Previous, e.status.Takeover = "", false
+	}
 }

@@ -104,6 +104,18 @@ func (c *contender) leadCtx() context.Context {
 	return context.WithoutCancel(c.fenced)
 }
 
+// leading reports whether the contender's lead function runs the tenure
+// token (the elector says it leads a moment before).
+func (c *contender) leading(token int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fenced == nil {
+		return false
+	}
+	f, ok := journal.FenceFrom(c.fenced)
+	return ok && f.Token == token
+}
+
 // cluster starts n contenders, each on its own handle of one new store.
 func cluster(t *testing.T, b journaltest.Backend, n int) []*contender {
 	t.Helper()
@@ -194,7 +206,7 @@ func singleLeader(cs []*contender) *contender {
 		return nil
 	}
 	info, ok, err := leader.e.Leader(context.Background())
-	if err != nil || !ok || info.Owner != leader.name || info.Token != leader.e.Status().Token {
+	if err != nil || !ok || info.Owner != leader.name || info.Token != leader.e.Status().Token || !leader.leading(info.Token) {
 		return nil
 	}
 	return leader
@@ -244,6 +256,9 @@ func testHandOver(t *testing.T, b journaltest.Backend) {
 	if tok := bl.e.Status().Token; tok <= tokA {
 		t.Fatalf("new leader's token %d, old %d", tok, tokA)
 	}
+	if st := bl.e.Status(); st.Previous != a.name || st.Takeover {
+		t.Errorf("new leader's status: previous %q takeover %v, want %q handed over", st.Previous, st.Takeover, a.name)
+	}
 	if took > ttl/3+ttl/2 {
 		t.Errorf("hand-over took %s, want about a renewal period (%s)", took, ttl/3)
 	}
@@ -274,6 +289,9 @@ func testKilled(t *testing.T, b journaltest.Backend) {
 		alive = without(alive, l)
 		next := waitLeader(t, alive, 3*ttl)
 		took := time.Since(killed)
+		if st := next.e.Status(); st.Previous != l.name || !st.Takeover {
+			t.Errorf("round %d: new leader's status: previous %q takeover %v, want a takeover from %q", round, st.Previous, st.Takeover, l.name)
+		}
 		if took > ttl+ttl/4 {
 			t.Errorf("round %d: fail-over took %s, want within the TTL (%s)", round, took, ttl)
 		}

@@ -16,6 +16,7 @@ type Journal interface {
 	Leases
 	Fencing
 	Runs
+	RunRequests
 	Findings
 	AuditLog
 	Actions
@@ -66,8 +67,21 @@ type Runs interface {
 	GetRun(ctx context.Context, id int64) (Run, error)
 	LastRun(ctx context.Context, job string) (Run, bool, error)
 	AbandonRuns(ctx context.Context, before time.Time, reason string) (int64, error)
+	AbandonLeaderRuns(ctx context.Context, instance, reason string) (int64, error)
 	SetLastFire(ctx context.Context, job string, t time.Time) error
 	LastFire(ctx context.Context, job string) (time.Time, bool, error)
+}
+
+// RunRequests queues runs asked of whichever daemon leads: `mrbacd ctl
+// run` on a standby queues one, the leader takes it, starts the run and
+// records its id, and the asker polls the request, then the run.
+type RunRequests interface {
+	RequestRun(ctx context.Context, job, trigger, args, requestedBy string) (int64, error)
+	QueuedRunRequests(ctx context.Context, limit int) ([]RunRequest, error)
+	TakeRunRequest(ctx context.Context, id int64, instance string) (bool, error)
+	SettleRunRequest(ctx context.Context, id, runID int64, errMsg string) error
+	// GetRunRequest returns one request or ErrNotFound.
+	GetRunRequest(ctx context.Context, id int64) (RunRequest, error)
 }
 
 // Findings holds the audit's findings already reported and the once-marks

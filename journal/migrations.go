@@ -124,7 +124,39 @@ var migrations = []Migration{
 		)`,
 	}},
 	{5, "operator actions and finding suppressions", ActionsMigration},
+	{6, "run requests", runRequestsMigration("INTEGER PRIMARY KEY")},
 }
+
+// runRequestsMigration is migration 6 on either engine, given its
+// auto-numbered primary key column type: the runs `mrbacd ctl run` asked a
+// standby for, queued for the leader (status queued, then taken by the
+// leader before it starts the run, then started with the run's id or
+// refused with why), and the instance whose fenced run each run is (""
+// for runs of one-shot commands), so a new leader cancels the runs its
+// predecessor left running.
+func runRequestsMigration(idCol string) []string {
+	return []string{
+		`CREATE TABLE run_requests (
+			id            ` + idCol + `,
+			job           TEXT NOT NULL,
+			trigger_by    TEXT NOT NULL,
+			args          TEXT NOT NULL DEFAULT '',
+			requested_by  TEXT NOT NULL DEFAULT '',
+			requested_at  BIGINT NOT NULL,
+			status        TEXT NOT NULL CHECK (status IN ('queued','taken','started','refused')),
+			taken_by      TEXT NOT NULL DEFAULT '',
+			taken_at      BIGINT NOT NULL DEFAULT 0,
+			run_id        BIGINT NOT NULL DEFAULT 0,
+			error         TEXT NOT NULL DEFAULT ''
+		)`,
+		`CREATE INDEX run_requests_status ON run_requests (status, id)`,
+		`ALTER TABLE runs ADD COLUMN instance TEXT NOT NULL DEFAULT ''`,
+	}
+}
+
+// RunRequestsMigration is migration 6's statements for an engine whose
+// auto-numbered primary key column is idCol (journal/postgres).
+func RunRequestsMigration(idCol string) []string { return runRequestsMigration(idCol) }
 
 // migrate applies every migration not yet recorded in schema_version, each in
 // its own transaction. Re-checking the version inside the transaction (IMMEDIATE

@@ -57,9 +57,10 @@ func (db *DB) StartRun(ctx context.Context, job, trigger, args string) (int64, e
 		return 0, fmt.Errorf("start run: %w: empty job", ErrInvalid)
 	}
 	var id int64
+	f, _ := FenceFrom(ctx) // a leader's run records whose it is (AbandonLeaderRuns)
 	err := db.write(ctx, func(c conn) error {
-		return c.queryRow(ctx, `INSERT INTO runs (job, trigger_by, args, status, started_at)
-			VALUES (?, ?, ?, 'running', ?) RETURNING id`, job, trigger, args, ns(db.now())).Scan(&id)
+		return c.queryRow(ctx, `INSERT INTO runs (job, trigger_by, args, status, started_at, instance)
+			VALUES (?, ?, ?, 'running', ?, ?) RETURNING id`, job, trigger, args, ns(db.now()), f.Owner).Scan(&id)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("start run of %s: %w", job, err)

@@ -32,9 +32,6 @@ type GaugeSources struct {
 	// platform key was created (the platform's answer); without it, or for
 	// a key it leaves out, the journal's last done rotation says.
 	KeyCreated func(ctx context.Context) (map[string]time.Time, error)
-	// Leader reports whether this daemon leads (nil: a single daemon, which
-	// always leads).
-	Leader func(ctx context.Context) (bool, error)
 	// FindingScopes are the findings scopes counted (default "audit").
 	FindingScopes []string
 	// Now is the clock (default time.Now).
@@ -66,8 +63,6 @@ var (
 		"Unix time at which each job last finished successfully.", []string{"job"}, nil)
 	jobPeriodDesc = prometheus.NewDesc("mrbacd_job_period_seconds",
 		"Interval between two scheduled runs of each job.", []string{"job"}, nil)
-	leaderDesc = prometheus.NewDesc("mrbacd_leader",
-		"1 when this daemon leads (runs the jobs), else 0.", nil, nil)
 )
 
 // StateGauges is a collector of the gauges that describe mrbacd's state,
@@ -126,7 +121,7 @@ func DescribedNames(cs ...prometheus.Collector) []string {
 // Describe implements prometheus.Collector.
 func (g *StateGauges) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{managedKeyAgeDesc, managedKeyPeriodDesc, managedKeyNextDesc, managedKeyExpiryDesc,
-		managedKeyFailingDesc, findingsDesc, budgetUsedDesc, budgetForecastDesc, budgetSpendDesc, lastSuccessDesc, jobPeriodDesc, leaderDesc} {
+		managedKeyFailingDesc, findingsDesc, budgetUsedDesc, budgetForecastDesc, budgetSpendDesc, lastSuccessDesc, jobPeriodDesc} {
 		ch <- d
 	}
 }
@@ -147,15 +142,6 @@ func (g *StateGauges) Collect(ch chan<- prometheus.Metric) {
 	g.findings(ctx, ch)
 	g.budget(ctx, ch)
 	g.jobs(ctx, ch, cfg, now)
-	leader := true
-	if g.src.Leader != nil {
-		var err error
-		if leader, err = g.src.Leader(ctx); err != nil {
-			g.m.sourceError("leader", err)
-			return
-		}
-	}
-	ch <- gauge(leaderDesc, b2f(leader))
 }
 
 func gauge(d *prometheus.Desc, v float64, labels ...string) prometheus.Metric {

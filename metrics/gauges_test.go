@@ -109,13 +109,10 @@ mrbacd_budget_spend_usd{workspace="prod"} 5
 # TYPE mrbacd_job_period_seconds gauge
 mrbacd_job_period_seconds{job="audit"} ` + f(7*day) + `
 mrbacd_job_period_seconds{job="rotate"} ` + f(day) + `
-# HELP mrbacd_leader 1 when this daemon leads (runs the jobs), else 0.
-# TYPE mrbacd_leader gauge
-mrbacd_leader 1
 `
 	names := []string{"mrbacd_managed_key_age_seconds", "mrbacd_managed_key_rotation_period_seconds", "mrbacd_managed_key_rotation_failing",
 		"mrbacd_managed_key_expiry_timestamp_seconds", "mrbacd_findings_open", "mrbacd_budget_used_ratio", "mrbacd_budget_forecast_ratio",
-		"mrbacd_budget_spend_usd", "mrbacd_job_period_seconds", "mrbacd_leader"}
+		"mrbacd_budget_spend_usd", "mrbacd_job_period_seconds"}
 	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), names...); err != nil {
 		t.Error(err)
 	}

@@ -41,6 +41,7 @@ type Metrics struct {
 	rotations   *prometheus.CounterVec
 	reloads     *prometheus.CounterVec
 	scrapeErrs  *prometheus.CounterVec
+	leader      *leaderMetrics
 
 	mu  sync.RWMutex
 	src Sources
@@ -94,6 +95,7 @@ func New(version string, logger *slog.Logger) *Metrics {
 		stateCollector{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.leader = newLeaderMetrics(m.reg)
 	return m
 }
 

@@ -25,9 +25,10 @@ func init() {
 
 const ctlSynopsis = "[--socket PATH | --config FILE] [--json] [--timeout D] COMMAND\n\n" +
 	"commands:\n" +
-	"  status                                        daemon version, uptime, config, last reload, jobs\n" +
+	"  status                                        daemon version, uptime, config, who leads, last reload, jobs\n" +
 	"  jobs                                          schedule, last and next run of each job\n" +
-	"  run JOB [--key NAME] [--force] [--dry-run] [--wait]   start a job now (JOB: rotate, audit, budget)\n" +
+	"  run JOB [--key NAME] [--force] [--dry-run] [--wait]   start a job now (JOB: rotate, audit, budget);\n" +
+	"                                                on a standby, queued for the leader\n" +
 	"  history [--limit N]                           recent runs, newest first\n" +
 	"  reload                                        re-read the config; kept only if valid\n\n" +
 	"The socket is --socket, else --config's admin.socket, else $" + ctlsock.SocketEnv + ", else " + config.DefaultAdminSocket + ".\n" +
@@ -163,6 +164,7 @@ func (c *ctl) status(ctx context.Context, args []string) int {
 	fmt.Fprintf(w, "mrbacd %s, pid %d, up %s (since %s)\n", st.Version, st.PID,
 		(time.Duration(st.UptimeSeconds) * time.Second).String(), st.StartedAt.Format(time.RFC3339))
 	fmt.Fprintf(w, "config       %s (sha256 %s)\n", st.ConfigPath, shortHash(st.ConfigHash))
+	fmt.Fprintf(w, "leader       %s\n", leaderLine(st.Leadership))
 	if r := st.LastReload; r != nil {
 		res := "ok"
 		if !r.OK {
@@ -175,6 +177,33 @@ func (c *ctl) status(ctx context.Context, args []string) int {
 	fmt.Fprintln(w)
 	ctlsock.WriteJobs(w, st.Jobs)
 	return exitOK
+}
+
+// leaderLine says who leads, from this instance's point of view.
+func leaderLine(l ctlsock.Leadership) string {
+	if l.LeaderError != "" {
+		role := "a standby"
+		if l.Leader {
+			role = "leading until " + fmtLease(l.LeaseExpires)
+		}
+		return fmt.Sprintf("unknown (%s); this instance (%s) is %s", l.LeaderError, l.Instance, role)
+	}
+	switch {
+	case l.Leader:
+		return fmt.Sprintf("this instance (%s), lease until %s", l.Instance, fmtLease(l.LeaseExpires))
+	case l.LeaderInstance == "":
+		return fmt.Sprintf("none: the lease lapsed and no instance took it yet; this instance (%s) is a standby", l.Instance)
+	default:
+		return fmt.Sprintf("%s, lease until %s; this instance (%s) is a standby: runs asked of it are queued for the leader",
+			l.LeaderInstance, fmtLease(l.LeaseExpires), l.Instance)
+	}
+}
+
+func fmtLease(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.Format(time.RFC3339Nano)
 }
 
 func (c *ctl) jobs(ctx context.Context, args []string) int {
@@ -227,9 +256,14 @@ func (c *ctl) run(ctx context.Context, args []string) int {
 	}
 	if c.json {
 		c.printJSON(run)
+	} else if !*wait && run.RequestID != 0 {
+		fmt.Fprintf(c.env.stdout, "queued %s run for the leader (request %d, asked by %s); see it with: mrbacd ctl history\n", run.Job, run.RequestID, run.Trigger)
 	} else if !*wait {
 		fmt.Fprintf(c.env.stdout, "started %s run %d (asked by %s); see it with: mrbacd ctl history\n", run.Job, run.ID, run.Trigger)
 	} else {
+		if run.RunBy != "" {
+			fmt.Fprintf(c.env.stdout, "run by the leader %s (request %d)\n", run.RunBy, run.RequestID)
+		}
 		printRun(c.env.stdout, run)
 	}
 	if *wait && !run.Succeeded() {

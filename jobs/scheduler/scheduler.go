@@ -106,6 +106,11 @@ type Options struct {
 	// OnFinish, when set, is called after every run is journaled (metrics,
 	// notifications). It must not block for long.
 	OnFinish func(ctx context.Context, f Finished)
+	// Context, when set, is the parent of every run's context and of the
+	// scheduler's own journal writes (a leader's fenced context, see
+	// journal.WithFence): its end cancels the runs as Stop does, and its
+	// values go with every journal call. Default: context.Background().
+	Context context.Context
 }
 
 // Scheduler runs jobs. Create it with New, configure jobs with SetJobs, then
@@ -183,7 +188,11 @@ func New(opts Options) *Scheduler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	parent := opts.Context
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, cancel := context.WithCancel(parent)
 	return &Scheduler{
 		opts:    opts,
 		log:     opts.Logger,

@@ -62,6 +62,8 @@ func Run(t *testing.T, b Backend) {
 		{"FencedRace", testFencedRace},
 		{"FencedWrites", testFencedWrites},
 		{"Runs", testRuns},
+		{"RunRequests", testRunRequests},
+		{"AbandonLeaderRuns", testAbandonLeaderRuns},
 		{"LastFire", testLastFire},
 		{"MarkOnce", testMarkOnce},
 		{"Usage", testUsage},

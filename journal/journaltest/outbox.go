@@ -201,6 +201,10 @@ func testPrune(t *testing.T, h *harness) {
 	db.MarkOnce(ctx, "m1")
 	db.AddUsage(ctx, "s", "day:1", 1, 1)
 	db.AcquireLease(ctx, "l", "o", time.Minute)
+	settled, _ := db.RequestRun(ctx, "audit", "uid:0", "", "standby")
+	db.TakeRunRequest(ctx, settled, "leader")
+	db.SettleRunRequest(ctx, settled, rid, "")
+	queued, _ := db.RequestRun(ctx, "budget", "uid:0", "", "standby") // never taken: kept
 	clk.Add(60 * 24 * time.Hour)
 	// Recent history.
 	newRun, _ := db.StartRun(ctx, "audit", "cron", "")
@@ -211,7 +215,7 @@ func testPrune(t *testing.T, h *harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := journal.PruneResult{Runs: 1, Messages: 1, Rotations: 1, Findings: 1, Marks: 1, Usage: 1, Leases: 1}
+	want := journal.PruneResult{Runs: 1, Messages: 1, Rotations: 1, Findings: 1, Marks: 1, Usage: 1, Leases: 1, Requests: 1}
 	if res != want {
 		t.Fatalf("prune = %+v, want %+v", res, want)
 	}
@@ -224,6 +228,7 @@ func testPrune(t *testing.T, h *harness) {
 		{name: "pending message kept", err: func() error { _, err := db.Message(ctx, pendID); return err }()},
 		{name: "last done rotation kept", err: func() error { _, err := db.Rotation(ctx, "a2"); return err }()},
 		{name: "in-flight rotation kept", err: func() error { _, err := db.Rotation(ctx, "b1"); return err }()},
+		{name: "queued run request kept", err: func() error { _, err := db.GetRunRequest(ctx, queued); return err }()},
 	}
 	for _, c := range checks {
 		if c.err != nil {

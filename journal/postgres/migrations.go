@@ -109,4 +109,17 @@ var migrations = []journal.Migration{
 			updated_at  BIGINT NOT NULL
 		)`,
 	}},
+	{Version: 5, Name: "budget grants", Stmts: []string{
+		`ALTER TABLE usage_counters ADD COLUMN requests BIGINT NOT NULL DEFAULT 0`,
+		`CREATE TABLE budget_grants (
+			subject     TEXT NOT NULL,
+			period      TEXT NOT NULL,
+			owner       TEXT NOT NULL,
+			tokens      BIGINT NOT NULL DEFAULT 0,
+			usd         DOUBLE PRECISION NOT NULL DEFAULT 0,
+			requests    BIGINT NOT NULL DEFAULT 0,
+			expires_at  BIGINT NOT NULL,
+			PRIMARY KEY (subject, period, owner)
+		)`,
+	}},
 }

@@ -239,7 +239,7 @@ func (lz *leaser) fetch(h *holding, need journal.Amounts) <-chan struct{} {
 		defer lz.done(h, ch)
 		ctx, cancel := context.WithTimeout(lz.bg, leaseCallTimeout)
 		defer cancel()
-		lz.call(ctx, h, short, want, journal.Amounts{}, false)
+		lz.callRetry(ctx, h, short, want, journal.Amounts{}, false)
 	}()
 	return ch
 }
@@ -249,6 +249,25 @@ func (lz *leaser) done(h *holding, ch chan struct{}) {
 	h.fetching = nil
 	h.mu.Unlock()
 	close(ch)
+}
+
+// callRetry is call, made once more shortly after a failure: a session the
+// database ended fails the call that finds it, and the pool's next one is
+// fresh. (A call whose commit was lost and is made again is counted twice:
+// more counted, never less.)
+func (lz *leaser) callRetry(ctx context.Context, h *holding, minA, want, ret journal.Amounts, settled bool) error {
+	err := lz.call(ctx, h, minA, want, ret, settled)
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	t := time.NewTimer(20 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return err
+	case <-t.C:
+	}
+	return lz.call(ctx, h, minA, want, ret, settled)
 }
 
 // call is one LeaseBudget on h: report what was spent, give ret back, ask
@@ -348,7 +367,7 @@ func (lz *leaser) refresh(ctx context.Context, final bool) error {
 		h.mu.Unlock()
 		var err error
 		if due {
-			err = lz.call(ctx, h, journal.Amounts{}, want, ret, true)
+			err = lz.callRetry(ctx, h, journal.Amounts{}, want, ret, true)
 		}
 		lz.done(h, ch)
 		if err != nil && firstErr == nil {

@@ -192,6 +192,14 @@ func (h *holding) conclusiveLocked(need journal.Amounts) bool {
 	return recent && ((h.err != nil) || (h.refused && covers(short, h.refusedMin)))
 }
 
+// answered: the last call failed or granted nothing it was asked (a request
+// short of the holding then gets the final verdict).
+func (h *holding) answered() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.err != nil || h.refused
+}
+
 // undraw gives back a draw (another holding of the same request refused).
 func (h *holding) undraw(need journal.Amounts, requests bool) {
 	h.mu.Lock()
@@ -287,7 +295,6 @@ func (lz *leaser) call(ctx context.Context, h *holding, minA, want, ret journal.
 	h.spentReq = 0
 	req := journal.LeaseRequest{Owner: lz.owner, Subject: h.key.subject, Window: h.key.window, Limit: h.limit,
 		Held: h.held, Spent: spent, Return: ret, Min: minA, Want: want, TTL: lz.ttl}
-	h.drawn = journal.Amounts{}
 	h.mu.Unlock()
 	res, err := lz.store.LeaseBudget(ctx, req)
 	h.mu.Lock()
@@ -356,6 +363,7 @@ func (lz *leaser) refresh(ctx context.Context, final bool) error {
 			if !covers(h.drawn, scale(h.target, 0.25)) { // idle: shrink
 				h.target = maxAmounts(scale(h.target, 0.5), journal.Amounts{Tokens: 1, USD: 0, Requests: 1})
 			}
+			h.drawn = journal.Amounts{}
 			ret = shortfall(scale(h.target, 2), h.free) // what is free beyond twice the target
 			if !covers(h.free, scale(h.target, 0.5)) {
 				want = limited(shortfall(h.free, h.target), h.limit)

@@ -108,19 +108,24 @@ func (g *Gateway) admit(w http.ResponseWriter, st *reqState, model string, maxTo
 }
 
 // reserveLeased retries a reservation the instance's leased holding could
-// not cover: it waits (at most LeaseWait per try) for a fetch from the
-// journal, twice, then makes the refusal final (holding.verdict).
+// not cover: while the journal grants (its holding is not refused nor cut
+// off), it waits for a fetch and tries again, for at most LeaseWait in all;
+// then the refusal is final (holding.verdict).
 func (g *Gateway) reserveLeased(st *reqState, tokens int64, usd float64, hit *limitHit) (reservation, *limitHit) {
 	p := st.p
 	var res reservation
-	for try := 0; try < 2 && hit != nil && hit.short != nil; try++ {
-		h := hit.short
-		t := time.NewTimer(g.opts.LeaseWait)
+	t := time.NewTimer(g.opts.LeaseWait)
+	defer t.Stop()
+wait:
+	for hit != nil && hit.short != nil {
 		select {
-		case <-g.leases.fetch(h, hit.need):
+		case <-g.leases.fetch(hit.short, hit.need):
 		case <-t.C:
+			break wait
 		}
-		t.Stop()
+		if hit.short.answered() {
+			break // refused, or the journal is cut off: no use asking again now
+		}
 		res, hit = p.ledger.reserve(g.now(), p.role, p.ws, tokens, usd)
 	}
 	if hit != nil && hit.short != nil {

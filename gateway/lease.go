@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -333,6 +334,19 @@ func (lz *leaser) call(ctx context.Context, h *holding, minA, want, ret journal.
 	return nil
 }
 
+// nextMinute returns the holding of the minute after h's (an active rpm
+// holding about to end), created with h's limit and target. Caller holds h.mu.
+func (lz *leaser) nextMinute(h *holding) *holding {
+	m := h.end.Unix() / 60
+	nh := lz.holding(holdKey{h.key.subject, minuteWindow(m)}, h.end.Add(time.Minute), h.limit)
+	nh.mu.Lock()
+	if nh.target.IsZero() {
+		nh.target = h.target
+	}
+	nh.mu.Unlock()
+	return nh
+}
+
 // refresh runs every interval (and at Close with final): each holding
 // reports its spend, renews its grant, refills below half its target,
 // shrinks when idle and gives its window's remainder back once the window
@@ -357,9 +371,13 @@ func (lz *leaser) refresh(ctx context.Context, final bool) error {
 		h.fetching = ch
 		over := final || !now.Before(h.end)
 		var want, ret journal.Amounts
+		var next *holding
 		if over {
 			ret = h.free
 		} else {
+			if !final && !h.drawn.IsZero() && h.end.Sub(now) < 2*lz.every && strings.HasPrefix(h.key.window, "minute:") {
+				next = lz.nextMinute(h)
+			}
 			if !covers(h.drawn, scale(h.target, 0.25)) { // idle: shrink
 				h.target = maxAmounts(scale(h.target, 0.5), journal.Amounts{Tokens: 1, USD: 0, Requests: 1})
 			}
@@ -380,6 +398,9 @@ func (lz *leaser) refresh(ctx context.Context, final bool) error {
 		lz.done(h, ch)
 		if err != nil && firstErr == nil {
 			firstErr = err
+		}
+		if next != nil {
+			lz.fetch(next, journal.Amounts{}) // the next minute's rpm, ahead of its first request
 		}
 		h.mu.Lock()
 		drop := over && h.held.IsZero() && err == nil

@@ -86,8 +86,8 @@ type LeaseResult struct {
 }
 
 // LeaseBudget settles and renews owner's grant on a (subject, window) budget
-// in one transaction (serializable: concurrent grants on one budget never
-// add up past its limit): expired grants of the budget are charged to its
+// in one transaction holding the budget's counter row locked (concurrent
+// grants on one budget never add up past its limit): expired grants of the budget are charged to its
 // counter and deleted; Spent is added to the counter and taken off the
 // owner's grant, Return is taken off; then more is granted as Min and Want
 // ask, provided counter + every grant stays within Limit for each limited
@@ -97,7 +97,15 @@ func (db *DB) LeaseBudget(ctx context.Context, r LeaseRequest) (LeaseResult, err
 		return LeaseResult{}, fmt.Errorf("lease budget: %w: owner, subject, window and a positive ttl are required", ErrInvalid)
 	}
 	var res LeaseResult
-	err := db.tx(ctx, func(c conn) error {
+	// Every call on a budget first writes its counter row, which locks it
+	// until commit: calls on one budget run one after the other. So the
+	// transaction needs no serializable snapshot, only one taken after that
+	// lock, per statement (READ COMMITTED on PostgreSQL, the isolation of
+	// the migrations' transactions, taken after their lock for the same
+	// reason); it then waits for the lock instead of failing and retrying
+	// its whole transaction on every concurrent call. SQLite's writer is
+	// single anyway.
+	err := db.txWith(ctx, db.d.MigrationTxOptions, func(c conn) error {
 		res = LeaseResult{}
 		now := ns(db.now())
 		// Writing the counter first takes its row lock: grants on one

@@ -60,9 +60,7 @@ type holding struct {
 	// refused: the last call asked for refusedMin and got nothing.
 	refused    bool
 	refusedMin journal.Amounts
-	err        error     // the last call failed
-	errAt      time.Time // when
-	loggedAt   time.Time // the last 503 logged
+	err        error // the last call failed
 	fetching   chan struct{}
 }
 
@@ -313,7 +311,7 @@ func (lz *leaser) call(ctx context.Context, h *holding, minA, want, ret journal.
 				"subject", h.key.subject, "window", h.key.window, "free_tokens", h.free.Tokens, "free_usd", h.free.USD,
 				"free_requests", h.free.Requests, "err", err)
 		}
-		h.err, h.errAt = err, time.Now()
+		h.err = err
 		return err
 	}
 	if h.err != nil {
@@ -388,7 +386,7 @@ func (lz *leaser) refresh(ctx context.Context, final bool) error {
 			}
 		}
 		pending := h.spentReq != 0 || (lz.wb != nil && !lz.wb.pendingOf(usageKey(h.key)).isZero())
-		renew := !h.held.IsZero() && h.expires.Sub(time.Now()) < lz.ttl/2
+		renew := !h.held.IsZero() && time.Until(h.expires) < lz.ttl/2
 		due := pending || renew || !limited(ret, h.limit).IsZero() || !want.IsZero() || (over && !h.held.IsZero())
 		h.mu.Unlock()
 		var err error
@@ -429,8 +427,8 @@ func minuteWindow(m int64) string {
 // USD, hourly USD, rpm) and its workspace's rpm. The current windows'
 // holdings are cached; the ledger's lock guards the cache.
 type clientLease struct {
-	lz         *leaser
-	sub, wsSub string
+	lz  *leaser
+	sub string
 
 	day, hour, minute int64
 	dayH, hourH, rpmH *holding

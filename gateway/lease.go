@@ -306,7 +306,7 @@ func (lz *leaser) call(ctx context.Context, h *holding, minA, want, ret journal.
 		if lz.wb != nil {
 			lz.wb.putBack(usageKey(h.key), usageDelta{tokens: spent.Tokens, usd: spent.USD})
 		}
-		if h.err == nil {
+		if h.err == nil && lz.bg.Err() == nil { // not a fetch cut short by Close
 			lz.log.Warn("gateway budget journal unreachable; serving from the budget held, then refusing with 503",
 				"subject", h.key.subject, "window", h.key.window, "free_tokens", h.free.Tokens, "free_usd", h.free.USD,
 				"free_requests", h.free.Requests, "err", err)

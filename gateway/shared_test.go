@@ -143,6 +143,11 @@ type crowdResult struct {
 // crowd runs clients goroutines, spread over the instances, each sending up
 // to per requests as client (stopping once refused until the window ends).
 func (c *cluster) crowd(t *testing.T, clients, per int, client string, body func(g, i int) string) *crowdResult {
+	return c.crowdOf(t, clients, per, func(int) string { return client }, body)
+}
+
+// crowdOf is crowd with goroutine g sending as client(g).
+func (c *cluster) crowdOf(t *testing.T, clients, per int, client func(g int) string, body func(g, i int) string) *crowdResult {
 	t.Helper()
 	var r crowdResult
 	var wg sync.WaitGroup
@@ -153,7 +158,7 @@ func (c *cluster) crowd(t *testing.T, clients, per int, client string, body func
 			defer wg.Done()
 			<-start
 			for i := 0; i < per; i++ {
-				resp, b, err := c.post(context.Background(), (g+i)%len(c.inst), client, body(g, i))
+				resp, b, err := c.post(context.Background(), (g+i)%len(c.inst), client(g), body(g, i))
 				if err != nil {
 					if !c.anyKilled() {
 						t.Error(err)
@@ -275,31 +280,46 @@ func TestSharedBudgetPostgres(t *testing.T) {
 	}
 }
 
-// TestSharedRPMPostgres: the role's rpm holds across three instances, per
-// UTC minute: each minute's counter stays within it and counts every
-// request admitted.
+// TestSharedRPMPostgres: a role's rpm and a workspace's rpm hold across
+// three instances, per UTC minute: each minute's counter stays within the
+// limit and counts every request admitted.
 func TestSharedRPMPostgres(t *testing.T) {
-	const rpm = 40
-	c := newCluster(t, 3, map[string]Role{"shared": {Models: []string{"mistral-small-latest"}, RPM: rpm}})
-	m0 := minuteOf(time.Now())
-	r := c.crowd(t, 200, 3, "shared", func(g, i int) string { return chatBody("mistral-small-latest", 5, false, "hi") })
-	c.closeAll(t)
-	m1 := minuteOf(time.Now())
-	var counted int64
-	for m := m0; m <= m1; m++ {
-		used, err := c.e.db.BudgetUsed(context.Background(), usageSubject("shared-app"), minuteWindow(m))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if used.Requests > rpm {
-			t.Fatalf("minute %s: %d requests admitted, rpm %d", minuteWindow(m), used.Requests, rpm)
-		}
-		counted += used.Requests
+	tests := []struct {
+		name    string
+		rpm     int64
+		subject string
+		opts    []envOption
+		client  func(g int) string
+	}{
+		{"role", 40, usageSubject("shared-app"), nil, func(int) string { return "shared" }},
+		{"workspace", 30, workspaceSubject("team"),
+			[]envOption{withWorkspace("team", Workspace{RPM: 30}, map[string]string{"w1": "open", "w2": "open"})},
+			func(g int) string { return []string{"w1", "w2"}[g%2] }},
 	}
-	if counted != r.ok.Load() || r.ok.Load() > rpm*(m1-m0+1) || r.ok.Load() < rpm/2 {
-		t.Fatalf("%d admitted, %d counted over %d minutes, rpm %d", r.ok.Load(), counted, m1-m0+1, rpm)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, 3, map[string]Role{"shared": {Models: []string{"mistral-small-latest"}, RPM: int(tc.rpm)}, "open": {Models: []string{"*"}}}, tc.opts...)
+			m0 := minuteOf(time.Now())
+			r := c.crowdOf(t, 200, 3, tc.client, func(g, i int) string { return chatBody("mistral-small-latest", 5, false, "hi") })
+			c.closeAll(t)
+			m1 := minuteOf(time.Now())
+			var counted int64
+			for m := m0; m <= m1; m++ {
+				used, err := c.e.db.BudgetUsed(context.Background(), tc.subject, minuteWindow(m))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if used.Requests > tc.rpm {
+					t.Fatalf("minute %s: %d requests admitted, rpm %d", minuteWindow(m), used.Requests, tc.rpm)
+				}
+				counted += used.Requests
+			}
+			if counted != r.ok.Load() || r.ok.Load() > tc.rpm*(m1-m0+1) || r.ok.Load() < tc.rpm/2 {
+				t.Fatalf("%d admitted, %d counted over %d minutes, rpm %d", r.ok.Load(), counted, m1-m0+1, tc.rpm)
+			}
+			t.Logf("%d admitted over %d minute(s), %d refused", r.ok.Load(), m1-m0+1, r.refused.Load())
+		})
 	}
-	t.Logf("%d admitted over %d minute(s), %d refused", r.ok.Load(), m1-m0+1, r.refused.Load())
 }
 
 // TestSharedBudgetInstanceKilled: an instance killed while holding a lease

@@ -80,9 +80,10 @@
 // holding when it settles. The instance fetches more in the background
 // when a holding falls below half its target (one fetch in flight per
 // holding), sized to its traffic: a target starting at four requests'
-// worth, doubled when the holding drains within a flush interval, halved
-// each interval the holding is idle, and at most an eighth of the budget
-// (a quarter of an rpm) so that instances leave each other room. A request
+// worth, doubled when the holding drains again within a flush interval,
+// set each interval to twice what was drawn in the last one (halving at
+// most when the traffic drops), and at most an eighth of the budget (a
+// quarter of an rpm) so that instances leave each other room. A request
 // its holding does not cover waits for a fetch, at most LeaseWait (1s);
 // the journal grants a fetch either at least the shortfall or nothing.
 // Every FlushInterval each holding reports the usage settled (added to the

@@ -56,7 +56,8 @@ type holding struct {
 	target, drawn journal.Amounts
 	used          journal.Amounts // the journal's counter at the last call
 	expires       time.Time       // of the journal's grant
-	lastFetch     time.Time
+	lastFetch     time.Time       // the last call's end
+	lastAsk       time.Time       // the last fetch's start
 	// refused: the last call asked for refusedMin and got nothing.
 	refused    bool
 	refusedMin journal.Amounts
@@ -232,10 +233,13 @@ func (lz *leaser) fetch(h *holding, need journal.Amounts) <-chan struct{} {
 	}
 	ch := make(chan struct{})
 	h.fetching = ch
-	// Drained quickly: fetching again within a refresh interval doubles the target.
-	if !h.lastFetch.IsZero() && time.Since(h.lastFetch) < lz.every {
+	// Drained quickly: fetching again within a refresh interval of the
+	// last fetch doubles the target (ramping up faster than refresh, which
+	// measures the traffic, would).
+	if !h.lastAsk.IsZero() && time.Since(h.lastAsk) < lz.every {
 		h.target = capTarget(scale(h.target, 2), h.limit, need)
 	}
+	h.lastAsk = time.Now()
 	h.target = maxAmounts(h.target, limited(need, h.limit))
 	short := limited(shortfall(h.free, need), h.limit)
 	want := maxAmounts(limited(shortfall(h.free, h.target), h.limit), short)
@@ -376,9 +380,10 @@ func (lz *leaser) refresh(ctx context.Context, final bool) error {
 			if !final && !h.drawn.IsZero() && h.end.Sub(now) < 2*lz.every && strings.HasPrefix(h.key.window, "minute:") {
 				next = lz.nextMinute(h)
 			}
-			if !covers(h.drawn, scale(h.target, 0.25)) { // idle: shrink
-				h.target = maxAmounts(scale(h.target, 0.5), journal.Amounts{Tokens: 1, USD: 0, Requests: 1})
-			}
+			// Sized to the traffic: two intervals' worth of what was drawn in
+			// the last one, halving at most per interval when it drops.
+			h.target = capTarget(maxAmounts(scale(h.drawn, 2), scale(h.target, 0.5)), h.limit,
+				journal.Amounts{Tokens: 1, Requests: 1})
 			h.drawn = journal.Amounts{}
 			ret = shortfall(scale(h.target, 2), h.free) // what is free beyond twice the target
 			if !covers(h.free, scale(h.target, 0.5)) {

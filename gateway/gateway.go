@@ -28,6 +28,8 @@ type Gateway struct {
 	usage *writeBehind
 	// leases holds the budgets leased from the journal (nil without one).
 	leases *leaser
+	// leaseWaits counts requests that waited for a lease fetch (misses).
+	leaseWaits atomic.Int64
 	// unavailLogged is when a 503 for an unreachable journal was last logged.
 	unavailLogged atomic.Value
 	m             *metrics

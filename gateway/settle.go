@@ -114,6 +114,7 @@ func (g *Gateway) admit(w http.ResponseWriter, st *reqState, model string, maxTo
 func (g *Gateway) reserveLeased(st *reqState, tokens int64, usd float64, hit *limitHit) (reservation, *limitHit) {
 	p := st.p
 	var res reservation
+	g.leaseWaits.Add(1)
 	t := time.NewTimer(g.opts.LeaseWait)
 	defer t.Stop()
 wait:

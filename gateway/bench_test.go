@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -18,6 +19,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mrbacd/mrbacd/internal/testenv"
+	"github.com/mrbacd/mrbacd/journal/postgres"
 )
 
 // The load benchmarks (issue 7 (b) and (c)) run a paced open-loop load
@@ -72,12 +76,12 @@ type benchEnv struct {
 	overhead []time.Duration // gateway's own time per request (total - upstream)
 }
 
-func newBenchEnv(b *testing.B) *benchEnv {
+func newBenchEnv(b *testing.B, opts ...envOption) *benchEnv {
 	be := &benchEnv{}
-	e := newEnv(b, withRoles(benchRoles), withOptions(func(o *Options) {
+	e := newEnv(b, append([]envOption{withRoles(benchRoles), withOptions(func(o *Options) {
 		o.KeyPollInterval = 2 * time.Second
 		o.FlushInterval = time.Second
-	}))
+	})}, opts...)...)
 	// Production log level: access logs are debug, so off.
 	e.gw.log = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	e.gw.onOverhead = func(_ string, total, upstream time.Duration) {
@@ -447,4 +451,80 @@ func BenchmarkServeHTTP(b *testing.B) {
 			b.Fatal(resp.Status)
 		}
 	}
+}
+
+// BenchmarkLeaseOverhead (issue 13): the latency a budget adds at 1,000
+// requests/s (plain chat), with the budget's leases on SQLite and on
+// PostgreSQL. Four paths take turns, three rounds each of
+// MRBACD_BENCH_SECONDS/3, against one sandbox: direct; a gateway client
+// without any budget (no lease drawn); the same gateway (SQLite journal) as
+// a client with daily tokens, daily and hourly USD (every request draws
+// from two leased holdings); and a second gateway on a PostgreSQL journal,
+// same client and budgets. Reported: p50/p99 of each path and the
+// differences (leases over no budget on SQLite, PostgreSQL leases over
+// SQLite leases).
+func BenchmarkLeaseOverhead(b *testing.B) {
+	d := envSeconds("MRBACD_BENCH_SECONDS", 4, 60)
+	const rate = 1000
+	roles := map[string]Role{"bench": benchRoles["bench"], "nobudget": {Models: benchRoles["bench"].Models, MaxTokensPerRequest: 64}}
+	be := newBenchEnv(b, withRoles(roles))
+	direct, sqlite := be.targets()
+	free := target{"nobudget", be.url, be.tokens["nobudget"]}
+	ctx := context.Background()
+	pdb, err := postgres.Open(ctx, testenv.Postgres(b).DSN)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { pdb.Close() })
+	o := be.opts
+	o.Usage, o.Registerer = pdb, nil
+	o.KeyPollInterval, o.FlushInterval = 2*time.Second, time.Second
+	o.Logger = slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	gpg, err := New(ctx, o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Served as the SQLite gateway is (Serve: the same server and limits).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- gpg.Serve(sctx, ln) }()
+	b.Cleanup(func() { stop(); <-done })
+	pg := target{"postgres", "http://" + ln.Addr().String(), be.tokens["bench"]}
+	paths := []target{direct, free, sqlite, pg}
+	for _, tg := range paths {
+		be.run(tg, false, 2000, 250*time.Millisecond)
+	}
+	lat := map[string][]time.Duration{}
+	for i := 0; i < 3*len(paths); i++ {
+		tg := paths[i%len(paths)]
+		r := be.run(tg, false, rate, d/3)
+		if r.errors > 0 {
+			b.Errorf("%s: %d errors, first: %s", tg.name, r.errors, r.firstErr)
+		}
+		if r.rate < 0.97*rate {
+			b.Logf("%s: the generator achieved only %.0f req/s of %d (machine busy)", tg.name, r.rate, rate)
+		}
+		lat[tg.name] = append(lat[tg.name], r.lat...)
+	}
+	for _, l := range lat {
+		slices.Sort(l)
+	}
+	p50 := func(n string) time.Duration { return pct(lat[n], .5) }
+	p99 := func(n string) time.Duration { return pct(lat[n], .99) }
+	for _, n := range []string{"direct", "nobudget", "gateway", "postgres"} {
+		b.ReportMetric(us(p50(n)), n+"-p50-us")
+		b.ReportMetric(us(p99(n)), n+"-p99-us")
+	}
+	b.ReportMetric(us(p50("gateway")-p50("nobudget")), "sqlite-leases-over-nobudget-p50-us")
+	b.ReportMetric(us(p50("postgres")-p50("gateway")), "postgres-over-sqlite-leases-p50-us")
+	b.ReportMetric(us(p99("postgres")-p99("gateway")), "postgres-over-sqlite-leases-p99-us")
+	b.ReportMetric(0, "ns/op")
+	b.Logf("requests that waited for a lease fetch: SQLite %d, PostgreSQL %d", be.gw.leaseWaits.Load(), gpg.leaseWaits.Load())
+	b.Logf("at %d req/s: direct p50 %v p99 %v | no budget p50 %v p99 %v | SQLite leases p50 %v p99 %v | PostgreSQL leases p50 %v p99 %v | SQLite leases over no budget p50 %v | PostgreSQL over SQLite leases p50 %v p99 %v",
+		rate, p50("direct"), p99("direct"), p50("nobudget"), p99("nobudget"), p50("gateway"), p99("gateway"), p50("postgres"), p99("postgres"),
+		p50("gateway")-p50("nobudget"), p50("postgres")-p50("gateway"), p99("postgres")-p99("gateway"))
 }

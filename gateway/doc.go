@@ -57,16 +57,57 @@
 // client, what the gateway counts is at least what the upstream billed
 // (the usage it reported, or the reservation, which bounds it: the prompt
 // estimate is at least the prompt tokens and n × max_tokens at least the
-// completion tokens), and with one gateway instance the counted total never
-// exceeds a daily or hourly budget, since a request is admitted only when
-// its reservation fits and settles to at most that reservation. Gateway
-// instances sharing a journal each learn of the others' spending within a
-// flush interval, so N instances can together overshoot a budget by what
-// the others admitted in one interval. A crash (no graceful stop) forgets
-// the usage settled in the last flush interval and the reservations in
-// flight; a graceful stop forgets nothing.
+// completion tokens), and any number of gateway instances sharing a
+// journal (SQLite or PostgreSQL) never count more than a daily or hourly
+// budget together, nor admit more than a role's or a workspace's rpm per
+// UTC minute together: each admits a request only out of budget it holds
+// on lease from the journal (below), and a request settles to at most its
+// reservation. Without a journal (Options.Usage nil) the same holds for
+// the one instance, in memory only.
 // Windows roll over at UTC midnight (daily tokens and USD) and at the hour
-// (hourly USD); rpm is a sliding minute.
+// (hourly USD); rpm is a sliding minute per instance and, across instances,
+// a UTC minute.
+//
+// # Budget leases
+//
+// With a journal, every limited budget of a window (a client's daily
+// tokens and USD, its hourly USD, its rpm minute, its workspace's rpm
+// minute) is leased: the journal grants an instance a slice of it in one
+// transaction that checks the window's counter plus every instance's grant
+// against the limit (journal.DB.LeaseBudget: serializable on PostgreSQL,
+// the single writer on SQLite). A request draws its worst case from the
+// instance's holding, in memory; what it does not spend goes back to the
+// holding when it settles. The instance fetches more in the background
+// when a holding falls below half its target (one fetch in flight per
+// holding), sized to its traffic: a target starting at four requests'
+// worth, doubled when the holding drains again within a flush interval,
+// set each interval to twice what was drawn in the last one (halving at
+// most when the traffic drops), and at most an eighth of the budget (a
+// quarter of an rpm) so that instances leave each other room. A request
+// its holding does not cover waits for a fetch, at most LeaseWait (1s);
+// the journal grants a fetch either at least the shortfall or nothing.
+// Every FlushInterval each holding reports the usage settled (added to the
+// counter and taken off its grant), renews its grant (LeaseTTL, 15s), and
+// gives back what it holds beyond twice its target; a holding whose window
+// ended gives all back. A graceful stop charges the requests still in
+// flight in full, reports, and returns every remainder.
+//
+// A grant that is not renewed within LeaseTTL (the instance crashed, or
+// lost the journal) is charged to the counter in full by the next grant on
+// that budget: the journal cannot tell what the instance spent of it since
+// its last report, and the upstream billed whatever it did. A crash thus
+// never lets the others overspend; it costs the budget at most the unspent
+// part of the crashed instance's holdings (a few seconds of its traffic),
+// and the instance, should it come back, is told its grant was lost and
+// starts afresh. Near the end of a budget the rest may sit in other
+// instances' holdings: a request is then refused with Retry-After 1s (they
+// give it back within a few idle intervals, or spend it), and with
+// Retry-After until the window's end once the counter alone leaves no room.
+//
+// When the journal cannot be reached, an instance keeps serving from what
+// it holds and refuses what it does not with 503 (code budget_unavailable,
+// Retry-After 1s), logging that the journal is unreachable: it fails
+// closed. It serves again as soon as a call succeeds, without a restart.
 //
 // # Hostile clients
 //
@@ -85,19 +126,18 @@
 // and every key-looking token (mistral.ScrubKeyLike) replaced.
 //
 // Counters live in memory on the hot path and are written behind to the
-// journal (UsageStore) every FlushInterval and at Close; at start the current
-// windows are loaded, so a restart forgets at most one flush interval (and
-// nothing after a graceful stop). After each flush the windows are re-read
-// from the journal, so gateways scaled out on one journal share the token
-// and USD budgets (each learns of the others' spending within a flush
-// interval; rpm stays per instance).
+// journal (UsageStore) every FlushInterval and at Close, through the
+// leases for budgets and directly for clients without one; at start the
+// current windows are loaded, and after each flush re-read (what the
+// instance's ledger shows; the leases decide admission).
 //
 // rpm counts chat and embeddings requests admitted in the last 60 seconds;
 // /v1/models is not counted. There are two rpm limits, checked in the same
 // reservation: the role's, per client, and the workspace's (`workspaces:`
-// rpm), one sliding minute shared by every client of the workspace. Both
-// are per gateway instance: they live in memory only, so N instances admit
-// up to N times the configured rpm. Both count admissions: a request
+// rpm), one sliding minute shared by every client of the workspace. Each
+// instance keeps both as a sliding minute; with a journal each also leases
+// them per UTC minute, so N instances admit at most the configured rpm in
+// any UTC minute together. Both count admissions: a request
 // refused by another limit takes no slot, while one admitted and then
 // failed or cancelled keeps its slot for the minute. A role with a budget but no
 // max_tokens_per_request refuses chat requests without max_tokens (400),

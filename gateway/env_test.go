@@ -23,6 +23,7 @@ import (
 	"github.com/mrbacd/mrbacd/config"
 	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/journal"
+	"github.com/mrbacd/mrbacd/journal/postgres"
 	"github.com/mrbacd/mrbacd/mistral"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 	"github.com/mrbacd/mrbacd/secrets"
@@ -40,6 +41,7 @@ type testEnv struct {
 	target secrets.Target
 	db     *journal.DB
 	dbPath string
+	pg     *testenv.PostgresDB // when set, the journal is there (withPostgres)
 	opts   Options
 	gw     *Gateway
 	url    string
@@ -153,7 +155,13 @@ func newEnv(t testing.TB, opts ...envOption) *testEnv {
 	}
 	e.keyID = k.ID
 	e.dbPath = filepath.Join(dir, "state.db")
-	if e.db, err = journal.Open(ctx, e.dbPath); err != nil {
+	if e.pg != nil {
+		e.dbPath = ""
+		e.db, err = postgres.Open(ctx, e.pg.DSN)
+	} else {
+		e.db, err = journal.Open(ctx, e.dbPath)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.db.Close() })

@@ -26,6 +26,8 @@ const (
 	typeRateLimit  = "rate_limited"
 	typeNotFound   = "not_found"
 	typeUpstream   = "upstream_error"
+	// typeUnavailable: the gateway cannot decide on a budget now (503).
+	typeUnavailable = "service_unavailable"
 )
 
 // writeError writes an error in Mistral's shape. code names the limit or

@@ -26,10 +26,16 @@ type Gateway struct {
 	urls  map[string]*url.URL
 	rt    http.RoundTripper
 	usage *writeBehind
-	m     *metrics
-	log   *slog.Logger
-	now   func() time.Time
-	opts  Options
+	// leases holds the budgets leased from the journal (nil without one).
+	leases *leaser
+	// leaseWaits counts requests that waited for a lease fetch (misses).
+	leaseWaits atomic.Int64
+	// unavailLogged is when a 503 for an unreachable journal was last logged.
+	unavailLogged atomic.Value
+	m             *metrics
+	log           *slog.Logger
+	now           func() time.Time
+	opts          Options
 
 	// snap is what Reload swaps: principals, roles, key caches, limits.
 	snap     atomic.Pointer[snapshot]
@@ -85,6 +91,12 @@ func New(ctx context.Context, o Options) (*Gateway, error) {
 	if o.HangupDrainTimeout <= 0 {
 		o.HangupDrainTimeout = DefaultHangupDrainTimeout
 	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = DefaultLeaseTTL
+	}
+	if o.LeaseWait <= 0 {
+		o.LeaseWait = DefaultLeaseWait
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -109,14 +121,18 @@ func New(ctx context.Context, o Options) (*Gateway, error) {
 		}
 		g.urls[p] = pu
 	}
+	g.unavailLogged.Store(time.Time{})
+	g.bg, g.cancel = context.WithCancel(context.Background())
 	if o.Usage != nil {
 		g.usage = &writeBehind{store: o.Usage, pending: map[usageKey]usageDelta{}}
+		g.leases = &leaser{store: o.Usage, wb: g.usage, owner: newOwner(), ttl: o.LeaseTTL,
+			every: o.FlushInterval, now: o.Now, log: o.Logger, bg: g.bg, holds: map[holdKey]*holding{}}
 	}
 	sn, fresh, err := g.build(o, nil)
 	if err != nil {
+		g.cancel()
 		return nil, err
 	}
-	g.bg, g.cancel = context.WithCancel(context.Background())
 	g.startKeys(ctx, fresh)
 	g.snap.Store(sn)
 	if err := g.syncUsage(ctx); err != nil {
@@ -213,6 +229,8 @@ func (g *Gateway) build(o Options, old *snapshot) (*snapshot, []*keyCache, error
 		l := &ledger{}
 		if op := oldByName[c.Name]; op != nil {
 			l = op.ledger
+		} else if g.leases != nil {
+			l.lease = &clientLease{lz: g.leases, sub: usageSubject(c.Name)}
 		}
 		ws := sn.wss[c.Workspace]
 		if ws == nil {
@@ -312,14 +330,26 @@ func (g *Gateway) syncUsage(ctx context.Context) error {
 	return nil
 }
 
-// persist flushes settled usage and syncs the windows, one pass at a time.
+// persist reports settled usage (through the budget leases, the rest
+// directly), renews the leases and syncs the windows, one pass at a time.
 func (g *Gateway) persist(ctx context.Context) error {
 	g.usage.flushMu.Lock()
 	defer g.usage.flushMu.Unlock()
-	if err := g.usage.flush(ctx); err != nil {
+	if err := g.report(ctx, false); err != nil {
 		return err
 	}
 	return g.syncUsage(ctx)
+}
+
+// report hands the leases their spend (refresh; final returns every
+// remainder) and writes the usage of counters no lease covers. The caller
+// holds flushMu.
+func (g *Gateway) report(ctx context.Context, final bool) error {
+	lerr := g.leases.refresh(ctx, final)
+	if err := g.usage.flush(ctx, g.leases.covers); err != nil {
+		return err
+	}
+	return lerr
 }
 
 // persistLoop runs persist every interval until ctx ends.
@@ -367,7 +397,7 @@ func (g *Gateway) Flush(ctx context.Context) error {
 	}
 	g.usage.flushMu.Lock()
 	defer g.usage.flushMu.Unlock()
-	if err := g.usage.flush(ctx); err != nil {
+	if err := g.report(ctx, g.bg.Err() != nil); err != nil {
 		return fmt.Errorf("gateway: flush usage: %w", err)
 	}
 	return nil
@@ -383,6 +413,7 @@ func (g *Gateway) Close(ctx context.Context) error {
 		g.cancel()
 		g.reloadMu.Unlock()
 		g.wg.Wait()
+		g.leases.wait()
 		// Requests still in flight (a drain past ShutdownTimeout, a
 		// client's answer still read after it hung up) are charged their
 		// whole reservation now: their real usage would settle after the

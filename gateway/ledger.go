@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mrbacd/mrbacd/journal"
 )
 
 // limitHit names the limit that refused a reservation.
@@ -13,6 +15,13 @@ type limitHit struct {
 	retry time.Duration // until the window frees
 	// never: the request alone exceeds the limit; no window will admit it.
 	never bool
+	// short: the instance's holding of the budget (leased from the
+	// journal) lacks need; a fetch may bring it (Gateway.admit).
+	short *holding
+	need  journal.Amounts
+	// unavailable: the journal could not be reached and the instance holds
+	// too little of the budget: 503.
+	unavailable bool
 }
 
 // ledger holds one client's windows. Reserved and settled amounts are kept
@@ -32,6 +41,9 @@ type ledger struct {
 	// closed: the gateway closed; what settles later is not queued (it
 	// was charged in full by chargeOutstanding).
 	closed bool
+	// lease, with a journal, holds the budgets leased from it: a
+	// reservation must also be drawn from them.
+	lease *clientLease
 }
 
 // rpmWindow is a sliding minute: the admission times of the last RPM
@@ -67,6 +79,7 @@ type reservation struct {
 	day, hour int64
 	tokens    int64
 	usd       float64
+	draw      leaseDraw
 }
 
 // settled is usage to persist: the windows it belongs to and the amounts.
@@ -152,6 +165,12 @@ func (l *ledger) reserve(now time.Time, r *role, ws *workspace, tokens int64, us
 	if hit != nil {
 		return reservation{}, hit
 	}
+	var d leaseDraw
+	if l.lease != nil {
+		if d, hit = l.lease.draw(now, r, ws, tokens, usd); hit != nil {
+			return reservation{}, hit
+		}
+	}
 	if r.RPM > 0 {
 		l.rpm.admit(nowNS)
 	}
@@ -161,7 +180,7 @@ func (l *ledger) reserve(now time.Time, r *role, ws *workspace, tokens int64, us
 	l.dayTokensRes += tokens
 	l.dayUSDRes += usd
 	l.hourUSDRes += usd
-	return reservation{day: l.day, hour: l.hour, tokens: tokens, usd: usd}, nil
+	return reservation{day: l.day, hour: l.hour, tokens: tokens, usd: usd, draw: d}, nil
 }
 
 func untilDay(now time.Time) time.Duration {
@@ -189,6 +208,9 @@ func (l *ledger) settle(res reservation, tokens int64, usd float64, onSettled fu
 	s := settled{day: res.day, hour: res.hour, tokens: tokens, usd: usd}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// The leased holdings get back what the request drew and did not spend.
+	res.draw.day.giveBack(journal.Amounts{Tokens: res.tokens - tokens, USD: res.usd - usd})
+	res.draw.hour.giveBack(journal.Amounts{USD: res.usd - usd})
 	if res.day == l.day {
 		l.dayTokensRes -= res.tokens
 		l.dayUSDRes -= res.usd

@@ -46,6 +46,9 @@ type UsageStore interface {
 	AddUsage(ctx context.Context, subject, window string, tokens int64, usd float64) error
 	// LoadUsage returns every counter whose window starts with windowPrefix.
 	LoadUsage(ctx context.Context, windowPrefix string) (map[journal.UsageKey]journal.UsageTotal, error)
+	// LeaseBudget settles and renews this instance's grant of a budget
+	// (see the package doc, Budget leases).
+	LeaseBudget(ctx context.Context, r journal.LeaseRequest) (journal.LeaseResult, error)
 }
 
 // Role is a set of limits; zero means "no limit" for every number.
@@ -149,6 +152,12 @@ type Options struct {
 	FlushInterval time.Duration
 	// ShutdownTimeout bounds Run's drain after its context ends (default 10s).
 	ShutdownTimeout time.Duration
+	// LeaseTTL is the life of a budget grant not renewed (default 15s):
+	// the grant of an instance that crashed is charged in full then.
+	LeaseTTL time.Duration
+	// LeaseWait bounds each wait of a request for budget fetched from the
+	// journal (default 1s; a request waits at most twice).
+	LeaseWait time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }

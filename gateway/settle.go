@@ -94,13 +94,62 @@ func (g *Gateway) admit(w http.ResponseWriter, st *reqState, model string, maxTo
 		return false
 	}
 	out = max(out, 0)
-	res, hit := p.ledger.reserve(g.now(), r, p.ws, satAdd(promptEst, out), cost(pr, promptEst, out))
+	tokens, usd := satAdd(promptEst, out), cost(pr, promptEst, out)
+	res, hit := p.ledger.reserve(g.now(), r, p.ws, tokens, usd)
+	if hit != nil && hit.short != nil {
+		res, hit = g.reserveLeased(st, tokens, usd, hit)
+	}
 	if hit != nil {
-		writeRetry(w, hit)
+		g.refuse(w, st, hit)
 		return false
 	}
 	st.res, st.pr, st.reserved = res, pr, true
 	return true
+}
+
+// reserveLeased retries a reservation the instance's leased holding could
+// not cover: while the journal grants (its holding is not refused nor cut
+// off), it waits for a fetch and tries again, for at most LeaseWait in all;
+// then the refusal is final (holding.verdict).
+func (g *Gateway) reserveLeased(st *reqState, tokens int64, usd float64, hit *limitHit) (reservation, *limitHit) {
+	p := st.p
+	var res reservation
+	g.leaseWaits.Add(1)
+	t := time.NewTimer(g.opts.LeaseWait)
+	defer t.Stop()
+wait:
+	for hit != nil && hit.short != nil {
+		select {
+		case <-g.leases.fetch(hit.short, hit.need):
+		case <-t.C:
+			break wait
+		}
+		if hit.short.answered() {
+			break // refused, or the journal is cut off: no use asking again now
+		}
+		res, hit = p.ledger.reserve(g.now(), p.role, p.ws, tokens, usd)
+	}
+	if hit != nil && hit.short != nil {
+		hit = hit.short.verdict(hit, g.now())
+	}
+	return res, hit
+}
+
+// refuse writes a refusal: 503 when the budget's journal is unreachable
+// and the instance holds too little of it, else 429 or 403 (writeRetry).
+func (g *Gateway) refuse(w http.ResponseWriter, st *reqState, hit *limitHit) {
+	if !hit.unavailable {
+		writeRetry(w, hit)
+		return
+	}
+	if t := g.now(); t.Sub(g.unavailLogged.Load().(time.Time)) > 10*time.Second {
+		g.unavailLogged.Store(t)
+		g.log.Warn("gateway refusing requests with 503: the budget journal is unreachable and the budget held is spent",
+			"client", st.p.name, "limit", hit.name)
+	}
+	w.Header().Set("Retry-After", "1")
+	writeError(w, http.StatusServiceUnavailable, typeUnavailable, "budget_unavailable",
+		"the gateway cannot reach its budget journal and holds no more of the "+hit.name+" budget for this client; retry later")
 }
 
 func satAdd(a, b int64) int64 {

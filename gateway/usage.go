@@ -76,15 +76,46 @@ func (w *writeBehind) pendingOf(k usageKey) usageDelta {
 	return w.pending[k]
 }
 
-// flush writes what is pending; failures stay pending for the next flush.
-// The caller holds flushMu.
-func (w *writeBehind) flush(ctx context.Context) error {
+func (d usageDelta) isZero() bool { return d.tokens == 0 && d.usd == 0 }
+
+// take removes and returns what is pending for one counter (the leaser
+// reports it with its grant's renewal).
+func (w *writeBehind) take(k usageKey) usageDelta {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	d := w.pending[k]
+	delete(w.pending, k)
+	return d
+}
+
+// putBack returns d to the pending counter k (a report that failed).
+func (w *writeBehind) putBack(k usageKey, d usageDelta) {
+	if d.isZero() {
+		return
+	}
+	w.mu.Lock()
+	p := w.pending[k]
+	p.tokens += d.tokens
+	p.usd += d.usd
+	w.pending[k] = p
+	w.mu.Unlock()
+}
+
+// flush writes what is pending, except the counters skip says a lease
+// reports; failures stay pending for the next flush. The caller holds flushMu.
+func (w *writeBehind) flush(ctx context.Context, skip func(usageKey) bool) error {
 	if w == nil || w.store == nil {
 		return nil
 	}
 	w.mu.Lock()
 	batch := w.pending
 	w.pending = make(map[usageKey]usageDelta, len(batch))
+	for k, d := range batch {
+		if skip(k) {
+			w.pending[k] = d
+			delete(batch, k)
+		}
+	}
 	w.mu.Unlock()
 	var firstErr error
 	for k, d := range batch {

@@ -139,12 +139,15 @@ type PruneOptions struct {
 // PruneResult counts deleted rows.
 type PruneResult struct {
 	Runs, Messages, Rotations, Findings, Marks, Usage, Leases, Requests int64
+	// Grants are budget grants expired before the cutoff (their windows
+	// long over, left by gateway instances that crashed).
+	Grants int64
 }
 
 // Prune deletes history older than opts.Before: finished runs, sent and dead
 // outbox messages, finished rotations (the last done rotation of each key is
 // kept), resolved findings whose resolution was reported, once-marks, usage
-// counters not updated since, expired leases and settled run requests. Running rotations, running
+// counters not updated since, expired leases and budget grants, settled run requests. Running rotations, running
 // runs, pending messages and open findings are never pruned. Keep Before at
 // least 45 days back so monthly alert dedupe (outbox dedupe, MarkOnce) holds.
 func (db *DB) Prune(ctx context.Context, opts PruneOptions) (PruneResult, error) {
@@ -167,6 +170,7 @@ func (db *DB) Prune(ctx context.Context, opts PruneOptions) (PruneResult, error)
 		{&res.Usage, `DELETE FROM usage_counters WHERE updated_at < ?`},
 		{&res.Leases, `DELETE FROM leases WHERE expires_at < ?`},
 		{&res.Requests, `DELETE FROM run_requests WHERE status IN ('started','refused') AND requested_at < ?`},
+		{&res.Grants, `DELETE FROM budget_grants WHERE expires_at < ?`},
 	}
 	err := db.tx(ctx, func(tx conn) error {
 		res = PruneResult{}

@@ -33,7 +33,10 @@
 //     InDoubt the ones whose previous attempt has no recorded outcome;
 //     MarkSent, MarkRetry, MarkUncertain, MarkDead, Requeue; Due, NextDue,
 //     PendingCount, Message, Messages). Package notify drives it;
-//   - gateway usage counters per (subject, window) (AddUsage, Usage, LoadUsage);
+//   - gateway usage counters per (subject, window) (AddUsage, Usage, LoadUsage)
+//     and the slices of their budgets leased to gateway instances, granted in
+//     one transaction that keeps the counter plus every grant within the
+//     limit (LeaseBudget, BudgetGrants, BudgetUsed);
 //   - retention (Prune) and compaction (Vacuum).
 //
 // # Never a key's plaintext

@@ -22,6 +22,7 @@ type Journal interface {
 	Actions
 	Outbox
 	Usage
+	Budgets
 	Maintenance
 }
 
@@ -147,6 +148,19 @@ type Usage interface {
 	AddUsage(ctx context.Context, subject, window string, tokens int64, usd float64) error
 	Usage(ctx context.Context, subject, window string) (tokens int64, usd float64, err error)
 	LoadUsage(ctx context.Context, windowPrefix string) (map[UsageKey]UsageTotal, error)
+}
+
+// Budgets leases slices of (subject, window) budgets to gateway instances,
+// so that any number of them sharing the journal never admit more than a
+// budget in total (package gateway).
+type Budgets interface {
+	// LeaseBudget settles, renews, grows or returns the owner's grant in one
+	// transaction; see DB.LeaseBudget.
+	LeaseBudget(ctx context.Context, r LeaseRequest) (LeaseResult, error)
+	// BudgetGrants lists the grants on a budget.
+	BudgetGrants(ctx context.Context, subject, window string) ([]BudgetGrant, error)
+	// BudgetUsed returns a budget's counter, requests included.
+	BudgetUsed(ctx context.Context, subject, window string) (Amounts, error)
 }
 
 // Maintenance is the journal's own upkeep: health, retention, schema.

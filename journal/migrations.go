@@ -125,6 +125,26 @@ var migrations = []Migration{
 	}},
 	{5, "operator actions and finding suppressions", ActionsMigration},
 	{6, "run requests", runRequestsMigration("INTEGER PRIMARY KEY")},
+	{7, "budget grants", []string{
+		// The requests a counter holds (rpm windows, per UTC minute).
+		`ALTER TABLE usage_counters ADD COLUMN requests BIGINT NOT NULL DEFAULT 0`,
+		// Slices of a (subject, window) budget granted to gateway
+		// instances (LeaseBudget): one row per instance, holding what it
+		// was granted and has not reported spent. Granting checks the
+		// counter plus every grant against the limit in one transaction;
+		// an expired grant is charged to the counter in full, since the
+		// instance that held it may have spent it.
+		`CREATE TABLE budget_grants (
+			subject     TEXT NOT NULL,
+			period      TEXT NOT NULL,
+			owner       TEXT NOT NULL,
+			tokens      BIGINT NOT NULL DEFAULT 0,
+			usd         DOUBLE PRECISION NOT NULL DEFAULT 0,
+			requests    BIGINT NOT NULL DEFAULT 0,
+			expires_at  BIGINT NOT NULL,
+			PRIMARY KEY (subject, period, owner)
+		)`,
+	}},
 }
 
 // runRequestsMigration is migration 6 on either engine, given its

@@ -67,6 +67,8 @@ func Run(t *testing.T, b Backend) {
 		{"LastFire", testLastFire},
 		{"MarkOnce", testMarkOnce},
 		{"Usage", testUsage},
+		{"BudgetLeases", testBudgetLeases},
+		{"BudgetLeaseRace", testBudgetLeaseRace},
 		{"Outbox", testOutbox},
 		{"OutboxClaimRace", testOutboxClaimRace},
 		{"Prune", testPrune},

@@ -205,6 +205,10 @@ func testPrune(t *testing.T, h *harness) {
 	db.TakeRunRequest(ctx, settled, "leader")
 	db.SettleRunRequest(ctx, settled, rid, "")
 	queued, _ := db.RequestRun(ctx, "budget", "uid:0", "", "standby") // never taken: kept
+	if _, err := db.LeaseBudget(ctx, journal.LeaseRequest{Owner: "gw", Subject: "s", Window: "day:1", Limit: journal.Amounts{Tokens: 10},
+		Want: journal.Amounts{Tokens: 5}, TTL: time.Minute}); err != nil { // a crashed instance's grant
+		t.Fatal(err)
+	}
 	clk.Add(60 * 24 * time.Hour)
 	// Recent history.
 	newRun, _ := db.StartRun(ctx, "audit", "cron", "")
@@ -215,7 +219,7 @@ func testPrune(t *testing.T, h *harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := journal.PruneResult{Runs: 1, Messages: 1, Rotations: 1, Findings: 1, Marks: 1, Usage: 1, Leases: 1, Requests: 1}
+	want := journal.PruneResult{Runs: 1, Messages: 1, Rotations: 1, Findings: 1, Marks: 1, Usage: 1, Leases: 1, Requests: 1, Grants: 1}
 	if res != want {
 		t.Fatalf("prune = %+v, want %+v", res, want)
 	}

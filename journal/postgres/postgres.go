@@ -64,13 +64,14 @@ func sqlState(err error) string {
 // retryable: a transaction that failed this way was not committed and may
 // run again from the start: a lost serialization race or deadlock, a
 // backend terminated (its transaction rolled back), or a request the driver
-// never sent.
+// never sent (among them any attempted on a session the driver had already
+// found closed, e.g. ended by the server while idle in the pool).
 func retryable(err error) bool {
 	switch sqlState(err) {
 	case serializationFailure, deadlockDetected, adminShutdown, crashShutdown, cannotConnectNow:
 		return true
 	}
-	return pgconn.SafeToRetry(err)
+	return pgconn.SafeToRetry(err) || errors.Is(err, pgconn.ErrConnClosed)
 }
 
 // Open connects to the PostgreSQL database dsn names (a URL or key=value

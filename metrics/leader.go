@@ -24,8 +24,12 @@ func newLeaderMetrics(reg prometheus.Registerer) *leaderMetrics {
 	}
 	l.transitions.WithLabelValues("gained")
 	l.transitions.WithLabelValues("lost")
-	reg.MustRegister(l.leader, l.transitions, l.failovers)
+	reg.MustRegister(l.collectors()...)
 	return l
+}
+
+func (l *leaderMetrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{l.leader, l.transitions, l.failovers}
 }
 
 // ObserveLeadership records that this instance gained (failover: by taking

@@ -96,6 +96,7 @@ func New(version string, logger *slog.Logger) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.leader = newLeaderMetrics(m.reg)
+	m.collectors = append(m.collectors, m.leader.collectors()...)
 	return m
 }
 

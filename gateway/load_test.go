@@ -28,8 +28,8 @@ func TestRotationUnderLoad(t *testing.T) {
 		wait      time.Duration // between publish and delete
 		wantRetry bool          // the 401 path must have been taken
 	}{
-		{"poller picks up the new key", 100 * time.Millisecond, 600 * time.Millisecond, false},
-		{"upstream 401 re-reads the store", time.Hour, 0, true},
+		{name: "poller picks up the new key", poll: 100 * time.Millisecond, wait: 600 * time.Millisecond, wantRetry: false},
+		{name: "upstream 401 re-reads the store", poll: time.Hour, wait: 0, wantRetry: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -41,10 +41,10 @@ func TestRotationUnderLoad(t *testing.T) {
 			var total, failed, afterRotation atomic.Int64
 			var firstFailure atomic.Value
 			bodies := []struct{ path, body string }{
-				{pathChat, chatBody("mistral-small-latest", 20, false, "rotate")},
-				{pathChat, chatBody("mistral-small-latest", 20, true, "rotate streaming")},
-				{pathEmbeddings, `{"model":"mistral-embed","input":"rotate"}`},
-				{pathModels, ""},
+				{path: pathChat, body: chatBody("mistral-small-latest", 20, false, "rotate")},
+				{path: pathChat, body: chatBody("mistral-small-latest", 20, true, "rotate streaming")},
+				{path: pathEmbeddings, body: `{"model":"mistral-embed","input":"rotate"}`},
+				{path: pathModels, body: ""},
 			}
 			var wg sync.WaitGroup
 			for w := 0; w < 200; w++ {

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 )
 
@@ -86,7 +87,8 @@ func (p *pacedWriter) WriteHeader(code int) {
 		if p.u.gate != nil {
 			<-p.u.gate
 		}
-		time.Sleep(p.u.firstDelay) // generation time: the request is billed already
+		// sleep: the upstream's generation time, the request is billed already
+		time.Sleep(p.u.firstDelay)
 	}
 	p.ResponseWriter.WriteHeader(code)
 }
@@ -102,6 +104,7 @@ func (p *pacedWriter) Flush() {
 	if p.u.pad > 0 && strings.HasPrefix(p.Header().Get("Content-Type"), "text/event-stream") {
 		p.ResponseWriter.Write([]byte(": " + strings.Repeat("x", p.u.pad) + "\n\n"))
 	}
+	// sleep: the upstream's pace between streamed chunks
 	time.Sleep(p.u.chunkDelay)
 	p.ResponseWriter.(http.Flusher).Flush()
 }
@@ -123,15 +126,7 @@ func (e *testEnv) billed() int64 {
 // eventually waits for cond, checking it every few milliseconds.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
+	testenv.WaitFor(t, 20*time.Second, what, cond)
 }
 
 // waitReceived waits until the upstream received n chat requests.
@@ -159,6 +154,16 @@ func (e *testEnv) settledAll(t testing.TB, role string) (int64, float64) {
 
 func (e *testEnv) hangups(outcome string) float64 { return e.counter(e.gw.m.hangups, outcome) }
 
+// hungUp waits until n requests are counted as hung up, whatever their
+// outcome: the gateway counts a hang-up after it settles the request, so a
+// test that waited for the settling (settledAll) waits for this too.
+func (e *testEnv) hungUp(t testing.TB, n float64) {
+	t.Helper()
+	eventually(t, "the hang-up to be counted", func() bool {
+		return e.hangups("settled")+e.hangups("charged_reservation") >= n
+	})
+}
+
 // TestAttackHangUpMidStream: a client that reads the first chunk of a
 // stream and hangs up pays what the upstream billed for the whole answer:
 // the gateway keeps reading the stream to its usage chunk.
@@ -185,6 +190,7 @@ func TestAttackHangUpMidStream(t *testing.T) {
 	if usd <= 0 {
 		t.Fatalf("usd %v", usd)
 	}
+	e.hungUp(t, 1)
 	if n := e.hangups("settled"); n != 1 {
 		t.Fatalf("hangups_total{settled} = %v, want 1", n)
 	}
@@ -212,6 +218,7 @@ func TestAttackHangUpBeforePlainAnswer(t *testing.T) {
 	if billed := e.billed(); billed == 0 || tokens != billed {
 		t.Fatalf("gateway counted %d tokens, upstream billed %d", tokens, billed)
 	}
+	e.hungUp(t, 1)
 	if n := e.hangups("settled"); n != 1 {
 		t.Fatalf("hangups_total{settled} = %v, want 1", n)
 	}
@@ -576,6 +583,7 @@ func TestAttackClientStopsReading(t *testing.T) {
 	if billed := e.billed(); tokens != billed || billed == 0 {
 		t.Fatalf("counted %d, billed %d", tokens, billed)
 	}
+	e.hungUp(t, 1)
 	if n := e.hangups("settled"); n != 1 {
 		t.Fatalf("hangups_total{settled} = %v, want 1", n)
 	}

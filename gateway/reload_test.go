@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/secrets"
 )
 
@@ -111,11 +112,7 @@ func TestReload(t *testing.T) {
 	if _, err := e.store.Write(ctx, secrets.WriteRequest{Target: moved, IfVersion: d.Current, Record: rotated}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for kc.get().keyID != k.ID {
-		if time.Now().After(deadline) {
-			t.Fatal("the reloaded key location is not polled")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitFor(t, 5*time.Second, "the poller to read the rotated key at the reloaded location", func() bool {
+		return kc.get().keyID == k.ID
+	})
 }

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 )
 
@@ -86,7 +87,8 @@ func (p *pacedWriter) WriteHeader(code int) {
 		if p.u.gate != nil {
 			<-p.u.gate
 		}
-		time.Sleep(p.u.firstDelay) // generation time: the request is billed already
+		// sleep: the upstream's generation time, the request is billed already
+		time.Sleep(p.u.firstDelay)
 	}
 	p.ResponseWriter.WriteHeader(code)
 }
@@ -102,6 +104,7 @@ func (p *pacedWriter) Flush() {
 	if p.u.pad > 0 && strings.HasPrefix(p.Header().Get("Content-Type"), "text/event-stream") {
 		p.ResponseWriter.Write([]byte(": " + strings.Repeat("x", p.u.pad) + "\n\n"))
 	}
+	// sleep: the upstream's pace between streamed chunks
 	time.Sleep(p.u.chunkDelay)
 	p.ResponseWriter.(http.Flusher).Flush()
 }
@@ -123,15 +126,7 @@ func (e *testEnv) billed() int64 {
 // eventually waits for cond, checking it every few milliseconds.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
+	testenv.WaitFor(t, 20*time.Second, what, cond)
 }
 
 // waitReceived waits until the upstream received n chat requests.
@@ -159,6 +154,16 @@ func (e *testEnv) settledAll(t testing.TB, role string) (int64, float64) {
 
 func (e *testEnv) hangups(outcome string) float64 { return e.counter(e.gw.m.hangups, outcome) }
 
+// hungUp waits until n requests are counted as hung up, whatever their
+// outcome: the gateway counts a hang-up after it settles the request, so a
+// test that waited for the settling (settledAll) waits for this too.
+func (e *testEnv) hungUp(t testing.TB, n float64) {
+	t.Helper()
+	eventually(t, "the hang-up to be counted", func() bool {
+		return e.hangups("settled")+e.hangups("charged_reservation") >= n
+	})
+}
+
 // TestAttackHangUpMidStream: a client that reads the first chunk of a
 // stream and hangs up pays what the upstream billed for the whole answer:
 // the gateway keeps reading the stream to its usage chunk.
@@ -185,6 +190,7 @@ func TestAttackHangUpMidStream(t *testing.T) {
 	if usd <= 0 {
 		t.Fatalf("usd %v", usd)
 	}
+	e.hungUp(t, 1)
 	if n := e.hangups("settled"); n != 1 {
 		t.Fatalf("hangups_total{settled} = %v, want 1", n)
 	}
@@ -212,6 +218,7 @@ func TestAttackHangUpBeforePlainAnswer(t *testing.T) {
 	if billed := e.billed(); billed == 0 || tokens != billed {
 		t.Fatalf("gateway counted %d tokens, upstream billed %d", tokens, billed)
 	}
+	e.hungUp(t, 1)
 	if n := e.hangups("settled"); n != 1 {
 		t.Fatalf("hangups_total{settled} = %v, want 1", n)
 	}
@@ -332,14 +339,14 @@ func TestAttackNCompletions(t *testing.T) {
 		forwarded      bool
 		wantN, wantMax int
 	}{
-		{"n 10 under a cap of 50", `{"model":"mistral-small-latest","n":10,"max_tokens":50,` + msgs + `}`, 403, "n × max_tokens (10 × 50) exceeds the role's max_tokens_per_request of 50", false, 0, 0},
-		{"n 2 × 25 fits", `{"model":"mistral-small-latest","n":2,"max_tokens":25,` + msgs + `}`, 200, "", true, 2, 25},
-		{"n without max_tokens gets the cap divided", `{"model":"mistral-small-latest","n":10,` + msgs + `}`, 200, "", true, 10, 5},
-		{"n over the cap without max_tokens", `{"model":"mistral-small-latest","n":51,` + msgs + `}`, 403, "n of 51 exceeds the role's max_tokens_per_request of 50", false, 0, 0},
-		{"n zero", `{"model":"mistral-small-latest","n":0,"max_tokens":5,` + msgs + `}`, 400, "n must be an integer of at least 1", false, 0, 0},
-		{"N in capitals", `{"model":"mistral-small-latest","N":10,"max_tokens":50,` + msgs + `}`, 400, `key \"N\" is ambiguous`, false, 0, 0},
-		{"n twice", `{"model":"mistral-small-latest","n":1,"n":10,"max_tokens":50,` + msgs + `}`, 400, "n appears more than once", false, 0, 0},
-		{"n escaped", `{"model":"mistral-small-latest","\u006e":10,"max_tokens":50,` + msgs + `}`, 403, "10 × 50", false, 0, 0},
+		{name: "n 10 under a cap of 50", body: `{"model":"mistral-small-latest","n":10,"max_tokens":50,` + msgs + `}`, wantStatus: 403, wantMsg: "n × max_tokens (10 × 50) exceeds the role's max_tokens_per_request of 50", forwarded: false, wantN: 0, wantMax: 0},
+		{name: "n 2 × 25 fits", body: `{"model":"mistral-small-latest","n":2,"max_tokens":25,` + msgs + `}`, wantStatus: 200, wantMsg: "", forwarded: true, wantN: 2, wantMax: 25},
+		{name: "n without max_tokens gets the cap divided", body: `{"model":"mistral-small-latest","n":10,` + msgs + `}`, wantStatus: 200, wantMsg: "", forwarded: true, wantN: 10, wantMax: 5},
+		{name: "n over the cap without max_tokens", body: `{"model":"mistral-small-latest","n":51,` + msgs + `}`, wantStatus: 403, wantMsg: "n of 51 exceeds the role's max_tokens_per_request of 50", forwarded: false, wantN: 0, wantMax: 0},
+		{name: "n zero", body: `{"model":"mistral-small-latest","n":0,"max_tokens":5,` + msgs + `}`, wantStatus: 400, wantMsg: "n must be an integer of at least 1", forwarded: false, wantN: 0, wantMax: 0},
+		{name: "N in capitals", body: `{"model":"mistral-small-latest","N":10,"max_tokens":50,` + msgs + `}`, wantStatus: 400, wantMsg: `key \"N\" is ambiguous`, forwarded: false, wantN: 0, wantMax: 0},
+		{name: "n twice", body: `{"model":"mistral-small-latest","n":1,"n":10,"max_tokens":50,` + msgs + `}`, wantStatus: 400, wantMsg: "n appears more than once", forwarded: false, wantN: 0, wantMax: 0},
+		{name: "n escaped", body: `{"model":"mistral-small-latest","\u006e":10,"max_tokens":50,` + msgs + `}`, wantStatus: 403, wantMsg: "10 × 50", forwarded: false, wantN: 0, wantMax: 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -476,9 +483,9 @@ func TestAttackSlowClients(t *testing.T) {
 	tests := []struct {
 		name, req, wantStatus string
 	}{
-		{"stalled body with a token", head(e.tokens["developer"]), "408"},
-		{"stalled body without a token", head(""), "401"},
-		{"stalled headers", "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n", ""},
+		{name: "stalled body with a token", req: head(e.tokens["developer"]), wantStatus: "408"},
+		{name: "stalled body without a token", req: head(""), wantStatus: "401"},
+		{name: "stalled headers", req: "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n", wantStatus: ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -576,6 +583,7 @@ func TestAttackClientStopsReading(t *testing.T) {
 	if billed := e.billed(); tokens != billed || billed == 0 {
 		t.Fatalf("counted %d, billed %d", tokens, billed)
 	}
+	e.hungUp(t, 1)
 	if n := e.hangups("settled"); n != 1 {
 		t.Fatalf("hangups_total{settled} = %v, want 1", n)
 	}
@@ -685,35 +693,35 @@ func TestAttackRefusedTricks(t *testing.T) {
 		wantModel   string // for admitted requests: what the upstream must read
 		wantMaxToks int
 	}{
-		{"model twice", pathChat, `{"model":"` + small + `","model":"mistral-large-latest","max_tokens":5,` + msgs + `}`, nil, false, 400, "", 0},
-		{"max_tokens twice", pathChat, `{"model":"` + small + `","max_tokens":5,"max_tokens":5000,` + msgs + `}`, nil, false, 400, "", 0},
-		{"model in capitals", pathChat, `{"model":"` + small + `","MODEL":"mistral-large-latest","max_tokens":5,` + msgs + `}`, nil, false, 400, "", 0},
-		{"max_tokens in another case", pathChat, `{"model":"` + small + `","Max_Tokens":5000,"max_tokens":5,` + msgs + `}`, nil, false, 400, "", 0},
-		{"escaped max_tokens over the cap", pathChat, `{"model":"` + small + `","max_\u0074okens":51,` + msgs + `}`, nil, false, 403, "", 0},
-		{"escaped max_tokens at the cap", pathChat, `{"model":"` + small + `","max_\u0074okens":50,` + msgs + `}`, nil, false, 200, small, 50},
-		{"escaped model not allowed", pathChat, `{"model":"mistral-\u006carge-latest","max_tokens":5,` + msgs + `}`, nil, false, 403, "", 0},
-		{"escaped model allowed", pathChat, `{"model":"mistral-\u0073mall-latest","max_tokens":5,` + msgs + `}`, nil, false, 200, small, 5},
-		{"model with a trailing space", pathChat, `{"model":"` + small + ` ","max_tokens":5,` + msgs + `}`, nil, false, 403, "", 0},
-		{"max_tokens null gets the role's", pathChat, `{"model":"` + small + `","max_tokens":null,` + msgs + `}`, nil, false, 200, small, 50},
-		{"max_tokens as a float", pathChat, `{"model":"` + small + `","max_tokens":5.0,` + msgs + `}`, nil, false, 400, "", 0},
-		{"max_tokens in exponent form", pathChat, `{"model":"` + small + `","max_tokens":1e3,` + msgs + `}`, nil, false, 400, "", 0},
-		{"max_tokens as a string", pathChat, `{"model":"` + small + `","max_tokens":"5000",` + msgs + `}`, nil, false, 400, "", 0},
-		{"stream as a string", pathChat, `{"model":"` + small + `","max_tokens":5,"stream":"true",` + msgs + `}`, nil, false, 400, "", 0},
-		{"second document", pathChat, `{"model":"` + small + `","max_tokens":5,` + msgs + `} {"model":"mistral-large-latest"}`, nil, false, 400, "", 0},
-		{"byte order mark", pathChat, "\ufeff" + `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, nil, false, 400, "", 0},
-		{"nested model only", pathChat, `{"max_tokens":5,"messages":[{"role":"user","content":"x","model":"` + small + `"}]}`, nil, false, 400, "", 0},
-		{"gzip body", pathChat, gzipped(`{"model":"mistral-large-latest","max_tokens":5000,` + msgs + `}`), map[string]string{"Content-Encoding": "gzip"}, false, 400, "", 0},
-		{"chunked body", pathChat, `{"model":"` + small + `","max_tokens":7,` + msgs + `}`, nil, true, 200, small, 7},
-		{"chunked body over the limit", pathChat, `{"model":"` + small + `","max_tokens":7,"messages":[{"role":"user","content":"` + strings.Repeat("x", 70<<10) + `"}]}`, nil, true, 413, "", 0},
-		{"headers over 64 KiB", pathChat, `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, map[string]string{"X-Pad": strings.Repeat("p", 100<<10)}, false, 431, "", 0},
-		{"trailing slash", pathChat + "/", `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, nil, false, 404, "", 0},
-		{"double slash", "/v1//chat/completions", `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, nil, false, 404, "", 0},
-		{"encoded slash", "/v1/chat%2Fcompletions", `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, nil, false, 404, "", 0},
-		{"encoded letter", "/v1/%63hat/completions", `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, nil, false, 404, "", 0},
-		{"dot segment", "/v1/chat/./completions", `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, nil, false, 404, "", 0},
-		{"upper case", "/V1/chat/completions", `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, nil, false, 404, "", 0},
-		{"dot-dot to admin", "/v1/chat/../admin/api-keys", `{}`, nil, false, 404, "", 0},
-		{"admin route", "/v1/admin/api-keys", `{}`, nil, false, 404, "", 0},
+		{name: "model twice", path: pathChat, body: `{"model":"` + small + `","model":"mistral-large-latest","max_tokens":5,` + msgs + `}`, header: nil, chunked: false, wantStatus: 400, wantModel: "", wantMaxToks: 0},
+		{name: "max_tokens twice", path: pathChat, body: `{"model":"` + small + `","max_tokens":5,"max_tokens":5000,` + msgs + `}`, header: nil, chunked: false, wantStatus: 400, wantModel: "", wantMaxToks: 0},
+		{name: "model in capitals", path: pathChat, body: `{"model":"` + small + `","MODEL":"mistral-large-latest","max_tokens":5,` + msgs + `}`, header: nil, chunked: false, wantStatus: 400, wantModel: "", wantMaxToks: 0},
+		{name: "max_tokens in another case", path: pathChat, body: `{"model":"` + small + `","Max_Tokens":5000,"max_tokens":5,` + msgs + `}`, header: nil, chunked: false, wantStatus: 400, wantModel: "", wantMaxToks: 0},
+		{name: "escaped max_tokens over the cap", path: pathChat, body: `{"model":"` + small + `","max_\u0074okens":51,` + msgs + `}`, header: nil, chunked: false, wantStatus: 403, wantModel: "", wantMaxToks: 0},
+		{name: "escaped max_tokens at the cap", path: pathChat, body: `{"model":"` + small + `","max_\u0074okens":50,` + msgs + `}`, header: nil, chunked: false, wantStatus: 200, wantModel: small, wantMaxToks: 50},
+		{name: "escaped model not allowed", path: pathChat, body: `{"model":"mistral-\u006carge-latest","max_tokens":5,` + msgs + `}`, header: nil, chunked: false, wantStatus: 403, wantModel: "", wantMaxToks: 0},
+		{name: "escaped model allowed", path: pathChat, body: `{"model":"mistral-\u0073mall-latest","max_tokens":5,` + msgs + `}`, header: nil, chunked: false, wantStatus: 200, wantModel: small, wantMaxToks: 5},
+		{name: "model with a trailing space", path: pathChat, body: `{"model":"` + small + ` ","max_tokens":5,` + msgs + `}`, header: nil, chunked: false, wantStatus: 403, wantModel: "", wantMaxToks: 0},
+		{name: "max_tokens null gets the role's", path: pathChat, body: `{"model":"` + small + `","max_tokens":null,` + msgs + `}`, header: nil, chunked: false, wantStatus: 200, wantModel: small, wantMaxToks: 50},
+		{name: "max_tokens as a float", path: pathChat, body: `{"model":"` + small + `","max_tokens":5.0,` + msgs + `}`, header: nil, chunked: false, wantStatus: 400, wantModel: "", wantMaxToks: 0},
+		{name: "max_tokens in exponent form", path: pathChat, body: `{"model":"` + small + `","max_tokens":1e3,` + msgs + `}`, header: nil, chunked: false, wantStatus: 400, wantModel: "", wantMaxToks: 0},
+		{name: "max_tokens as a string", path: pathChat, body: `{"model":"` + small + `","max_tokens":"5000",` + msgs + `}`, header: nil, chunked: false, wantStatus: 400, wantModel: "", wantMaxToks: 0},
+		{name: "stream as a string", path: pathChat, body: `{"model":"` + small + `","max_tokens":5,"stream":"true",` + msgs + `}`, header: nil, chunked: false, wantStatus: 400, wantModel: "", wantMaxToks: 0},
+		{name: "second document", path: pathChat, body: `{"model":"` + small + `","max_tokens":5,` + msgs + `} {"model":"mistral-large-latest"}`, header: nil, chunked: false, wantStatus: 400, wantModel: "", wantMaxToks: 0},
+		{name: "byte order mark", path: pathChat, body: "\ufeff" + `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, header: nil, chunked: false, wantStatus: 400, wantModel: "", wantMaxToks: 0},
+		{name: "nested model only", path: pathChat, body: `{"max_tokens":5,"messages":[{"role":"user","content":"x","model":"` + small + `"}]}`, header: nil, chunked: false, wantStatus: 400, wantModel: "", wantMaxToks: 0},
+		{name: "gzip body", path: pathChat, body: gzipped(`{"model":"mistral-large-latest","max_tokens":5000,` + msgs + `}`), header: map[string]string{"Content-Encoding": "gzip"}, chunked: false, wantStatus: 400, wantModel: "", wantMaxToks: 0},
+		{name: "chunked body", path: pathChat, body: `{"model":"` + small + `","max_tokens":7,` + msgs + `}`, header: nil, chunked: true, wantStatus: 200, wantModel: small, wantMaxToks: 7},
+		{name: "chunked body over the limit", path: pathChat, body: `{"model":"` + small + `","max_tokens":7,"messages":[{"role":"user","content":"` + strings.Repeat("x", 70<<10) + `"}]}`, header: nil, chunked: true, wantStatus: 413, wantModel: "", wantMaxToks: 0},
+		{name: "headers over 64 KiB", path: pathChat, body: `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, header: map[string]string{"X-Pad": strings.Repeat("p", 100<<10)}, chunked: false, wantStatus: 431, wantModel: "", wantMaxToks: 0},
+		{name: "trailing slash", path: pathChat + "/", body: `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, header: nil, chunked: false, wantStatus: 404, wantModel: "", wantMaxToks: 0},
+		{name: "double slash", path: "/v1//chat/completions", body: `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, header: nil, chunked: false, wantStatus: 404, wantModel: "", wantMaxToks: 0},
+		{name: "encoded slash", path: "/v1/chat%2Fcompletions", body: `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, header: nil, chunked: false, wantStatus: 404, wantModel: "", wantMaxToks: 0},
+		{name: "encoded letter", path: "/v1/%63hat/completions", body: `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, header: nil, chunked: false, wantStatus: 404, wantModel: "", wantMaxToks: 0},
+		{name: "dot segment", path: "/v1/chat/./completions", body: `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, header: nil, chunked: false, wantStatus: 404, wantModel: "", wantMaxToks: 0},
+		{name: "upper case", path: "/V1/chat/completions", body: `{"model":"` + small + `","max_tokens":5,` + msgs + `}`, header: nil, chunked: false, wantStatus: 404, wantModel: "", wantMaxToks: 0},
+		{name: "dot-dot to admin", path: "/v1/chat/../admin/api-keys", body: `{}`, header: nil, chunked: false, wantStatus: 404, wantModel: "", wantMaxToks: 0},
+		{name: "admin route", path: "/v1/admin/api-keys", body: `{}`, header: nil, chunked: false, wantStatus: 404, wantModel: "", wantMaxToks: 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -42,24 +42,24 @@ func TestAuthorize(t *testing.T) {
 		want      denial
 		client    string
 	}{
-		{"exact model", "tok-0", "mistral-small-latest", 100, allowed, "analyst-app"},
-		{"at the max", "tok-0", "mistral-embed", 500, allowed, "analyst-app"},
-		{"over the max", "tok-0", "mistral-small-latest", 501, denyMaxTokens, "analyst-app"},
-		{"not applicable", "tok-0", "mistral-embed", -1, allowed, "analyst-app"},
-		{"unlisted model", "tok-0", "mistral-large-latest", 10, denyModel, "analyst-app"},
-		{"prefix wildcard", "tok-1", "codestral-2508", 10, allowed, "dev-app"},
-		{"prefix is not a substring", "tok-1", "my-codestral-x", 10, denyModel, "dev-app"},
-		{"prefix alone", "tok-1", "codestral-", 10, allowed, "dev-app"},
-		{"star allows all, no max", "tok-2", "anything", 1 << 30, allowed, "admin-app"},
-		{"workspace refuses what the role allows", "tok-ws", "codestral-2508", 10, denyWorkspaceModel, "ops-dev"},
-		{"workspace and role allow", "tok-ws", "mistral-small-latest", 10, allowed, "ops-dev"},
-		{"role refuses before the workspace", "tok-ws", "mistral-large-latest", 10, denyModel, "ops-dev"},
-		{"workspace refusal before max_tokens", "tok-ws", "codestral-2508", 1 << 20, denyWorkspaceModel, "ops-dev"},
-		{"unrestricted workspace", "tok-open", "codestral-2508", 10, allowed, "open-dev"},
-		{"unrestricted workspace, role refuses", "tok-open", "open-mistral-7b", 10, denyModel, "open-dev"},
-		{"unknown token", "nope", "mistral-small-latest", 1, denyUnknownToken, ""},
-		{"empty token", "", "mistral-small-latest", 1, denyUnknownToken, ""},
-		{"token differing by case", "TOK-0", "mistral-small-latest", 1, denyUnknownToken, ""},
+		{name: "exact model", token: "tok-0", model: "mistral-small-latest", maxTokens: 100, want: allowed, client: "analyst-app"},
+		{name: "at the max", token: "tok-0", model: "mistral-embed", maxTokens: 500, want: allowed, client: "analyst-app"},
+		{name: "over the max", token: "tok-0", model: "mistral-small-latest", maxTokens: 501, want: denyMaxTokens, client: "analyst-app"},
+		{name: "not applicable", token: "tok-0", model: "mistral-embed", maxTokens: -1, want: allowed, client: "analyst-app"},
+		{name: "unlisted model", token: "tok-0", model: "mistral-large-latest", maxTokens: 10, want: denyModel, client: "analyst-app"},
+		{name: "prefix wildcard", token: "tok-1", model: "codestral-2508", maxTokens: 10, want: allowed, client: "dev-app"},
+		{name: "prefix is not a substring", token: "tok-1", model: "my-codestral-x", maxTokens: 10, want: denyModel, client: "dev-app"},
+		{name: "prefix alone", token: "tok-1", model: "codestral-", maxTokens: 10, want: allowed, client: "dev-app"},
+		{name: "star allows all, no max", token: "tok-2", model: "anything", maxTokens: 1 << 30, want: allowed, client: "admin-app"},
+		{name: "workspace refuses what the role allows", token: "tok-ws", model: "codestral-2508", maxTokens: 10, want: denyWorkspaceModel, client: "ops-dev"},
+		{name: "workspace and role allow", token: "tok-ws", model: "mistral-small-latest", maxTokens: 10, want: allowed, client: "ops-dev"},
+		{name: "role refuses before the workspace", token: "tok-ws", model: "mistral-large-latest", maxTokens: 10, want: denyModel, client: "ops-dev"},
+		{name: "workspace refusal before max_tokens", token: "tok-ws", model: "codestral-2508", maxTokens: 1 << 20, want: denyWorkspaceModel, client: "ops-dev"},
+		{name: "unrestricted workspace", token: "tok-open", model: "codestral-2508", maxTokens: 10, want: allowed, client: "open-dev"},
+		{name: "unrestricted workspace, role refuses", token: "tok-open", model: "open-mistral-7b", maxTokens: 10, want: denyModel, client: "open-dev"},
+		{name: "unknown token", token: "nope", model: "mistral-small-latest", maxTokens: 1, want: denyUnknownToken, client: ""},
+		{name: "empty token", token: "", model: "mistral-small-latest", maxTokens: 1, want: denyUnknownToken, client: ""},
+		{name: "token differing by case", token: "TOK-0", model: "mistral-small-latest", maxTokens: 1, want: denyUnknownToken, client: ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,8 +80,8 @@ func TestAuthorize(t *testing.T) {
 
 func TestBearer(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
-		{"Bearer abc", "abc"}, {"bearer abc", "abc"}, {"BEARER  abc ", "abc"},
-		{"Basic abc", ""}, {"Bearer", ""}, {"", ""}, {"abc", ""},
+		{in: "Bearer abc", want: "abc"}, {in: "bearer abc", want: "abc"}, {in: "BEARER  abc ", want: "abc"},
+		{in: "Basic abc", want: ""}, {in: "Bearer", want: ""}, {in: "", want: ""}, {in: "abc", want: ""},
 	} {
 		if got := bearer(tc.in); got != tc.want {
 			t.Errorf("bearer(%q) = %q, want %q", tc.in, got, tc.want)
@@ -121,10 +121,10 @@ func BenchmarkAuthorize(b *testing.B) {
 	a.byHash[h] = &principal{name: "bench", hash: h, role: compileRole("dev", Role{Models: []string{"mistral-small-latest", "codestral-*", "ministral-*"}, MaxTokensPerRequest: 2000}),
 		ws: compileWorkspace("ops", Workspace{Models: []string{"mistral-small-latest", "codestral-*"}, RPM: 100}, nil)}
 	for _, bc := range []struct{ name, model string }{
-		{"exact", "mistral-small-latest"},
-		{"prefix", "codestral-latest"},
-		{"denied_model", "mistral-large-latest"},
-		{"denied_by_workspace", "ministral-8b-latest"},
+		{name: "exact", model: "mistral-small-latest"},
+		{name: "prefix", model: "codestral-latest"},
+		{name: "denied_model", model: "mistral-large-latest"},
+		{name: "denied_by_workspace", model: "ministral-8b-latest"},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()

@@ -30,7 +30,7 @@ func benchProxy(b *testing.B, stream bool) {
 		name  string
 		h     http.Handler
 		token string
-	}{{"gateway", be.gw, be.tokens["bench"]}, {"bare", bare, be.upKey}} {
+	}{{name: "gateway", h: be.gw, token: be.tokens["bench"]}, {name: "bare", h: bare, token: be.upKey}} {
 		b.Run(c.name, func(b *testing.B) {
 			auth := "Bearer " + c.token
 			rd := bytes.NewReader(body)

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,6 +26,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mrbacd/mrbacd/internal/testenv"
 )
 
 // BenchmarkStreams (issue 11's capacity goal): N concurrent streaming
@@ -95,7 +98,8 @@ func BenchmarkStreams(b *testing.B) {
 		if inflight != nil {
 			waitOpen(b, inflight, int64(n), cl)
 			cpu0 = cpuTime()
-			time.Sleep(time.Second) // the streams flow; sample mid-way
+			// sleep: the benchmark's pacing, the streams flow a second before memory is sampled mid-way
+			time.Sleep(time.Second)
 			r.open = int(inflight())
 			r.rssPer = float64(rssBytes()-rss0) / float64(n)
 			r.heapPer = float64(heapBytes()-heap0) / float64(n)
@@ -147,19 +151,31 @@ func raiseNoFile(b *testing.B) {
 	b.Logf("open files limit %d", rl.Cur)
 }
 
+// waitOpen waits until nearly all n streams are open through the proxy
+// (a stream that failed early must not stall the run), failing b when the
+// client exits first or a minute passes.
 func waitOpen(b *testing.B, inflight func() int64, n int64, cl *benchChild) {
-	deadline := time.Now().Add(time.Minute)
-	for inflight() < n-n/100 { // a stream that failed early must not stall the run
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	exited := false
+	open := testenv.Until(ctx, func() bool {
+		if inflight() >= n-n/100 {
+			return true
+		}
 		select {
 		case <-cl.done:
-			out, _ := io.ReadAll(cl.stdout)
-			b.Fatalf("the client exited (%v %v) with %d of %d streams open: %s", cl.state, cl.err, inflight(), n, out)
+			exited = true
+			return true
 		default:
+			return false
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("only %d of %d streams opened", inflight(), n)
-		}
-		time.Sleep(10 * time.Millisecond)
+	})
+	if exited {
+		out, _ := io.ReadAll(cl.stdout)
+		b.Fatalf("the client exited (%v %v) with %d of %d streams open: %s", cl.state, cl.err, inflight(), n, out)
+	}
+	if !open {
+		b.Fatalf("only %d of %d streams opened", inflight(), n)
 	}
 }
 
@@ -294,6 +310,7 @@ func benchUpstreamMain() int {
 		case <-r.Context().Done():
 			return
 		}
+		// sleep: each stream starts its 50 ms pace at a random phase, as independent upstream generations do
 		time.Sleep(time.Duration(rand.Int64N(int64(benchInterval))))
 		t := time.NewTicker(benchInterval)
 		defer t.Stop()
@@ -354,7 +371,8 @@ func benchClientMain() int {
 				}
 			}
 		}()
-		time.Sleep(200 * time.Microsecond) // a ramp, not a SYN flood
+		// sleep: the client ramps its streams up (a ramp, not a SYN flood)
+		time.Sleep(200 * time.Microsecond)
 	}
 	wg.Wait()
 	slices.Sort(lat)

@@ -135,6 +135,7 @@ func (be *benchEnv) run(tg target, stream bool, rate int, d time.Duration) phase
 	start := time.Now()
 	for i := 0; i < n; i++ {
 		if w := time.Until(start.Add(time.Duration(i) * interval)); w > 0 {
+			// sleep: the benchmark's open-loop pacing, each request starts at its scheduled time
 			time.Sleep(w)
 		}
 		wg.Add(1)

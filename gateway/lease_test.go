@@ -18,7 +18,7 @@ func BenchmarkReserveSettle(b *testing.B) {
 	for _, tc := range []struct {
 		name   string
 		leased bool
-	}{{"no-lease", false}, {"leased", true}} {
+	}{{name: "no-lease", leased: false}, {name: "leased", leased: true}} {
 		b.Run(tc.name, func(b *testing.B) {
 			l := &ledger{}
 			if tc.leased {

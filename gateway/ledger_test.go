@@ -68,17 +68,17 @@ func TestLedgerLimits(t *testing.T) {
 		wantHit   string
 		wantRetry time.Duration
 	}{
-		{"daily tokens until midnight", Role{DailyTokens: 250}, []float64{0, 0, 0}, []time.Duration{0, 0, 0}, "daily_tokens", 30 * time.Second},
-		{"window rolls at midnight", Role{DailyTokens: 250}, []float64{0, 0, 0}, []time.Duration{0, 0, 31 * time.Second}, "", 0},
-		{"hourly usd until the hour", Role{HourlyUSD: 1}, []float64{0.6, 0.6}, []time.Duration{0, 0}, "hourly_usd", 30 * time.Second},
-		{"daily usd", Role{DailyUSD: 1}, []float64{0.5, 0.5, 0.1}, []time.Duration{0, 0, 0}, "daily_usd", 30 * time.Second},
-		{"rpm sliding minute", Role{RPM: 2}, []float64{0, 0, 0}, []time.Duration{0, 10 * time.Second, 20 * time.Second}, "rpm", 40 * time.Second},
-		{"request alone over daily tokens", Role{DailyTokens: 99}, []float64{0}, []time.Duration{0}, "daily_tokens", 0},
-		{"request alone over hourly usd", Role{HourlyUSD: 0.5}, []float64{0.6}, []time.Duration{0}, "hourly_usd", 0},
-		{"daily window outlasts rpm", Role{RPM: 2, DailyTokens: 350}, []float64{0, 0, 0, 0}, []time.Duration{-120 * time.Second, -40 * time.Second, -35 * time.Second, -30 * time.Second}, "daily_tokens", 60 * time.Second},
-		{"rpm outlasts the daily window", Role{RPM: 1, DailyTokens: 150}, []float64{0, 0}, []time.Duration{0, 0}, "rpm", time.Minute},
-		{"request alone over a limit beats rpm", Role{RPM: 1, HourlyUSD: 0.5}, []float64{0, 0.6}, []time.Duration{0, 0}, "hourly_usd", 0},
-		{"rpm frees after a minute", Role{RPM: 2}, []float64{0, 0, 0}, []time.Duration{0, 10 * time.Second, 61 * time.Second}, "", 0},
+		{name: "daily tokens until midnight", role: Role{DailyTokens: 250}, steps: []float64{0, 0, 0}, at: []time.Duration{0, 0, 0}, wantHit: "daily_tokens", wantRetry: 30 * time.Second},
+		{name: "window rolls at midnight", role: Role{DailyTokens: 250}, steps: []float64{0, 0, 0}, at: []time.Duration{0, 0, 31 * time.Second}, wantHit: "", wantRetry: 0},
+		{name: "hourly usd until the hour", role: Role{HourlyUSD: 1}, steps: []float64{0.6, 0.6}, at: []time.Duration{0, 0}, wantHit: "hourly_usd", wantRetry: 30 * time.Second},
+		{name: "daily usd", role: Role{DailyUSD: 1}, steps: []float64{0.5, 0.5, 0.1}, at: []time.Duration{0, 0, 0}, wantHit: "daily_usd", wantRetry: 30 * time.Second},
+		{name: "rpm sliding minute", role: Role{RPM: 2}, steps: []float64{0, 0, 0}, at: []time.Duration{0, 10 * time.Second, 20 * time.Second}, wantHit: "rpm", wantRetry: 40 * time.Second},
+		{name: "request alone over daily tokens", role: Role{DailyTokens: 99}, steps: []float64{0}, at: []time.Duration{0}, wantHit: "daily_tokens", wantRetry: 0},
+		{name: "request alone over hourly usd", role: Role{HourlyUSD: 0.5}, steps: []float64{0.6}, at: []time.Duration{0}, wantHit: "hourly_usd", wantRetry: 0},
+		{name: "daily window outlasts rpm", role: Role{RPM: 2, DailyTokens: 350}, steps: []float64{0, 0, 0, 0}, at: []time.Duration{-120 * time.Second, -40 * time.Second, -35 * time.Second, -30 * time.Second}, wantHit: "daily_tokens", wantRetry: 60 * time.Second},
+		{name: "rpm outlasts the daily window", role: Role{RPM: 1, DailyTokens: 150}, steps: []float64{0, 0}, at: []time.Duration{0, 0}, wantHit: "rpm", wantRetry: time.Minute},
+		{name: "request alone over a limit beats rpm", role: Role{RPM: 1, HourlyUSD: 0.5}, steps: []float64{0, 0.6}, at: []time.Duration{0, 0}, wantHit: "hourly_usd", wantRetry: 0},
+		{name: "rpm frees after a minute", role: Role{RPM: 2}, steps: []float64{0, 0, 0}, at: []time.Duration{0, 10 * time.Second, 61 * time.Second}, wantHit: "", wantRetry: 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/mistral/sandbox"
 )
 
@@ -28,8 +29,8 @@ func TestRotationUnderLoad(t *testing.T) {
 		wait      time.Duration // between publish and delete
 		wantRetry bool          // the 401 path must have been taken
 	}{
-		{"poller picks up the new key", 100 * time.Millisecond, 600 * time.Millisecond, false},
-		{"upstream 401 re-reads the store", time.Hour, 0, true},
+		{name: "poller picks up the new key", poll: 100 * time.Millisecond, wait: 600 * time.Millisecond, wantRetry: false},
+		{name: "upstream 401 re-reads the store", poll: time.Hour, wait: 0, wantRetry: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -41,10 +42,10 @@ func TestRotationUnderLoad(t *testing.T) {
 			var total, failed, afterRotation atomic.Int64
 			var firstFailure atomic.Value
 			bodies := []struct{ path, body string }{
-				{pathChat, chatBody("mistral-small-latest", 20, false, "rotate")},
-				{pathChat, chatBody("mistral-small-latest", 20, true, "rotate streaming")},
-				{pathEmbeddings, `{"model":"mistral-embed","input":"rotate"}`},
-				{pathModels, ""},
+				{path: pathChat, body: chatBody("mistral-small-latest", 20, false, "rotate")},
+				{path: pathChat, body: chatBody("mistral-small-latest", 20, true, "rotate streaming")},
+				{path: pathEmbeddings, body: `{"model":"mistral-embed","input":"rotate"}`},
+				{path: pathModels, body: ""},
 			}
 			var wg sync.WaitGroup
 			for w := 0; w < 200; w++ {
@@ -76,16 +77,17 @@ func TestRotationUnderLoad(t *testing.T) {
 					}
 				}()
 			}
-			time.Sleep(300 * time.Millisecond)
+			// The load is on: 200 requests answered with the old key.
+			testenv.WaitFor(t, 10*time.Second, "200 requests before the rotation", func() bool { return total.Load() >= 200 })
 			if err := e.rotate(ctx, tc.wait); err != nil {
 				t.Fatal(err)
 			}
 			rotated.Store(true)
 			// Keep the load on until 400 requests started after the delete
-			// (bounded by 10s).
-			for deadline := time.Now().Add(10 * time.Second); afterRotation.Load() < 400 && time.Now().Before(deadline); {
-				time.Sleep(10 * time.Millisecond)
-			}
+			// (bounded by 10s; fewer fails the test below).
+			after, stopAfter := context.WithTimeout(ctx, 10*time.Second)
+			testenv.Until(after, func() bool { return afterRotation.Load() >= 400 })
+			stopAfter()
 			stop.Store(true)
 			wg.Wait()
 			if failed.Load() != 0 {
@@ -135,6 +137,7 @@ func TestConcurrentBudget(t *testing.T) {
 					if resp.Header.Get("Retry-After") != "1" {
 						return // the window is full until midnight
 					}
+					// sleep: a refused client backs off before it retries (staggered, as real clients are)
 					time.Sleep(time.Duration(g%10) * time.Millisecond)
 				default:
 					t.Errorf("status %d: %s", resp.StatusCode, b)
@@ -281,12 +284,9 @@ func TestServeDrains(t *testing.T) {
 		rc <- result{resp.StatusCode, nil}
 	}()
 	// Cancel once the request is in flight upstream.
-	for deadline := time.Now().Add(5 * time.Second); e.sb.Stats()["POST /v1/chat/completions"] == 0; {
-		if time.Now().After(deadline) {
-			t.Fatal("the request never reached upstream")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.WaitFor(t, 5*time.Second, "the request to reach the upstream", func() bool {
+		return e.sb.Stats()["POST /v1/chat/completions"] != 0
+	})
 	cancel()
 	r := <-rc
 	if r.err != nil || r.status != 200 {

@@ -85,10 +85,10 @@ func TestFromConfig(t *testing.T) {
 		mutate func(*config.Config)
 		want   string
 	}{
-		{"workspace without key", func(c *config.Config) { c.Gateway.Clients[0].Workspace = "nokey" }, "workspace nokey has no managed key"},
-		{"store not configured", func(c *config.Config) { c.Keys[1].Store.Backend = "vault" }, `secret store "vault" is not configured`},
-		{"bad sha", func(c *config.Config) { c.Gateway.Clients[0].TokenSHA256 = "abc" }, "64 hex digits"},
-		{"missing env", func(c *config.Config) { c.Gateway.Clients[2].TokenEnv = "GW_TEST_UNSET_TOKEN" }, "GW_TEST_UNSET_TOKEN"},
+		{name: "workspace without key", mutate: func(c *config.Config) { c.Gateway.Clients[0].Workspace = "nokey" }, want: "workspace nokey has no managed key"},
+		{name: "store not configured", mutate: func(c *config.Config) { c.Keys[1].Store.Backend = "vault" }, want: `secret store "vault" is not configured`},
+		{name: "bad sha", mutate: func(c *config.Config) { c.Gateway.Clients[0].TokenSHA256 = "abc" }, want: "64 hex digits"},
+		{name: "missing env", mutate: func(c *config.Config) { c.Gateway.Clients[2].TokenEnv = "GW_TEST_UNSET_TOKEN" }, want: "GW_TEST_UNSET_TOKEN"},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
@@ -120,14 +120,14 @@ func TestNewRejects(t *testing.T) {
 		mutate func(*Options)
 		want   string
 	}{
-		{"no upstream URL", func(o *Options) { o.UpstreamURL = "" }, "upstream URL is required"},
-		{"bad upstream URL", func(o *Options) { o.UpstreamURL = "ftp://x" }, "http(s) URL"},
-		{"unknown role", func(o *Options) { o.Clients[0].Role = "x" }, `unknown role "x"`},
-		{"no key store", func(o *Options) { o.Upstreams = nil }, `workspace "w" has no upstream key`},
-		{"negative workspace rpm", func(o *Options) { o.Workspaces = map[string]Workspace{"w": {RPM: -1}} }, "workspace w: rpm -1 is negative"},
-		{"shared token", func(o *Options) {
+		{name: "no upstream URL", mutate: func(o *Options) { o.UpstreamURL = "" }, want: "upstream URL is required"},
+		{name: "bad upstream URL", mutate: func(o *Options) { o.UpstreamURL = "ftp://x" }, want: "http(s) URL"},
+		{name: "unknown role", mutate: func(o *Options) { o.Clients[0].Role = "x" }, want: `unknown role "x"`},
+		{name: "no key store", mutate: func(o *Options) { o.Upstreams = nil }, want: `workspace "w" has no upstream key`},
+		{name: "negative workspace rpm", mutate: func(o *Options) { o.Workspaces = map[string]Workspace{"w": {RPM: -1}} }, want: "workspace w: rpm -1 is negative"},
+		{name: "shared token", mutate: func(o *Options) {
 			o.Clients = append(o.Clients, Client{Name: "b", Role: "r", Workspace: "w", TokenSHA256: HashToken("t")})
-		}, "share a token"},
+		}, want: "share a token"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mrbacd/mrbacd/internal/testenv"
 	"github.com/mrbacd/mrbacd/secrets"
 )
 
@@ -63,15 +64,15 @@ func TestReload(t *testing.T) {
 		name, role, path, body string
 		want                   int
 	}{
-		{"removed client", "analyst", pathChat, chatBody("mistral-small-latest", 5, false, "x"), 401},
-		{"new role limit", "budget", pathChat, chatBody("mistral-small-latest", 11, false, "x"), 403},
-		{"kept client", "budget", pathChat, chatBody("mistral-small-latest", 10, false, "x"), 200},
-		{"added client", "newcomer", pathEmbeddings, `{"model":"mistral-embed","input":"x"}`, 200},
-		{"added client's role", "newcomer", pathChat, chatBody("mistral-small-latest", 5, false, "x"), 403},
-		{"new workspace models", "newcomer", pathChat, chatBody("codestral-latest", 5, false, "x"), 403},
-		{"third in the workspace's minute", "budget", pathChat, chatBody("mistral-small-latest", 10, false, "x"), 200},
-		{"fourth in the workspace's minute", "budget", pathChat, chatBody("mistral-small-latest", 10, false, "x"), 200},
-		{"new workspace rpm", "newcomer", pathEmbeddings, `{"model":"mistral-embed","input":"x"}`, 429},
+		{name: "removed client", role: "analyst", path: pathChat, body: chatBody("mistral-small-latest", 5, false, "x"), want: 401},
+		{name: "new role limit", role: "budget", path: pathChat, body: chatBody("mistral-small-latest", 11, false, "x"), want: 403},
+		{name: "kept client", role: "budget", path: pathChat, body: chatBody("mistral-small-latest", 10, false, "x"), want: 200},
+		{name: "added client", role: "newcomer", path: pathEmbeddings, body: `{"model":"mistral-embed","input":"x"}`, want: 200},
+		{name: "added client's role", role: "newcomer", path: pathChat, body: chatBody("mistral-small-latest", 5, false, "x"), want: 403},
+		{name: "new workspace models", role: "newcomer", path: pathChat, body: chatBody("codestral-latest", 5, false, "x"), want: 403},
+		{name: "third in the workspace's minute", role: "budget", path: pathChat, body: chatBody("mistral-small-latest", 10, false, "x"), want: 200},
+		{name: "fourth in the workspace's minute", role: "budget", path: pathChat, body: chatBody("mistral-small-latest", 10, false, "x"), want: 200},
+		{name: "new workspace rpm", role: "newcomer", path: pathEmbeddings, body: `{"model":"mistral-embed","input":"x"}`, want: 429},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -111,11 +112,7 @@ func TestReload(t *testing.T) {
 	if _, err := e.store.Write(ctx, secrets.WriteRequest{Target: moved, IfVersion: d.Current, Record: rotated}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for kc.get().keyID != k.ID {
-		if time.Now().After(deadline) {
-			t.Fatal("the reloaded key location is not polled")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitFor(t, 5*time.Second, "the poller to read the rotated key at the reloaded location", func() bool {
+		return kc.get().keyID == k.ID
+	})
 }

@@ -42,42 +42,42 @@ func TestRules(t *testing.T) {
 		wantCode   string // our error code; "" for none
 		wantMsg    string // substring of the message
 	}{
-		{"allowed", "analyst", "POST", pathChat, chatBody(small, 10, false, "hello"), 200, "", ""},
-		{"unknown token", "gw-unknown-token", "POST", pathChat, chatBody(small, 10, false, "hi"), 401, "invalid_token", "Unauthorized"},
-		{"no token", "", "POST", pathChat, chatBody(small, 10, false, "hi"), 401, "invalid_token", "Unauthorized"},
-		{"unlisted model", "analyst", "POST", pathChat, chatBody("mistral-large-latest", 10, false, "hi"), 403, "model_not_allowed", "model not allowed: the role analyst"},
-		{"workspace refuses a model the role allows", "ops-dev", "POST", pathChat, chatBody("codestral-latest", 10, false, "hi"), 403, "model_not_allowed", "model not allowed: the workspace ops-workspace"},
-		{"workspace prefix and role allow", "ops-dev", "POST", pathChat, chatBody(small, 10, false, "hi"), 200, "", ""},
-		{"role refuses in a restricted workspace", "ops-dev", "POST", pathChat, chatBody("mistral-large-latest", 10, false, "hi"), 403, "model_not_allowed", "model not allowed: the role developer"},
-		{"workspace allows what an open role asks", "ops-all", "POST", pathChat, chatBody("mistral-large-latest", 10, false, "hi"), 200, "", ""},
-		{"workspace refuses an open role", "ops-all", "POST", pathChat, chatBody("ministral-8b-latest", 10, false, "hi"), 403, "model_not_allowed", "the workspace ops-workspace does not allow it"},
-		{"workspace refuses embeddings model", "ops-dev", "POST", pathEmbeddings, `{"model":"codestral-embed","input":"a"}`, 403, "model_not_allowed", "the workspace ops-workspace"},
-		{"max_tokens over the role's", "analyst", "POST", pathChat, chatBody(small, 51, false, "hi"), 403, "max_tokens_per_request", "max_tokens_per_request of 50"},
-		{"max_tokens at the role's", "analyst", "POST", pathChat, chatBody(small, 50, false, "hi"), 200, "", ""},
-		{"prefix wildcard", "developer", "POST", pathChat, chatBody("codestral-latest", 10, false, "hi"), 200, "", ""},
-		{"prefix wildcard miss", "developer", "POST", pathChat, chatBody("mistral-large-latest", 10, false, "hi"), 403, "model_not_allowed", "model not allowed"},
-		{"invalid JSON", "analyst", "POST", pathChat, `{"model": "mistral-small-latest",`, 400, "invalid_json", "not valid JSON"},
-		{"not an object", "analyst", "POST", pathChat, `["a"]`, 400, "invalid_json", "JSON object"},
-		{"max_tokens wrong type", "analyst", "POST", pathChat, `{"model":"mistral-small-latest","max_tokens":"5","messages":[]}`, 400, "invalid_json", "max_tokens must be a non-negative integer"},
-		{"max_tokens zero", "analyst", "POST", pathChat, `{"model":"mistral-small-latest","max_tokens":0,"messages":[]}`, 400, "invalid_json", "max_tokens must be at least 1"},
-		{"max_tokens negative", "analyst", "POST", pathChat, `{"model":"mistral-small-latest","max_tokens":-1,"messages":[]}`, 400, "invalid_json", "max_tokens must be"},
-		{"missing model", "analyst", "POST", pathChat, `{"messages":[]}`, 400, "missing_model", "model is required"},
-		{"model in another case", "analyst", "POST", pathChat, `{"model":"mistral-small-latest","MODEL":"mistral-large-latest","max_tokens":5,"messages":[]}`, 400, "invalid_json", `key \"MODEL\" is ambiguous`},
-		{"model twice", "analyst", "POST", pathChat, `{"model":"mistral-small-latest","model":"mistral-large-latest","max_tokens":5,"messages":[]}`, 400, "invalid_json", "model appears more than once"},
-		{"max_tokens twice", "analyst", "POST", pathChat, `{"model":"mistral-small-latest","max_tokens":5,"max_tokens":5000,"messages":[]}`, 400, "invalid_json", "max_tokens appears more than once"},
-		{"escaped key is the key", "analyst", "POST", pathChat, `{"model":"mistral-small-latest","max_\u0074okens":51,"messages":[]}`, 403, "max_tokens_per_request", "max_tokens_per_request of 50"},
-		{"model wrong type", "analyst", "POST", pathChat, `{"model":5,"messages":[]}`, 400, "invalid_json", "field model has the wrong type (number)"},
-		{"nested model ignored", "analyst", "POST", pathChat, `{"messages":[{"role":"user","content":"x","model":"mistral-small-latest"}]}`, 400, "missing_model", "model is required"},
-		{"body too large", "analyst", "POST", pathChat, chatBody(small, 10, false, strings.Repeat("x", 70<<10)), 413, "body_too_large", "exceeds the limit"},
-		{"unknown route", "analyst", "GET", "/v1/files", "", 404, "", "no route"},
-		{"admin route refused", "analyst", "GET", "/v1/admin/api-keys", "", 404, "", "no route"},
-		{"wrong method", "analyst", "GET", pathChat, "", 405, "", "not allowed"},
-		{"upstream 422 passes through", "analyst", "POST", pathChat, `{"model":"mistral-small-latest","max_tokens":5,"messages":[{"role":"user","content":"x"}],"bogus":1}`, 422, "", ""},
-		{"upstream 400 passes through", "unbounded", "POST", pathChat, chatBody("no-such-model", 5, false, "x"), 400, "", "Invalid model"},
-		{"embeddings", "analyst", "POST", pathEmbeddings, `{"model":"mistral-embed","input":["a","b"]}`, 200, "", ""},
-		{"embeddings unlisted model", "analyst", "POST", pathEmbeddings, `{"model":"codestral-embed","input":"a"}`, 403, "model_not_allowed", "model not allowed"},
-		{"embeddings unknown token", "gw-nope", "POST", pathEmbeddings, `{"model":"mistral-embed","input":"a"}`, 401, "invalid_token", ""},
-		{"models unknown token", "gw-nope", "GET", pathModels, "", 401, "invalid_token", ""},
+		{name: "allowed", role: "analyst", method: "POST", path: pathChat, body: chatBody(small, 10, false, "hello"), wantStatus: 200, wantCode: "", wantMsg: ""},
+		{name: "unknown token", role: "gw-unknown-token", method: "POST", path: pathChat, body: chatBody(small, 10, false, "hi"), wantStatus: 401, wantCode: "invalid_token", wantMsg: "Unauthorized"},
+		{name: "no token", role: "", method: "POST", path: pathChat, body: chatBody(small, 10, false, "hi"), wantStatus: 401, wantCode: "invalid_token", wantMsg: "Unauthorized"},
+		{name: "unlisted model", role: "analyst", method: "POST", path: pathChat, body: chatBody("mistral-large-latest", 10, false, "hi"), wantStatus: 403, wantCode: "model_not_allowed", wantMsg: "model not allowed: the role analyst"},
+		{name: "workspace refuses a model the role allows", role: "ops-dev", method: "POST", path: pathChat, body: chatBody("codestral-latest", 10, false, "hi"), wantStatus: 403, wantCode: "model_not_allowed", wantMsg: "model not allowed: the workspace ops-workspace"},
+		{name: "workspace prefix and role allow", role: "ops-dev", method: "POST", path: pathChat, body: chatBody(small, 10, false, "hi"), wantStatus: 200, wantCode: "", wantMsg: ""},
+		{name: "role refuses in a restricted workspace", role: "ops-dev", method: "POST", path: pathChat, body: chatBody("mistral-large-latest", 10, false, "hi"), wantStatus: 403, wantCode: "model_not_allowed", wantMsg: "model not allowed: the role developer"},
+		{name: "workspace allows what an open role asks", role: "ops-all", method: "POST", path: pathChat, body: chatBody("mistral-large-latest", 10, false, "hi"), wantStatus: 200, wantCode: "", wantMsg: ""},
+		{name: "workspace refuses an open role", role: "ops-all", method: "POST", path: pathChat, body: chatBody("ministral-8b-latest", 10, false, "hi"), wantStatus: 403, wantCode: "model_not_allowed", wantMsg: "the workspace ops-workspace does not allow it"},
+		{name: "workspace refuses embeddings model", role: "ops-dev", method: "POST", path: pathEmbeddings, body: `{"model":"codestral-embed","input":"a"}`, wantStatus: 403, wantCode: "model_not_allowed", wantMsg: "the workspace ops-workspace"},
+		{name: "max_tokens over the role's", role: "analyst", method: "POST", path: pathChat, body: chatBody(small, 51, false, "hi"), wantStatus: 403, wantCode: "max_tokens_per_request", wantMsg: "max_tokens_per_request of 50"},
+		{name: "max_tokens at the role's", role: "analyst", method: "POST", path: pathChat, body: chatBody(small, 50, false, "hi"), wantStatus: 200, wantCode: "", wantMsg: ""},
+		{name: "prefix wildcard", role: "developer", method: "POST", path: pathChat, body: chatBody("codestral-latest", 10, false, "hi"), wantStatus: 200, wantCode: "", wantMsg: ""},
+		{name: "prefix wildcard miss", role: "developer", method: "POST", path: pathChat, body: chatBody("mistral-large-latest", 10, false, "hi"), wantStatus: 403, wantCode: "model_not_allowed", wantMsg: "model not allowed"},
+		{name: "invalid JSON", role: "analyst", method: "POST", path: pathChat, body: `{"model": "mistral-small-latest",`, wantStatus: 400, wantCode: "invalid_json", wantMsg: "not valid JSON"},
+		{name: "not an object", role: "analyst", method: "POST", path: pathChat, body: `["a"]`, wantStatus: 400, wantCode: "invalid_json", wantMsg: "JSON object"},
+		{name: "max_tokens wrong type", role: "analyst", method: "POST", path: pathChat, body: `{"model":"mistral-small-latest","max_tokens":"5","messages":[]}`, wantStatus: 400, wantCode: "invalid_json", wantMsg: "max_tokens must be a non-negative integer"},
+		{name: "max_tokens zero", role: "analyst", method: "POST", path: pathChat, body: `{"model":"mistral-small-latest","max_tokens":0,"messages":[]}`, wantStatus: 400, wantCode: "invalid_json", wantMsg: "max_tokens must be at least 1"},
+		{name: "max_tokens negative", role: "analyst", method: "POST", path: pathChat, body: `{"model":"mistral-small-latest","max_tokens":-1,"messages":[]}`, wantStatus: 400, wantCode: "invalid_json", wantMsg: "max_tokens must be"},
+		{name: "missing model", role: "analyst", method: "POST", path: pathChat, body: `{"messages":[]}`, wantStatus: 400, wantCode: "missing_model", wantMsg: "model is required"},
+		{name: "model in another case", role: "analyst", method: "POST", path: pathChat, body: `{"model":"mistral-small-latest","MODEL":"mistral-large-latest","max_tokens":5,"messages":[]}`, wantStatus: 400, wantCode: "invalid_json", wantMsg: `key \"MODEL\" is ambiguous`},
+		{name: "model twice", role: "analyst", method: "POST", path: pathChat, body: `{"model":"mistral-small-latest","model":"mistral-large-latest","max_tokens":5,"messages":[]}`, wantStatus: 400, wantCode: "invalid_json", wantMsg: "model appears more than once"},
+		{name: "max_tokens twice", role: "analyst", method: "POST", path: pathChat, body: `{"model":"mistral-small-latest","max_tokens":5,"max_tokens":5000,"messages":[]}`, wantStatus: 400, wantCode: "invalid_json", wantMsg: "max_tokens appears more than once"},
+		{name: "escaped key is the key", role: "analyst", method: "POST", path: pathChat, body: `{"model":"mistral-small-latest","max_\u0074okens":51,"messages":[]}`, wantStatus: 403, wantCode: "max_tokens_per_request", wantMsg: "max_tokens_per_request of 50"},
+		{name: "model wrong type", role: "analyst", method: "POST", path: pathChat, body: `{"model":5,"messages":[]}`, wantStatus: 400, wantCode: "invalid_json", wantMsg: "field model has the wrong type (number)"},
+		{name: "nested model ignored", role: "analyst", method: "POST", path: pathChat, body: `{"messages":[{"role":"user","content":"x","model":"mistral-small-latest"}]}`, wantStatus: 400, wantCode: "missing_model", wantMsg: "model is required"},
+		{name: "body too large", role: "analyst", method: "POST", path: pathChat, body: chatBody(small, 10, false, strings.Repeat("x", 70<<10)), wantStatus: 413, wantCode: "body_too_large", wantMsg: "exceeds the limit"},
+		{name: "unknown route", role: "analyst", method: "GET", path: "/v1/files", body: "", wantStatus: 404, wantCode: "", wantMsg: "no route"},
+		{name: "admin route refused", role: "analyst", method: "GET", path: "/v1/admin/api-keys", body: "", wantStatus: 404, wantCode: "", wantMsg: "no route"},
+		{name: "wrong method", role: "analyst", method: "GET", path: pathChat, body: "", wantStatus: 405, wantCode: "", wantMsg: "not allowed"},
+		{name: "upstream 422 passes through", role: "analyst", method: "POST", path: pathChat, body: `{"model":"mistral-small-latest","max_tokens":5,"messages":[{"role":"user","content":"x"}],"bogus":1}`, wantStatus: 422, wantCode: "", wantMsg: ""},
+		{name: "upstream 400 passes through", role: "unbounded", method: "POST", path: pathChat, body: chatBody("no-such-model", 5, false, "x"), wantStatus: 400, wantCode: "", wantMsg: "Invalid model"},
+		{name: "embeddings", role: "analyst", method: "POST", path: pathEmbeddings, body: `{"model":"mistral-embed","input":["a","b"]}`, wantStatus: 200, wantCode: "", wantMsg: ""},
+		{name: "embeddings unlisted model", role: "analyst", method: "POST", path: pathEmbeddings, body: `{"model":"codestral-embed","input":"a"}`, wantStatus: 403, wantCode: "model_not_allowed", wantMsg: "model not allowed"},
+		{name: "embeddings unknown token", role: "gw-nope", method: "POST", path: pathEmbeddings, body: `{"model":"mistral-embed","input":"a"}`, wantStatus: 401, wantCode: "invalid_token", wantMsg: ""},
+		{name: "models unknown token", role: "gw-nope", method: "GET", path: pathModels, body: "", wantStatus: 401, wantCode: "invalid_token", wantMsg: ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -133,8 +133,8 @@ func TestMaxTokensInjected(t *testing.T) {
 	e := newEnv(t)
 	long := strings.Repeat("word ", 200) // ~250 prompt tokens: the sandbox would answer 16+125 tokens
 	for _, tc := range []struct{ name, body string }{
-		{"absent", chatBody("mistral-small-latest", -1, false, long)},
-		{"null", strings.Replace(chatBody("mistral-small-latest", -1, false, long), `{`, `{"max_tokens":null,`, 1)},
+		{name: "absent", body: chatBody("mistral-small-latest", -1, false, long)},
+		{name: "null", body: strings.Replace(chatBody("mistral-small-latest", -1, false, long), `{`, `{"max_tokens":null,`, 1)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, b, err := e.do(context.Background(), "analyst", "POST", pathChat, tc.body)
@@ -200,10 +200,10 @@ func TestLimits429(t *testing.T) {
 		until    func(time.Time) time.Duration
 		minRetry time.Duration // for rpm: a sliding minute
 	}{
-		{"daily", chatBody("mistral-small-latest", 100, false, "hello there"), "daily_tokens", 45, 30, untilDay, 0},
-		{"rpm", chatBody("mistral-small-latest", 5, false, "hi"), "rpm", 3, 3, nil, 55 * time.Second},
-		{"hourly", chatBody("mistral-large-latest", 1000, false, prompt900), "hourly_usd", 1, 1, untilHour, 0},
-		{"dayusd", chatBody("mistral-large-latest", 1000, false, prompt900), "daily_usd", 1, 1, untilDay, 0},
+		{role: "daily", body: chatBody("mistral-small-latest", 100, false, "hello there"), code: "daily_tokens", maxOK: 45, minOK: 30, until: untilDay, minRetry: 0},
+		{role: "rpm", body: chatBody("mistral-small-latest", 5, false, "hi"), code: "rpm", maxOK: 3, minOK: 3, until: nil, minRetry: 55 * time.Second},
+		{role: "hourly", body: chatBody("mistral-large-latest", 1000, false, prompt900), code: "hourly_usd", maxOK: 1, minOK: 1, until: untilHour, minRetry: 0},
+		{role: "dayusd", body: chatBody("mistral-large-latest", 1000, false, prompt900), code: "daily_usd", maxOK: 1, minOK: 1, until: untilDay, minRetry: 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.role, func(t *testing.T) {
@@ -260,15 +260,15 @@ func TestWorkspaceRPM(t *testing.T) {
 		client string
 		want   int
 	}{
-		{"first of team-a", "a1", 200},
-		{"second of team-a, other client", "a2", 200},
-		{"third of team-a in the minute", "a1", 429},
-		{"the other client of team-a too", "a2", 429},
-		{"a client whose role rpm has room", "a-limited", 429},
-		{"team-b unaffected", "b1", 200},
-		{"team-b's own second", "b1", 200},
-		{"team-b's own third", "b1", 429},
-		{"workspace without limits", "unbounded", 200},
+		{name: "first of team-a", client: "a1", want: 200},
+		{name: "second of team-a, other client", client: "a2", want: 200},
+		{name: "third of team-a in the minute", client: "a1", want: 429},
+		{name: "the other client of team-a too", client: "a2", want: 429},
+		{name: "a client whose role rpm has room", client: "a-limited", want: 429},
+		{name: "team-b unaffected", client: "b1", want: 200},
+		{name: "team-b's own second", client: "b1", want: 200},
+		{name: "team-b's own third", client: "b1", want: 429},
+		{name: "workspace without limits", client: "unbounded", want: 200},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -318,11 +318,11 @@ func TestModelsFiltered(t *testing.T) {
 		role string
 		want []string
 	}{
-		{"analyst", []string{"mistral-embed", "mistral-small-latest"}},
-		{"developer", []string{"codestral-embed", "codestral-latest", "mistral-embed", "mistral-small-latest"}},
-		{"spender", []string{"mistral-large-latest"}},
-		{"ops-dev", []string{"mistral-embed", "mistral-small-latest"}},
-		{"ops-all", []string{"mistral-embed", "mistral-large-latest", "mistral-small-2603", "mistral-small-latest"}},
+		{role: "analyst", want: []string{"mistral-embed", "mistral-small-latest"}},
+		{role: "developer", want: []string{"codestral-embed", "codestral-latest", "mistral-embed", "mistral-small-latest"}},
+		{role: "spender", want: []string{"mistral-large-latest"}},
+		{role: "ops-dev", want: []string{"mistral-embed", "mistral-small-latest"}},
+		{role: "ops-all", want: []string{"mistral-embed", "mistral-large-latest", "mistral-small-2603", "mistral-small-latest"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.role, func(t *testing.T) {
@@ -369,12 +369,12 @@ func TestUpstreamFailures(t *testing.T) {
 		wantStatus int
 		wantRetry  string
 	}{
-		{"503", sandbox.Fault{Route: "POST /v1/chat/completions", Status: 503, Times: 1}, 503, ""},
-		{"429 with Retry-After", sandbox.Fault{Route: "POST /v1/chat/completions", Status: 429, Times: 1, RetryAfter: "7"}, 429, "7"},
-		{"403 without body", sandbox.Fault{Route: "POST /v1/chat/completions", Status: 403, Times: 1, Body: " "}, 403, ""},
+		{name: "503", fault: sandbox.Fault{Route: "POST /v1/chat/completions", Status: 503, Times: 1}, wantStatus: 503, wantRetry: ""},
+		{name: "429 with Retry-After", fault: sandbox.Fault{Route: "POST /v1/chat/completions", Status: 429, Times: 1, RetryAfter: "7"}, wantStatus: 429, wantRetry: "7"},
+		{name: "403 without body", fault: sandbox.Fault{Route: "POST /v1/chat/completions", Status: 403, Times: 1, Body: " "}, wantStatus: 403, wantRetry: ""},
 		// Dropped after the request was written: the upstream may have
 		// accepted it, so the whole reservation is charged.
-		{"dropped connection", sandbox.Fault{Route: "POST /v1/chat/completions", Drop: true, Times: 1}, 502, ""},
+		{name: "dropped connection", fault: sandbox.Fault{Route: "POST /v1/chat/completions", Drop: true, Times: 1}, wantStatus: 502, wantRetry: ""},
 	}
 	p := e.principal("budget")
 	for _, tc := range tests {

@@ -209,8 +209,8 @@ func TestSharedBudgetPostgres(t *testing.T) {
 		role  Role
 		check func(t *testing.T, used journal.Amounts, r *crowdResult)
 	}{
-		{"daily tokens", Role{Models: []string{"mistral-small-latest"}, MaxTokensPerRequest: 60, DailyTokens: 8000},
-			func(t *testing.T, used journal.Amounts, r *crowdResult) {
+		{name: "daily tokens", role: Role{Models: []string{"mistral-small-latest"}, MaxTokensPerRequest: 60, DailyTokens: 8000},
+			check: func(t *testing.T, used journal.Amounts, r *crowdResult) {
 				if used.Tokens > 8000 || r.tokens.Load() > 8000 {
 					t.Fatalf("counted %d, answers used %d: over the budget of 8000", used.Tokens, r.tokens.Load())
 				}
@@ -218,8 +218,8 @@ func TestSharedBudgetPostgres(t *testing.T) {
 					t.Fatalf("only %d of 8000 tokens admitted", used.Tokens)
 				}
 			}},
-		{"daily usd", Role{Models: []string{"mistral-large-latest"}, MaxTokensPerRequest: 60, DailyUSD: 0.05},
-			func(t *testing.T, used journal.Amounts, r *crowdResult) {
+		{name: "daily usd", role: Role{Models: []string{"mistral-large-latest"}, MaxTokensPerRequest: 60, DailyUSD: 0.05},
+			check: func(t *testing.T, used journal.Amounts, r *crowdResult) {
 				if used.USD > 0.05+1e-9 {
 					t.Fatalf("counted %v USD: over the budget of 0.05", used.USD)
 				}
@@ -227,8 +227,8 @@ func TestSharedBudgetPostgres(t *testing.T) {
 					t.Fatalf("only %v of 0.05 USD admitted", used.USD)
 				}
 			}},
-		{"hourly usd", Role{Models: []string{"mistral-large-latest"}, MaxTokensPerRequest: 60, HourlyUSD: 0.04},
-			func(t *testing.T, used journal.Amounts, r *crowdResult) {
+		{name: "hourly usd", role: Role{Models: []string{"mistral-large-latest"}, MaxTokensPerRequest: 60, HourlyUSD: 0.04},
+			check: func(t *testing.T, used journal.Amounts, r *crowdResult) {
 				if used.USD > 0.04+1e-9 {
 					t.Fatalf("counted %v USD in the hour: over the budget of 0.04", used.USD)
 				}
@@ -291,10 +291,10 @@ func TestSharedRPMPostgres(t *testing.T) {
 		opts    []envOption
 		client  func(g int) string
 	}{
-		{"role", 40, usageSubject("shared-app"), nil, func(int) string { return "shared" }},
-		{"workspace", 30, workspaceSubject("team"),
-			[]envOption{withWorkspace("team", Workspace{RPM: 30}, map[string]string{"w1": "open", "w2": "open"})},
-			func(g int) string { return []string{"w1", "w2"}[g%2] }},
+		{name: "role", rpm: 40, subject: usageSubject("shared-app"), opts: nil, client: func(int) string { return "shared" }},
+		{name: "workspace", rpm: 30, subject: workspaceSubject("team"),
+			opts:   []envOption{withWorkspace("team", Workspace{RPM: 30}, map[string]string{"w1": "open", "w2": "open"})},
+			client: func(g int) string { return []string{"w1", "w2"}[g%2] }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -16,12 +16,12 @@ func TestSSEUsage(t *testing.T) {
 		found bool
 		total int64
 	}{
-		{"one read", len(stream), stream, true, 10},
-		{"byte by byte", 1, stream, true, 10},
-		{"7-byte reads", 7, stream, true, 10},
-		{"no usage", 5, "data: {\"a\":1}\n\ndata: [DONE]\n\n", false, 0},
-		{"cut mid-line", 3, stream[:len(stream)-60], false, 0},
-		{"comment and event lines", 4, ": ping\nevent: x\n" + stream, true, 10},
+		{name: "one read", chunk: len(stream), in: stream, found: true, total: 10},
+		{name: "byte by byte", chunk: 1, in: stream, found: true, total: 10},
+		{name: "7-byte reads", chunk: 7, in: stream, found: true, total: 10},
+		{name: "no usage", chunk: 5, in: "data: {\"a\":1}\n\ndata: [DONE]\n\n", found: false, total: 0},
+		{name: "cut mid-line", chunk: 3, in: stream[:len(stream)-60], found: false, total: 0},
+		{name: "comment and event lines", chunk: 4, in: ": ping\nevent: x\n" + stream, found: true, total: 10},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -57,9 +57,9 @@ func TestInjectMaxTokens(t *testing.T) {
 		null     bool
 		want     string
 	}{
-		{"absent", `{"model":"m","messages":[]}`, false, `{"max_tokens":500,"model":"m","messages":[]}`},
-		{"leading space", ` {"model":"m"}`, false, ` {"max_tokens":500,"model":"m"}`},
-		{"null", `{"model":"m","max_tokens":null}`, true, `{"max_tokens":500,"model":"m"}`},
+		{name: "absent", in: `{"model":"m","messages":[]}`, null: false, want: `{"max_tokens":500,"model":"m","messages":[]}`},
+		{name: "leading space", in: ` {"model":"m"}`, null: false, want: ` {"max_tokens":500,"model":"m"}`},
+		{name: "null", in: `{"model":"m","max_tokens":null}`, null: true, want: `{"max_tokens":500,"model":"m"}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -78,15 +78,15 @@ func TestFindUsage(t *testing.T) {
 		found bool
 		total int64
 	}{
-		{"last key", `{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`, true, 7},
-		{"spaces", `{"usage" :  {"prompt_tokens":1, "completion_tokens":1}}`, true, 2},
-		{"first key", `{"usage":{"prompt_tokens":5,"completion_tokens":0,"total_tokens":5},"data":[{"embedding":[0.1]}]}`, true, 5},
-		{"quoted word in content", `{"choices":[{"message":{"content":"the \"usage\": {\"total_tokens\": 999} trick"}}],"usage":{"total_tokens":9}}`, true, 9},
-		{"string value usage", `{"usage":{"total_tokens":4},"content":"usage"}`, true, 4},
-		{"nested details", `{"usage":{"prompt_tokens":2,"completion_tokens":2,"details":{"x":{"y":"}"}}}}`, true, 4},
-		{"null usage", `{"usage":null}`, false, 0},
-		{"none", `{"choices":[]}`, false, 0},
-		{"not JSON", `usage`, false, 0},
+		{name: "last key", doc: `{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`, found: true, total: 7},
+		{name: "spaces", doc: `{"usage" :  {"prompt_tokens":1, "completion_tokens":1}}`, found: true, total: 2},
+		{name: "first key", doc: `{"usage":{"prompt_tokens":5,"completion_tokens":0,"total_tokens":5},"data":[{"embedding":[0.1]}]}`, found: true, total: 5},
+		{name: "quoted word in content", doc: `{"choices":[{"message":{"content":"the \"usage\": {\"total_tokens\": 999} trick"}}],"usage":{"total_tokens":9}}`, found: true, total: 9},
+		{name: "string value usage", doc: `{"usage":{"total_tokens":4},"content":"usage"}`, found: true, total: 4},
+		{name: "nested details", doc: `{"usage":{"prompt_tokens":2,"completion_tokens":2,"details":{"x":{"y":"}"}}}}`, found: true, total: 4},
+		{name: "null usage", doc: `{"usage":null}`, found: false, total: 0},
+		{name: "none", doc: `{"choices":[]}`, found: false, total: 0},
+		{name: "not JSON", doc: `usage`, found: false, total: 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

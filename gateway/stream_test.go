@@ -173,9 +173,9 @@ func TestPanicChargesReservation(t *testing.T) {
 		name, path, body string
 		out              int64 // max_tokens reserved besides the body's bytes
 	}{
-		{"plain", pathChat, chatBody("codestral-latest", 100, false, "hi"), 100},
-		{"stream", pathChat, chatBody("codestral-latest", 100, true, "hi"), 100},
-		{"embeddings", pathEmbeddings, `{"model":"mistral-embed","input":["a"]}`, 0},
+		{name: "plain", path: pathChat, body: chatBody("codestral-latest", 100, false, "hi"), out: 100},
+		{name: "stream", path: pathChat, body: chatBody("codestral-latest", 100, true, "hi"), out: 100},
+		{name: "embeddings", path: pathEmbeddings, body: `{"model":"mistral-embed","input":["a"]}`, out: 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -99,7 +99,7 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Option
 		a.Stores = stores
 		a.closers = append(a.closers, closeStores)
 	}
-	if a.Journal, err = openJournal(ctx, cfg, opts.DryRun); err != nil {
+	if a.Journal, err = openJournal(ctx, cfg, opts.DryRun, log); err != nil {
 		return nil, err
 	}
 	if a.Journal != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/mrbacd/mrbacd/jobs"
 	"github.com/mrbacd/mrbacd/jobs/rotate"
 	"github.com/mrbacd/mrbacd/jobs/scheduler"
+	"github.com/mrbacd/mrbacd/metrics"
 	"github.com/mrbacd/mrbacd/notify"
 	"github.com/mrbacd/mrbacd/secrets"
 )
@@ -33,6 +34,10 @@ type DaemonOptions struct {
 	LogLevel *slog.LevelVar
 	// Stdout is where notifications go when notify.slack is not configured.
 	Stdout io.Writer
+	// NoGateway: the daemon does not run its gateway even when
+	// gateway.listen is set (`mrbacd run --no-gateway`: the gateways run
+	// as their own processes, `mrbacd gateway`, on the same config).
+	NoGateway bool
 }
 
 // ErrFatal: the daemon could not start, or a server stopped unexpectedly.
@@ -49,7 +54,7 @@ func RunDaemon(ctx context.Context, opts DaemonOptions) error {
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 
-	wiring := &daemonWiring{stdout: opts.Stdout}
+	wiring := &daemonWiring{stdout: opts.Stdout, noGateway: opts.NoGateway}
 	preloaded := opts.Config
 	load := func(path string) (*config.Config, error) {
 		if c := preloaded; c != nil {
@@ -61,6 +66,7 @@ func RunDaemon(ctx context.Context, opts DaemonOptions) error {
 	d, err := daemon.New(ctx, daemon.Options{
 		ConfigPath: opts.ConfigPath, Version: opts.Version, Logger: log, LogLevel: opts.LogLevel,
 		Build: wiring.build, Services: wiring.services, Reloaded: wiring.reloaded, Load: load,
+		Ready: wiring.ready,
 	})
 	if err != nil {
 		log.Error("mrbacd cannot start", "err", err)
@@ -109,14 +115,18 @@ func RunDaemon(ctx context.Context, opts DaemonOptions) error {
 // build: the worker delivering it runs for the daemon's whole life.
 type daemonWiring struct {
 	stdout io.Writer
-	mu     sync.Mutex
-	outbox *notify.Outbox
+	// noGateway: gateway.listen is ignored (DaemonOptions.NoGateway).
+	noGateway bool
+	mu        sync.Mutex
+	outbox    *notify.Outbox
 	// rotations collects the rotation engine's events during a rotate run
 	// (one at a time: the scheduler never overlaps a job) for the digest
 	// and failure messages queued when the run ends.
 	rotations rotationNotes
 	// gateway is the running gateway, nil when gateway.listen is unset.
 	gateway *gatewayService
+	// started: services ran (the gateway, if any, is set).
+	started bool
 	// inForce is the config in force, for the Slack actions and the gauges.
 	inForce configInForce
 }
@@ -212,17 +222,35 @@ func (w *daemonWiring) services(ctx context.Context, de daemon.Env, comps *daemo
 		return nil, fmt.Errorf("slack actions: %w", err)
 	}
 	svcs = append(svcs, oncall...)
-	if cfg.Gateway.Listen == "" {
-		return svcs, nil
+	if cfg.Gateway.Listen != "" && w.noGateway {
+		de.Logger.Info("gateway not started (--no-gateway)", "gateway_listen", cfg.Gateway.Listen)
 	}
-	gs, err := startGateway(ctx, de)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: %w", err)
+	var gs *gatewayService
+	if cfg.Gateway.Listen != "" && !w.noGateway {
+		if gs, err = startGateway(ctx, de); err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		svcs = append(svcs, daemon.Service{Name: "gateway", Run: gs.serve})
 	}
 	w.mu.Lock()
-	w.gateway = gs
+	w.gateway, w.started = gs, true
 	w.mu.Unlock()
-	return append(svcs, daemon.Service{Name: "gateway", Run: gs.serve}), nil
+	return svcs, nil
+}
+
+// ready is the daemon's Ready: its services started and the gateway it
+// runs, if any, is ready (the daemon checks its journal itself).
+func (w *daemonWiring) ready(ctx context.Context) error {
+	w.mu.Lock()
+	gs, started := w.gateway, w.started
+	w.mu.Unlock()
+	switch {
+	case !started:
+		return metrics.NotReady("starting", nil)
+	case gs == nil:
+		return nil
+	}
+	return gs.gw.Ready(ctx)
 }
 
 // reloaded is the daemon's Reloaded: the running gateway takes the new

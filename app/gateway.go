@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,18 +41,27 @@ func ServeGateway(ctx context.Context, opts GatewayOptions) error {
 	if opts.Listen != "" {
 		cfg.Gateway.Listen = opts.Listen
 	}
-	db, err := openJournal(ctx, cfg, false)
+	db, err := openJournal(ctx, cfg, false, log)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	m := metrics.New(opts.Version, log)
 	env := daemon.Env{Config: cfg, Journal: db, Metrics: m, Logger: log}
+	var running atomic.Pointer[gateway.Gateway] // set once the gateway is built
 	if cfg.Metrics.Listen != "" {
-		ms, err := metrics.Listen(cfg.Metrics.Listen, m, db.Ping, log)
+		ready := func(ctx context.Context) error {
+			gw := running.Load()
+			if gw == nil {
+				return metrics.NotReady("gateway starting", nil)
+			}
+			return gw.Ready(ctx)
+		}
+		ms, err := metrics.Listen(cfg.Metrics.Listen, m, db.Ping, log, metrics.WithReady(ready))
 		if err != nil {
 			return err
 		}
+		log.Info("metrics listening", "metrics_listen", ms.Addr())
 		go func() {
 			if err := ms.Serve(); err != nil {
 				log.Error("metrics listener failed", "err", err)
@@ -67,6 +77,7 @@ func ServeGateway(ctx context.Context, opts GatewayOptions) error {
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
+	running.Store(gs.gw)
 	if opts.Listening != nil {
 		opts.Listening(gs.ln.Addr())
 	}

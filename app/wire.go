@@ -134,14 +134,15 @@ func vaultAuth(a config.VaultAuth) (vault.AuthOptions, error) {
 
 // openJournal opens the journal the config's state names: created if
 // needed, or, for a dry run on SQLite, read-only and only if it exists (nil,
-// nil when it does not: a dry run records nothing).
-func openJournal(ctx context.Context, cfg *config.Config, dryRun bool) (journal.Journal, error) {
+// nil when it does not: a dry run records nothing). Its recoveries (a
+// statement retried after a lost connection) are logged to log.
+func openJournal(ctx context.Context, cfg *config.Config, dryRun bool, log *slog.Logger) (journal.Journal, error) {
 	var db *journal.DB
 	var err error
 	if dryRun && cfg.State.Postgres == nil {
 		db, err = journal.OpenReadOnly(ctx, cfg.State.Path)
 	} else {
-		db, err = backend.Open(ctx, cfg.State, journal.WithLogger(slog.Default()))
+		db, err = backend.Open(ctx, cfg.State, journal.WithLogger(log))
 	}
 	if dryRun && errors.Is(err, journal.ErrNoJournal) {
 		return nil, nil

@@ -99,11 +99,16 @@ type Options struct {
 	// Load reads a config; default config.Load.
 	Load func(path string) (*config.Config, error)
 	// OpenJournal opens the journal a config names; default
-	// backend.OpenConfig (the SQLite file at state.path or state.postgres).
+	// backend.Open (the SQLite file at state.path or state.postgres),
+	// logging its recoveries (a statement retried after a lost connection)
+	// to Logger.
 	OpenJournal func(ctx context.Context, cfg *config.Config) (journal.Journal, error)
 	// Instance names this daemon in leader election, unique among the
 	// daemons sharing the journal; default election.InstanceName().
 	Instance string
+	// Ready, when set, is checked by /readyz after the journal answers a
+	// ping (the gateway the daemon runs); see metrics.Ready for its contract.
+	Ready metrics.Ready
 	// RequestPoll is how often the leader looks for runs queued by
 	// standbys; default DefaultRequestPoll.
 	RequestPoll time.Duration
@@ -167,7 +172,14 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		opts.Load = config.Load
 	}
 	if opts.OpenJournal == nil {
-		opts.OpenJournal = journalbackend.OpenConfig
+		log := opts.Logger
+		opts.OpenJournal = func(ctx context.Context, cfg *config.Config) (journal.Journal, error) {
+			db, err := journalbackend.Open(ctx, cfg.State, journal.WithLogger(log))
+			if err != nil {
+				return nil, err // a nil *journal.DB must not become a non-nil Journal
+			}
+			return db, nil
+		}
 	}
 	cfg, err := opts.Load(opts.ConfigPath)
 	if err != nil {
@@ -245,7 +257,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		PendingNotifications: d.db.PendingCount,
 	})
 	if cfg.Metrics.Listen != "" {
-		d.metSrv, err = metrics.Listen(cfg.Metrics.Listen, d.metrics, d.health, d.log)
+		d.metSrv, err = metrics.Listen(cfg.Metrics.Listen, d.metrics, d.health, d.log, metrics.WithReady(d.readiness))
 		if err != nil {
 			return nil, fmt.Errorf("daemon: %w", err)
 		}
@@ -484,6 +496,18 @@ func (d *Daemon) nextRuns() map[string]time.Time {
 func (d *Daemon) health(ctx context.Context) error {
 	if err := d.db.Ping(ctx); err != nil {
 		return fmt.Errorf("journal: %w", err)
+	}
+	return nil
+}
+
+// readiness is /readyz: the journal answers (a standby is ready like the
+// leader), then Options.Ready.
+func (d *Daemon) readiness(ctx context.Context) error {
+	if err := d.db.Ping(ctx); err != nil {
+		return metrics.NotReady("journal unreachable", err)
+	}
+	if d.opts.Ready != nil {
+		return d.opts.Ready(ctx)
 	}
 	return nil
 }

@@ -46,6 +46,9 @@ type Gateway struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
+	// draining is set once Serve's context ended: Ready answers "draining"
+	// while requests in flight finish.
+	draining atomic.Bool
 
 	// onOverhead, when set (tests, benchmarks), sees each request's total
 	// and upstream time.
@@ -477,6 +480,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	select {
 	case serveErr = <-errc:
 	case <-ctx.Done():
+		g.draining.Store(true)
 		sctx, cancel := context.WithTimeout(context.Background(), g.opts.ShutdownTimeout)
 		if err := srv.Shutdown(sctx); err != nil {
 			g.log.Warn("gateway drain timed out; closing connections", "err", err)

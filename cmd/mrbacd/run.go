@@ -12,11 +12,12 @@ func init() {
 	register(&command{name: "run", summary: "run the daemon: scheduler, admin socket, metrics, gateway", run: runDaemon})
 }
 
-// runDaemon is `mrbacd run --config FILE`: it runs until SIGTERM or SIGINT
+// runDaemon is `mrbacd run --config FILE [--no-gateway]`: it runs until SIGTERM or SIGINT
 // (graceful stop within shutdown_timeout, exit 0) and reloads on SIGHUP.
 func runDaemon(ctx context.Context, env *cmdEnv, args []string) int {
 	fs := newFlagSet(env, "run", "--config FILE")
 	cfgPath := fs.String("config", "", "config `file` (required)")
+	noGateway := fs.Bool("no-gateway", false, "do not run the gateway even when gateway.listen is set (the gateways run as mrbacd gateway)")
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
@@ -34,7 +35,7 @@ func runDaemon(ctx context.Context, env *cmdEnv, args []string) int {
 		return exitUsage
 	}
 	err = app.RunDaemon(ctx, app.DaemonOptions{ConfigPath: *cfgPath, Config: cfg, Version: version,
-		Logger: log, LogLevel: level, Stdout: env.stdout})
+		Logger: log, LogLevel: level, Stdout: env.stdout, NoGateway: *noGateway})
 	if err != nil {
 		return exitFailed // logged by RunDaemon
 	}

@@ -37,10 +37,12 @@ type workload struct {
 	name    string
 	command string   // mrbacd subcommand
 	ports   []string // named container ports the config decides
+	flags   []string // flags its args must hold
 }
 
 var workloads = []workload{
-	{name: daemonName, command: "run", ports: []string{"metrics"}},
+	// The daemon runs no gateway: gateway.listen is set in the shared config.
+	{name: daemonName, command: "run", ports: []string{"metrics"}, flags: []string{"--no-gateway"}},
 	{name: gatewayName, command: "gateway", ports: []string{"http", "metrics"}},
 }
 
@@ -90,6 +92,11 @@ func TestProbesAndPortsMatchConfig(t *testing.T) {
 				t.Fatalf("args %q, want %s --config FILE", c.Args, w.command)
 			}
 			checkConfigMount(t, d, c, c.Args[2])
+			for _, f := range w.flags {
+				if !slices.Contains(c.Args[3:], f) {
+					t.Errorf("args %q lack %s", c.Args, f)
+				}
+			}
 			for _, name := range w.ports {
 				if got := portNumber(t, c, intstr.FromString(name)); got != want[name] {
 					t.Errorf("port %s = %d, the config says %d", name, got, want[name])

@@ -67,6 +67,14 @@ func (p *PostgresDB) TerminateSessions(t testing.TB) int {
 	return n
 }
 
+// AllowConnections lets new sessions connect to the database (allow) or
+// refuses them (as a server that is down would; end the open ones with
+// TerminateSessions).
+func (p *PostgresDB) AllowConnections(t testing.TB, allow bool) {
+	t.Helper()
+	adminExec(t, p.admin, fmt.Sprintf(`ALTER DATABASE %s WITH ALLOW_CONNECTIONS %t`, p.Name, allow))
+}
+
 // postgresAdmin returns the administrator's DSN.
 func postgresAdmin() string {
 	if a := os.Getenv(PostgresAdminEnv); a != "" {

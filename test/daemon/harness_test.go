@@ -69,6 +69,8 @@ type env struct {
 	cfgPath string
 	socket  string
 	sb      *sandbox.Server
+	// runArgs are added to `mrbacd run --config FILE`.
+	runArgs []string
 }
 
 type cfgOpts struct {
@@ -162,7 +164,7 @@ func (e *env) start(extraEnv ...string) *proc {
 		e.t.Fatal(err)
 	}
 	p := &proc{stderr: &testenv.LogBuffer{}, stdout: &testenv.LogBuffer{}, notify: &testenv.LogBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "run", "--config", e.cfgPath)
+	p.cmd = exec.Command(bin, append([]string{"run", "--config", e.cfgPath}, e.runArgs...)...)
 	p.cmd.Env = append(append(os.Environ(), "MISTRAL_ADMIN_KEY="+adminKey, "NOTIFY_SOCKET="+notifyPath, "MRBACD_LOG_LEVEL="), extraEnv...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	p.started = time.Now()

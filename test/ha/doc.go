@@ -15,4 +15,11 @@
 // TestPausedLeader SIGSTOPs the leader in a rotation's propagation wait:
 // the standby takes over within the lease and finishes the rotation; woken
 // with SIGCONT, the old leader's late journal writes are refused.
+//
+// TestPostgresRestartDuringRotation ends every session of the journal's
+// database every 300 ms during a forced rotation (as restarts of the
+// server would): the run completes without restarting mrbacd, one rotation
+// per key is journaled and never restarted, the platform sees one key
+// created per managed key and each old key revoked once, and the daemon's
+// log has a WARN line for each recovery.
 package ha

@@ -78,17 +78,37 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	sdb.SetMaxOpenConns(4)
 	sdb.SetMaxIdleConns(4)
 	sdb.SetConnMaxIdleTime(time.Minute)
-	if err := sdb.PingContext(ctx); err != nil {
-		sdb.Close()
-		return nil, fmt.Errorf("open journal %s: %w", path, err)
-	}
-	db, err := New(ctx, sdb, sqliteDialect, path, opts...)
+	var db *DB
+	err = retryBusy(ctx, func() error {
+		if err := sdb.PingContext(ctx); err != nil {
+			return err
+		}
+		db, err = New(ctx, sdb, sqliteDialect, path, opts...)
+		return err
+	})
 	if err != nil {
 		sdb.Close()
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
 	return db, nil
 }
+
+// retryBusy runs open again while it fails with SQLITE_BUSY, up to
+// busyTimeout. Processes opening a new journal together contend for the
+// switch to WAL and for its recovery, where SQLite answers SQLITE_BUSY
+// without calling the busy handler.
+func retryBusy(ctx context.Context, open func() error) error {
+	deadline := time.Now().Add(busyTimeout)
+	err := open()
+	for attempt := 1; isSQLiteBusy(err) && time.Now().Before(deadline); attempt++ {
+		if werr := backoff(ctx, min(attempt, 30)); werr != nil {
+			return errors.Join(err, werr)
+		}
+		err = open()
+	}
+	return err
+}
+
 
 // Close closes the journal.
 func (db *DB) Close() error { return db.sql.Close() }

@@ -63,6 +63,11 @@ func isSQLiteUnique(err error) bool {
 	}
 	return false
 }
+// isSQLiteBusy reports SQLITE_BUSY and its extended codes.
+func isSQLiteBusy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
+}
 
 // BeginRotation journals a new rotation. Status defaults to in_flight, Step to
 // "begin", StartedAt/UpdatedAt to now. It returns ErrRotationInFlight when

@@ -15,7 +15,7 @@ import (
 const vaultVersion = "v1.21.0"
 
 // fakeGo is a stand-in for the go command: "go build ... -o OUT ." writes
-// a vault binary at OUT that answers "version", and every call is logged
+// a binary at OUT that answers "version" and "--version", and every call is logged
 // with its directory. FAKE_GO_FAIL=1 makes the build fail.
 const fakeGo = `#!/bin/sh
 echo "$(pwd) $*" >> "$FAKE_GO_LOG"
@@ -26,12 +26,12 @@ while [ $# -gt 0 ]; do
 	shift
 done
 [ -n "$out" ] || { echo "fake go: no -o" >&2; exit 2; }
-printf '#!/bin/sh\n[ "$1" = version ] && echo "Vault %s (stand-in)"\n' "` + vaultVersion + `" > "$out"
+printf '#!/bin/sh\ncase "$1" in version|--version) echo "Vault %s (stand-in)";; esac\n' "` + vaultVersion + `" > "$out"
 chmod +x "$out"
 `
 
 // tools are the commands the scripts use besides go.
-var tools = []string{"bash", "sh", "env", "dirname", "mkdir", "flock", "pgrep", "mv", "rm", "chmod", "cat", "sleep"}
+var tools = []string{"bash", "sh", "env", "dirname", "mkdir", "flock", "pgrep", "mv", "rm", "chmod", "cat", "sleep", "awk"}
 
 // machine is a fresh machine: an empty home and tool cache, and a PATH
 // holding only the tools and, unless withoutGo, the stand-in go.
@@ -186,5 +186,42 @@ func TestEnsureVaultConcurrent(t *testing.T) {
 	}
 	if calls := m.goCalls(); len(calls) != 1 {
 		t.Errorf("go calls = %q, want one build", calls)
+	}
+}
+
+// TestEnsurePromtoolFreshMachine runs scripts/ensure-promtool.sh on an
+// empty cache: it builds once from tools/promtool, exits 0, prints only the
+// path of the version tools/promtool/go.mod pins, and a second run reuses it.
+func TestEnsurePromtoolFreshMachine(t *testing.T) {
+	mod, err := os.ReadFile(filepath.Join("..", "tools", "promtool", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := ""
+	for _, line := range strings.Split(string(mod), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "github.com/prometheus/prometheus" {
+			version = f[1]
+		}
+	}
+	if version == "" {
+		t.Fatal("tools/promtool/go.mod pins no github.com/prometheus/prometheus version")
+	}
+	m := newMachine(t, true)
+	want := filepath.Join(m.cache, "promtool-"+version, "promtool") + "\n"
+	for run := 1; run <= 2; run++ {
+		out, errOut, err := m.run("scripts/ensure-promtool.sh")
+		if err != nil || out != want {
+			t.Fatalf("run %d on a fresh machine: stdout %q, %v, want the path %q\nstderr: %s", run, out, err, want, errOut)
+		}
+	}
+	calls := m.goCalls()
+	if len(calls) != 1 || !strings.HasSuffix(strings.Fields(calls[0])[0], filepath.Join("tools", "promtool")) || !strings.Contains(calls[0], " build ") {
+		t.Errorf("go calls = %q, want one build in tools/promtool", calls)
+	}
+	entries, _ := os.ReadDir(filepath.Join(m.cache, "promtool-"+version))
+	for _, e := range entries {
+		if n := e.Name(); n != "promtool" && n != "promtool.lock" {
+			t.Errorf("file left in the cache: %s", n)
+		}
 	}
 }

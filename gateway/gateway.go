@@ -35,6 +35,7 @@ type Gateway struct {
 	// unavailLogged is when a 503 for an unreachable journal was last logged.
 	unavailLogged atomic.Value
 	m             *metrics
+	lm            *leaseMetrics
 	log           *slog.Logger
 	now           func() time.Time
 	opts          Options
@@ -152,6 +153,14 @@ func New(ctx context.Context, o Options) (*Gateway, error) {
 		g.cancel()
 		g.wg.Wait()
 		return nil, fmt.Errorf("gateway: metrics: %w", err)
+	}
+	if g.lm, err = newLeaseMetrics(o.Registerer, func() float64 { return float64(g.leaseWaits.Load()) }); err != nil {
+		g.cancel()
+		g.wg.Wait()
+		return nil, fmt.Errorf("gateway: metrics: %w", err)
+	}
+	if g.leases != nil {
+		g.leases.m = g.lm
 	}
 	if g.usage != nil {
 		g.wg.Add(1)

@@ -128,6 +128,7 @@ func TestDefaults(t *testing.T) {
 		{name: "roles", got: cfg.Roles != nil, want: true},
 		{name: "prices", got: cfg.Prices != nil, want: true},
 		{name: "gateway.read_timeout", got: cfg.Gateway.ReadTimeout.D(), want: 30 * time.Second},
+		{name: "gateway.max_connections", got: cfg.Gateway.MaxConnections, want: 10000},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {

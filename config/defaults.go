@@ -38,6 +38,7 @@ const (
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultHALease         = 15 * time.Second
 	DefaultGatewayRead     = 30 * time.Second
+	DefaultGatewayMaxConns = 10000
 )
 
 // MinHALease and MaxHALease bound ha.lease.
@@ -132,6 +133,9 @@ func applyDefaults(c *Config) {
 		c.Gateway.MaxBodyBytes = DefaultGatewayMaxBody
 	}
 	setDur(&c.Gateway.ReadTimeout, DefaultGatewayRead)
+	if c.Gateway.MaxConnections == 0 {
+		c.Gateway.MaxConnections = DefaultGatewayMaxConns
+	}
 	if c.Roles == nil {
 		c.Roles = map[string]Role{}
 	}

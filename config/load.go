@@ -158,4 +158,7 @@ func checkExplicitZeros(d *decoder, c *Config) {
 	if v.set("gateway.max_body_bytes") && c.Gateway.MaxBodyBytes == 0 {
 		v.errorf("gateway.max_body_bytes", "must be positive")
 	}
+	if v.set("gateway.max_connections") && c.Gateway.MaxConnections == 0 {
+		v.errorf("gateway.max_connections", "must be at least 1")
+	}
 }

@@ -298,8 +298,12 @@ type Gateway struct {
 	MaxBodyBytes int64  `yaml:"max_body_bytes"` // default 1 MiB
 	// ReadTimeout bounds reading a request's headers and body; a stalled
 	// client is cut off (default 30s).
-	ReadTimeout Duration        `yaml:"read_timeout"`
-	Clients     []GatewayClient `yaml:"clients"`
+	ReadTimeout Duration `yaml:"read_timeout"`
+	// MaxConnections caps the connections the gateway serves at once;
+	// beyond it new ones wait in the kernel's accept backlog (default
+	// 10000).
+	MaxConnections int             `yaml:"max_connections"`
+	Clients        []GatewayClient `yaml:"clients"`
 }
 
 // GatewayClient is one principal of the gateway.

@@ -430,6 +430,9 @@ func (v *validator) validateGateway(ws map[string]bool) {
 	if g.MaxBodyBytes <= 0 {
 		v.errorf("gateway.max_body_bytes", "must be positive")
 	}
+	if g.MaxConnections < 1 {
+		v.errorf("gateway.max_connections", "must be at least 1")
+	}
 	roles := map[string]bool{}
 	for name := range v.cfg.Roles {
 		roles[name] = true

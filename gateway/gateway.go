@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/mrbacd/mrbacd/journal"
 )
 
@@ -33,6 +35,7 @@ type Gateway struct {
 	// unavailLogged is when a 503 for an unreachable journal was last logged.
 	unavailLogged atomic.Value
 	m             *metrics
+	lm            *leaseMetrics
 	log           *slog.Logger
 	now           func() time.Time
 	opts          Options
@@ -91,6 +94,9 @@ func New(ctx context.Context, o Options) (*Gateway, error) {
 	if o.ReadTimeout <= 0 {
 		o.ReadTimeout = DefaultReadTimeout
 	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = DefaultMaxConnections
+	}
 	if o.HangupDrainTimeout <= 0 {
 		o.HangupDrainTimeout = DefaultHangupDrainTimeout
 	}
@@ -147,6 +153,14 @@ func New(ctx context.Context, o Options) (*Gateway, error) {
 		g.cancel()
 		g.wg.Wait()
 		return nil, fmt.Errorf("gateway: metrics: %w", err)
+	}
+	if g.lm, err = newLeaseMetrics(o.Registerer, func() float64 { return float64(g.leaseWaits.Load()) }); err != nil {
+		g.cancel()
+		g.wg.Wait()
+		return nil, fmt.Errorf("gateway: metrics: %w", err)
+	}
+	if g.leases != nil {
+		g.leases.m = g.lm
 	}
 	if g.usage != nil {
 		g.wg.Add(1)
@@ -470,8 +484,11 @@ func (g *Gateway) newServer(ctx context.Context) *http.Server {
 	}
 }
 
-// Serve is Run on a listener of the caller's.
+// Serve is Run on a listener of the caller's. It serves at most
+// Options.MaxConnections connections at once: beyond them it stops
+// accepting, and new connections wait in the kernel's backlog.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	ln = netutil.LimitListener(ln, g.opts.MaxConnections)
 	srv := g.newServer(ctx)
 	g.log.Info("gateway listening", "addr", ln.Addr().String(), "upstream", g.base, "clients", len(g.snap.Load().clients))
 	errc := make(chan error, 1)

@@ -75,6 +75,7 @@ type leaser struct {
 	now   func() time.Time
 	log   *slog.Logger
 	bg    context.Context
+	m     *leaseMetrics // nil: not counted
 
 	mu    sync.Mutex
 	holds map[holdKey]*holding
@@ -300,6 +301,9 @@ func (lz *leaser) call(ctx context.Context, h *holding, minA, want, ret journal.
 		Held: h.held, Spent: spent, Return: ret, Min: minA, Want: want, TTL: lz.ttl}
 	h.mu.Unlock()
 	res, err := lz.store.LeaseBudget(ctx, req)
+	if !want.IsZero() || !minA.IsZero() {
+		lz.m.fetched(err, res.Granted, maxAmounts(want, minA))
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.lastFetch = time.Now()
@@ -327,9 +331,11 @@ func (lz *leaser) call(ctx context.Context, h *holding, minA, want, ret journal.
 		// what was left of it is gone (it is counted as spent).
 		lz.log.Warn("gateway budget lease expired before its renewal; its remainder was charged as spent",
 			"subject", h.key.subject, "window", h.key.window)
+		lz.m.lostGrant()
 		h.free = journal.Amounts{}
 	}
 	h.free = h.free.Add(res.Granted)
+	lz.m.heldChanged(h.key, h.held, res.Held)
 	h.held, h.used, h.expires = res.Held, res.Used, res.Expires
 	h.refused = !minA.IsZero() && res.Granted.IsZero()
 	h.refusedMin = minA

@@ -26,6 +26,8 @@ const (
 	DefaultShutdownTimeout = 10 * time.Second
 	// DefaultReadTimeout bounds reading a request's headers and body.
 	DefaultReadTimeout = 30 * time.Second
+	// DefaultMaxConnections caps the connections served at once.
+	DefaultMaxConnections = 10000
 	// DefaultHangupDrainTimeout bounds how long the upstream answer of a
 	// client that hung up is still read to learn its usage.
 	DefaultHangupDrainTimeout = 5 * time.Minute
@@ -119,6 +121,9 @@ type Options struct {
 	// of an answer that makes no progress (a client that stops reading),
 	// never a stream that flows. Default 30s.
 	ReadTimeout time.Duration
+	// MaxConnections caps the connections Serve serves at once; beyond it
+	// new connections wait in the kernel's accept backlog (default 10000).
+	MaxConnections int
 	// HangupDrainTimeout bounds how long the gateway keeps reading an
 	// upstream answer after its client hung up, to settle to the usage
 	// the upstream bills (default 5m); past it the whole reservation is
@@ -188,6 +193,7 @@ func FromConfig(cfg *config.Config, deps Deps) (Options, error) {
 		UpstreamURL:     cfg.Mistral.BaseURL,
 		MaxBodyBytes:    cfg.Gateway.MaxBodyBytes,
 		ReadTimeout:     cfg.Gateway.ReadTimeout.D(),
+		MaxConnections:  cfg.Gateway.MaxConnections,
 		Roles:           make(map[string]Role, len(cfg.Roles)),
 		Workspaces:      make(map[string]Workspace, len(cfg.Workspaces)),
 		Upstreams:       map[string]Upstream{},

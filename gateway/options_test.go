@@ -34,7 +34,7 @@ func TestFromConfig(t *testing.T) {
 				{Name: "dev-second", Workspace: "dev", Store: config.KeyStore{Backend: "file", Path: "mistral/dev-2"}},
 			},
 			Roles: map[string]config.Role{"analyst": {Models: []string{"mistral-small-*"}, MaxTokensPerRequest: 500, DailyTokens: 1000, RPM: 5, HourlyUSD: 1, DailyUSD: 2}},
-			Gateway: config.Gateway{Listen: "127.0.0.1:0", MaxBodyBytes: 4096, Clients: []config.GatewayClient{
+			Gateway: config.Gateway{Listen: "127.0.0.1:0", MaxBodyBytes: 4096, MaxConnections: 7, Clients: []config.GatewayClient{
 				{Name: "a", Role: "analyst", Workspace: "dev", TokenSHA256: strings.ToUpper(hex.EncodeToString(shaTok[:]))},
 				{Name: "b", Role: "analyst", Workspace: "ml", TokenFile: tokFile},
 				{Name: "c", Role: "analyst", Workspace: "dev", TokenEnv: "GW_TEST_TOKEN"},
@@ -51,6 +51,9 @@ func TestFromConfig(t *testing.T) {
 	}
 	if got := o.Upstreams["dev"]; got.KeyName != "dev-first" || got.Target.Path != "mistral/dev-1" || got.Target.Format != secrets.FormatJSON {
 		t.Fatalf("dev upstream %+v: want the first key of the workspace", got)
+	}
+	if o.MaxConnections != 7 {
+		t.Fatalf("max connections %d, want the config's 7", o.MaxConnections)
 	}
 	if got := o.Upstreams["ml"]; got.Target.Format != secrets.FormatRaw {
 		t.Fatalf("ml upstream %+v: want raw format", got)

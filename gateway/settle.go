@@ -142,6 +142,7 @@ func (g *Gateway) refuse(w http.ResponseWriter, st *reqState, hit *limitHit) {
 		writeRetry(w, hit)
 		return
 	}
+	g.lm.refusedUnavailable()
 	if t := g.now(); t.Sub(g.unavailLogged.Load().(time.Time)) > 10*time.Second {
 		g.unavailLogged.Store(t)
 		g.log.Warn("gateway refusing requests with 503: the budget journal is unreachable and the budget held is spent",

@@ -109,7 +109,6 @@ func retryBusy(ctx context.Context, open func() error) error {
 	return err
 }
 
-
 // Close closes the journal.
 func (db *DB) Close() error { return db.sql.Close() }
 

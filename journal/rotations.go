@@ -63,6 +63,7 @@ func isSQLiteUnique(err error) bool {
 	}
 	return false
 }
+
 // isSQLiteBusy reports SQLITE_BUSY and its extended codes.
 func isSQLiteBusy(err error) bool {
 	var se *sqlite.Error

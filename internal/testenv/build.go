@@ -26,3 +26,24 @@ func BuildMrbacd(dir string) (string, error) {
 	}
 	return bin, nil
 }
+
+// MainWithMrbacd is a TestMain for tests of the real binary: it builds
+// mrbacd once into a temporary directory readable by every uid (a test may
+// run ctl as nobody), sets *bin to its path, runs the tests, removes the
+// directory and exits with the tests' code.
+func MainWithMrbacd(m interface{ Run() int }, bin *string) {
+	dir, err := os.MkdirTemp("", "mrbacd-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "building mrbacd:", err)
+		os.Exit(1)
+	}
+	os.Chmod(dir, 0o755)
+	if *bin, err = BuildMrbacd(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}

@@ -30,23 +30,7 @@ const adminKey = "sk-admin-daemon-test-0123456789abcdef"
 // bin is the mrbacd binary built once by TestMain.
 var bin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "mrbacd-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	// Readable by every uid: the peer-uid test runs ctl as nobody.
-	os.Chmod(dir, 0o755)
-	if bin, err = testenv.BuildMrbacd(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.MainWithMrbacd(m, &bin) }
 
 // startSandbox serves a sandbox platform with one workspace and one user.
 func startSandbox(t testing.TB) *sandbox.Server {

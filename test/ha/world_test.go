@@ -27,21 +27,7 @@ import (
 // bin is the mrbacd binary built once by TestMain.
 var bin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "mrbacd-ha-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "ha test:", err)
-		os.Exit(1)
-	}
-	if bin, err = testenv.BuildMrbacd(dir); err != nil {
-		fmt.Fprintln(os.Stderr, "ha test:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.MainWithMrbacd(m, &bin) }
 
 // lease is the daemons' ha.lease: the shortest allowed.
 const lease = time.Second

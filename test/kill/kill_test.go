@@ -32,21 +32,7 @@ import (
 // bin is the mrbacd binary built once by TestMain.
 var bin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "mrbacd-kill-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "kill test:", err)
-		os.Exit(1)
-	}
-	if bin, err = testenv.BuildMrbacd(dir); err != nil {
-		fmt.Fprintln(os.Stderr, "kill test:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.MainWithMrbacd(m, &bin) }
 
 // killTarget is the number of kills over all stores: MRBACD_KILLS or 54.
 func killTarget(t *testing.T) int {

@@ -266,6 +266,20 @@ func (w *daemonWiring) reloaded(ctx context.Context, de daemon.Env, old *config.
 	return gs.reload(ctx, de, old)
 }
 
+// readRecord reads a managed key's store record; found is false when its
+// store is not configured or holds no record yet.
+func readRecord(ctx context.Context, stores map[string]secrets.Store, k config.Key) (v secrets.Versioned, found bool, err error) {
+	st := stores[k.Store.Backend]
+	if st == nil {
+		return v, false, nil
+	}
+	v, err = st.Read(ctx, rotate.Target(k))
+	if errors.Is(err, secrets.ErrNotFound) {
+		return v, false, nil
+	}
+	return v, err == nil, err
+}
+
 // keyCreated reads each managed key's record for the key age metric (only
 // created_at is kept; the daemon caches the answer).
 func keyCreated(cfg *config.Config, stores map[string]secrets.Store) func(ctx context.Context) (map[string]time.Time, error) {
@@ -273,19 +287,14 @@ func keyCreated(cfg *config.Config, stores map[string]secrets.Store) func(ctx co
 		out := map[string]time.Time{}
 		var errs []error
 		for _, k := range cfg.Keys {
-			st := stores[k.Store.Backend]
-			if st == nil {
-				continue
-			}
-			v, err := st.Read(ctx, rotate.Target(k))
-			if errors.Is(err, secrets.ErrNotFound) {
-				continue
-			}
+			v, found, err := readRecord(ctx, stores, k)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("key %s: %w", k.Name, err))
 				continue
 			}
-			out[k.Name] = v.CreatedAt
+			if found {
+				out[k.Name] = v.CreatedAt
+			}
 		}
 		return out, errors.Join(errs...)
 	}

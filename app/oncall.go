@@ -15,7 +15,6 @@ import (
 	"github.com/mrbacd/mrbacd/ctlsock"
 	"github.com/mrbacd/mrbacd/daemon"
 	"github.com/mrbacd/mrbacd/jobs"
-	"github.com/mrbacd/mrbacd/jobs/rotate"
 	"github.com/mrbacd/mrbacd/metrics"
 	"github.com/mrbacd/mrbacd/notify/slack"
 	"github.com/mrbacd/mrbacd/secrets"
@@ -112,19 +111,12 @@ func storeRecords(stores map[string]secrets.Store, inForce *configInForce) func(
 			return "", false, errors.New("no config in force")
 		}
 		for _, k := range cfg.Keys {
-			st := stores[k.Store.Backend]
-			if st == nil {
-				continue
-			}
-			v, err := st.Read(ctx, rotate.Target(k))
-			if errors.Is(err, secrets.ErrNotFound) {
-				continue
-			}
+			v, found, err := readRecord(ctx, stores, k)
 			if err != nil {
 				// Unsure is managed: never revoke a key a store may still serve.
 				return "", false, fmt.Errorf("reading the store record of %s: %w", k.Name, err)
 			}
-			if v.KeyID == keyID {
+			if found && v.KeyID == keyID {
 				return k.Name, true, nil
 			}
 		}

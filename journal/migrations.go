@@ -124,7 +124,7 @@ var migrations = []Migration{
 		)`,
 	}},
 	{5, "operator actions and finding suppressions", ActionsMigration},
-	{6, "run requests", runRequestsMigration("INTEGER PRIMARY KEY")},
+	{6, "run requests", RunRequestsMigration("INTEGER PRIMARY KEY")},
 	{7, "budget grants", []string{
 		// The requests a counter holds (rpm windows, per UTC minute).
 		`ALTER TABLE usage_counters ADD COLUMN requests BIGINT NOT NULL DEFAULT 0`,
@@ -147,14 +147,14 @@ var migrations = []Migration{
 	}},
 }
 
-// runRequestsMigration is migration 6 on either engine, given its
-// auto-numbered primary key column type: the runs `mrbacd ctl run` asked a
+// RunRequestsMigration is migration 6 on either engine (journal/postgres
+// uses it too), given its auto-numbered primary key column type: the runs `mrbacd ctl run` asked a
 // standby for, queued for the leader (status queued, then taken by the
 // leader before it starts the run, then started with the run's id or
 // refused with why), and the instance whose fenced run each run is (""
 // for runs of one-shot commands), so a new leader cancels the runs its
 // predecessor left running.
-func runRequestsMigration(idCol string) []string {
+func RunRequestsMigration(idCol string) []string {
 	return []string{
 		`CREATE TABLE run_requests (
 			id            ` + idCol + `,
@@ -173,10 +173,6 @@ func runRequestsMigration(idCol string) []string {
 		`ALTER TABLE runs ADD COLUMN instance TEXT NOT NULL DEFAULT ''`,
 	}
 }
-
-// RunRequestsMigration is migration 6's statements for an engine whose
-// auto-numbered primary key column is idCol (journal/postgres).
-func RunRequestsMigration(idCol string) []string { return runRequestsMigration(idCol) }
 
 // migrate applies every migration not yet recorded in schema_version, each in
 // its own transaction. Re-checking the version inside the transaction (IMMEDIATE

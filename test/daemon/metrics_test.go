@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -16,17 +17,32 @@ import (
 // metricsAddr finds the metrics listener's address in the daemon's JSON log.
 func (p *proc) metricsAddr(t *testing.T) string {
 	t.Helper()
-	for _, line := range strings.Split(p.stderr.String(), "\n") {
-		var rec struct {
-			Msg    string `json:"msg"`
-			Listen string `json:"metrics_listen"`
+	// The "mrbacd ready" line may reach the captured stderr a moment after
+	// the control socket answers: wait for it.
+	addr := ""
+	if !testenv.Until(waitCtx(t, 10*time.Second), func() bool {
+		for _, line := range strings.Split(p.stderr.String(), "\n") {
+			var rec struct {
+				Msg    string `json:"msg"`
+				Listen string `json:"metrics_listen"`
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "mrbacd ready" && rec.Listen != "" {
+				addr = rec.Listen
+				return true
+			}
 		}
-		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "mrbacd ready" && rec.Listen != "" {
-			return rec.Listen
-		}
+		return false
+	}) {
+		t.Fatalf("no metrics address in the log:\n%s", p.stderr.String())
 	}
-	t.Fatalf("no metrics address in the log:\n%s", p.stderr.String())
-	return ""
+	return addr
+}
+
+// waitCtx is a context ending after d or with the test.
+func waitCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
 }
 
 func httpGet(t *testing.T, url string) (int, string) {
